@@ -176,8 +176,9 @@ def load(name: str, split: str = "train", n: int | None = None, seed: int = 0, *
         check_int("n", n, low=1, high=len(y))
         idx = stratified_subset(y, n, seed)
         x, y = x[idx], y[idx]
-    xt = torch.from_numpy(np.ascontiguousarray(x))
-    yt = torch.from_numpy(np.ascontiguousarray(y))
+    # the cached arrays are read-only; hand torch its own copy
+    xt = torch.from_numpy(np.array(x))
+    yt = torch.from_numpy(np.array(y))
     dev = get_device(device)
     xt, yt = xt.to(dev), yt.to(dev)
     if dtype != torch.uint8:

@@ -184,11 +184,11 @@ RECIPES = {
     # accuracy with patience 2. 42,000 training images as in §4 ("we take
     # 42,000 benign images"), the other 18,000 for validation.
     "karnine": {
-        "dataset": "mnist", "optimizer": "rmsprop", "lr": 1e-3, "batch_size": 128, "patience": 2,
+        "dataset": "mnist", "optimizer": "rmsprop", "lr": 1e-3, "batch_size": 32, "patience": 2,
         "n_val_split": 18000,
         "profiles": {
             "smoke": {"n_train": 2000, "n_val": 500, "max_epochs": 1},
-            "cpu": {"n_train": 42000, "n_val": 18000, "max_epochs": 6},
+            "cpu": {"n_train": 42000, "n_val": 18000, "max_epochs": 10},
             "full": {"n_train": 42000, "n_val": 18000, "max_epochs": 30},
         },
     },
@@ -244,7 +244,8 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
                batch_size=rc["batch_size"], max_epochs=sizes["max_epochs"], patience=rc["patience"],
                seed=seed, progress=progress, desc=f"{arch}")
     meta = {"key": key, "arch": arch, "dataset": dataset, "recipe": recipe, "profile": profile, "seed": seed,
-            "device": str(dev), "torch": torch.__version__, "history": hist,
+            # str(): torch.__version__ is a TorchVersion, which weights_only=True refuses to unpickle
+            "device": str(dev), "torch": str(torch.__version__), "history": hist,
             "train_seconds": hist["total_seconds"]}
     save_checkpoint(path, model, meta)
     model.eval()

@@ -111,6 +111,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and checkpoints are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         try:

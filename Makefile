@@ -1,0 +1,84 @@
+# The book's commands. The README's two: `make book` and `make test`.
+#
+#   make setup        .venv (unless a virtualenv/conda env is active) + pip install -e '.[dev]'
+#   make data         link MNIST and CIFAR-10 from ../shared/data when present (never copied)
+#   make test         unit tests + papermill smoke run of every notebook
+#   make book         execute stale notebooks (cpu profile, full on a CUDA GPU) + build _build/html
+#   make run          re-run notebooks: make run PROFILE=cpu NB=04 [FORCE=1], then rebuild the book
+#   make full         make run PROFILE=full (a GPU; the numbers the book publishes)
+#   make html         only rebuild the HTML from the executed notebooks in book/
+#   make check        which executed notebooks are missing, stale or fresh
+#   make clean-book   remove _build (never the executed notebooks in book/)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PROFILE ?= cpu
+NB ?=
+FORCE ?=
+SHARED_DATA ?= ../shared/data
+DATASETS := MNIST cifar-10-batches-py
+PIP_FLAGS ?=
+
+# Use the active virtualenv or conda env if there is one (not conda's `base`, which many
+# shells activate by default), else the project's .venv.
+ifneq ($(VIRTUAL_ENV),)
+  ENV_DIR := $(VIRTUAL_ENV)
+else ifneq ($(filter-out base,$(if $(CONDA_PREFIX),$(or $(CONDA_DEFAULT_ENV),env))),)
+  ENV_DIR := $(CONDA_PREFIX)
+else
+  ENV_DIR := .venv
+  OWN_VENV := 1
+endif
+VENV_BIN := $(ENV_DIR)/bin/
+PY := $(VENV_BIN)python
+STAMP := $(ENV_DIR)/.nrbook-installed
+
+.PHONY: help setup data test book run full html check clean-book
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes (or the env is new).
+$(STAMP): pyproject.toml
+ifdef OWN_VENV
+	@test -x $(PY) || { echo "creating .venv with $$(python3 --version)"; python3 -m venv .venv; }
+endif
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	@touch $@
+
+data:
+	@mkdir -p data
+	@for d in $(DATASETS); do \
+	  case "$(SHARED_DATA)" in /*) target="$(SHARED_DATA)/$$d" ;; *) target="../$(SHARED_DATA)/$$d" ;; esac; \
+	  if [ -e "data/$$d" ] || [ -L "data/$$d" ]; then :; \
+	  elif [ -e "$(SHARED_DATA)/$$d" ]; then ln -s "$$target" "data/$$d" && echo "linked data/$$d -> $$target"; \
+	  else echo "data/$$d: not found here nor in $(SHARED_DATA); nrlib will try torchvision's download (or set NRLIB_DATA)"; fi; \
+	done
+
+test: setup data
+	$(PY) -m pytest -q
+
+book: setup data
+	$(PY) -m nrlib.runbook --profile auto --only-stale
+	$(MAKE) --no-print-directory html
+
+run: setup data
+	$(PY) -m nrlib.runbook --profile $(PROFILE) $(if $(NB),--notebooks $(NB)) $(if $(FORCE),--force)
+	$(MAKE) --no-print-directory html
+
+full:
+	$(MAKE) --no-print-directory run PROFILE=full
+
+html: setup
+	$(PY) -m nrlib.runbook --results-only
+	$(VENV_BIN)jupyter-book build --warningiserror --keep-going .
+	@echo "open _build/html/index.html"
+
+check: setup
+	@$(PY) -m nrlib.runbook --check
+
+clean-book:
+	rm -rf _build

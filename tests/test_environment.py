@@ -1,0 +1,98 @@
+"""The two ways to install (pip via pyproject.toml, conda via environment.yml) agree,
+and the README's two commands are the ones CI runs."""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONDA_TO_PIP = {"pytorch": "torch"}        # conda package name -> PyPI name
+NOT_DEPENDENCIES = {"python", "pip"}      # environment plumbing, not dependencies
+
+
+def parse(spec: str) -> tuple[str, str]:
+    """'Jupyter_Book >= 1.0.4, <2' -> ('jupyter-book', '<2,>=1.0.4'): normalised name and constraint."""
+    spec = spec.split(";")[0].split("#")[0].strip()          # drop markers and comments
+    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*(.*)", spec)
+    assert m, f"cannot parse the requirement {spec!r}"
+    name = re.sub(r"[-_.]+", "-", m.group(1)).lower()
+    name = CONDA_TO_PIP.get(name, name)
+    constraint = ",".join(sorted(c.strip() for c in m.group(3).replace(" ", "").split(",") if c.strip()))
+    return name, constraint
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def pip_requirements() -> dict[str, str]:
+    project = pyproject()["project"]
+    specs = list(project["dependencies"]) + list(project.get("optional-dependencies", {}).get("dev", []))
+    parsed = [parse(s) for s in specs]
+    assert len({n for n, _ in parsed}) == len(parsed), "pyproject.toml lists a dependency twice"
+    return dict(parsed)
+
+
+def conda_requirements() -> tuple[dict[str, str], str | None]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    specs: list[str] = []
+    for item in env["dependencies"]:
+        if isinstance(item, dict):                            # the pip: section
+            specs += [s for s in item.get("pip", []) if not s.strip().startswith("-")]  # skip "-e ."
+        else:
+            specs.append(str(item))
+    parsed = [parse(s) for s in specs]
+    python = dict(parsed).get("python")
+    parsed = [(n, c) for n, c in parsed if n not in NOT_DEPENDENCIES]
+    assert len({n for n, _ in parsed}) == len(parsed), "environment.yml lists a dependency twice"
+    return dict(parsed), python
+
+
+def test_parse_normalises_names_and_constraints():
+    assert parse("Jupyter_Book >= 1.0.4, <2") == ("jupyter-book", "<2,>=1.0.4")
+    assert parse("pytorch") == ("torch", "")
+    assert parse("nbclient[dev]>=0.5 ; python_version>'3'") == ("nbclient", ">=0.5")
+
+
+def test_pyproject_and_environment_list_the_same_dependencies():
+    pip, (conda, _) = pip_requirements(), conda_requirements()
+    only_pip = sorted(set(pip) - set(conda))
+    only_conda = sorted(set(conda) - set(pip))
+    assert not only_pip and not only_conda, (
+        f"pyproject.toml only: {only_pip}; environment.yml only: {only_conda}")
+    differ = {n: (pip[n], conda[n]) for n in pip if pip[n] != conda[n]}
+    assert not differ, f"version constraints differ (pyproject, environment.yml): {differ}"
+
+
+def test_python_versions_agree():
+    _, python = conda_requirements()
+    requires = pyproject()["project"]["requires-python"].replace(" ", "")
+    assert python == requires, f"environment.yml python{python} vs pyproject requires-python {requires}"
+
+
+def test_torch_is_not_pinned():
+    assert pip_requirements()["torch"] == "", "torch must not be pinned (CPU and CUDA builds differ)"
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = ROOT / ".ci" / "run"
+    assert ci.is_file(), ".ci/run is missing"
+    assert os.access(ci, os.X_OK), ".ci/run is not executable"
+    lines = [ln.split("#")[0] for ln in ci.read_text().splitlines()]
+    assert any(re.search(r"(^|[\s;&|(])make\s+test\b", ln) for ln in lines), ".ci/run does not call `make test`"
+
+
+def test_readme_names_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    for command in ("make book", "make test"):
+        assert command in readme, f"README.md does not mention `{command}`"
+
+
+def test_makefile_has_the_readme_targets():
+    makefile = (ROOT / "Makefile").read_text()
+    for target in ("setup", "data", "test", "book", "run", "full", "clean-book"):
+        assert re.search(rf"^{re.escape(target)}\s*:", makefile, re.M), f"Makefile has no `{target}` target"

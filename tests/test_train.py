@@ -1,0 +1,230 @@
+"""nrlib.train: fit, early stopping, checkpoints and the model zoo."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import nrlib.data as nrdata
+from nrlib import train
+from nrlib.attacks import fgsm
+from nrlib.models import build
+from nrlib.train import CorruptCheckpointError, fit, load_checkpoint, save_checkpoint
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def tiny(mnist_train_small):
+    """256 training images: enough for a few optimiser steps."""
+    x, y = mnist_train_small
+    return x[:256], y[:256]
+
+
+@pytest.fixture(scope="module")
+def init_shallow():
+    torch.manual_seed(0)
+    return build("shallow", "mnist")
+
+
+# ---------------------------------------------------------------------------
+# fit
+# ---------------------------------------------------------------------------
+def test_fit_learns_far_above_chance(trained_shallow_fit, mnist_test_small, trained_shallow):
+    hist, test_acc = trained_shallow_fit
+    # one epoch on 4,000 images: a real MNIST classifier, not a lucky guess
+    assert test_acc > 90.0, f"test accuracy {test_acc:.1f}% after one epoch"
+    assert hist["epoch"] == [1]
+    assert hist["train_acc"][0] > 60.0 and hist["loss"][0] < 1.5
+    assert len(hist["seconds"]) == 1 and hist["total_seconds"] >= hist["seconds"][0] > 0
+    assert not trained_shallow.training  # fit leaves the model in eval mode
+
+
+def _fit_copy(init, x, y, **kw):
+    m = copy.deepcopy(init)
+    torch.manual_seed(1)  # dropout masks: the same in every run below
+    hist = fit(m, x, y, progress=False, seed=0, **kw)
+    return m, hist
+
+
+def test_early_stopping_stops_and_restores_best_weights(init_shallow, tiny):
+    x, y = tiny
+    # a validation set on which accuracy cannot change: one image repeated, labels
+    # balanced over the ten classes, so whatever the model predicts it scores 10%
+    x_val = torch.zeros(100, 1, 28, 28)
+    y_val = torch.arange(100) % 10
+    kw = dict(x_val=x_val, y_val=y_val, optimizer="adam", lr=1e-3, batch_size=64)
+    m_es, h = _fit_copy(init_shallow, x, y, max_epochs=10, patience=1, **kw)
+    assert h["epoch"] == [1, 2], "patience=1 and no improvement: stop after epoch 2"
+    assert h["val_acc"][0] == h["val_acc"][1] == pytest.approx(10.0)
+    assert h["best_val_acc"] == h["val_acc"][0]
+    m1, _ = _fit_copy(init_shallow, x, y, max_epochs=1, patience=None, **kw)
+    m2, h2 = _fit_copy(init_shallow, x, y, max_epochs=2, patience=None, **kw)
+    assert h2["epoch"] == [1, 2]
+    assert not _equal(_state(m1), _state(m2)), "epoch 2 changed the weights"
+    assert _equal(_state(m_es), _state(m1)), "early stopping restores the epoch-1 (best) weights"
+    _, h3 = _fit_copy(init_shallow, x, y, max_epochs=10, patience=2, **kw)
+    assert h3["epoch"] == [1, 2, 3]
+
+
+def test_fit_is_reproducible(init_shallow, tiny):
+    x, y = tiny
+    a, ha = _fit_copy(init_shallow, x, y, max_epochs=1, patience=None)
+    b, hb = _fit_copy(init_shallow, x, y, max_epochs=1, patience=None)
+    assert _equal(_state(a), _state(b)) and ha["loss"] == hb["loss"]
+
+
+def test_fit_changes_only_trainable_parameters(init_shallow, tiny):
+    x, y = tiny
+    m = copy.deepcopy(init_shallow)
+    for p in m.conv1.parameters():
+        p.requires_grad_(False)
+    before = _state(m)
+    fit(m, x, y, max_epochs=1, patience=None, progress=False)
+    after = _state(m)
+    assert torch.equal(before["conv1.weight"], after["conv1.weight"])
+    assert torch.equal(before["conv1.bias"], after["conv1.bias"])
+    for k in ("conv2.weight", "conv2.bias", "fc1.weight", "fc2.weight"):
+        assert not torch.equal(before[k], after[k]), f"{k} should have trained"
+    assert not m.conv1.weight.requires_grad and m.conv2.weight.requires_grad
+
+
+def test_adversarial_training_calls_the_adversary_per_batch(init_shallow, tiny):
+    x, y = tiny
+    calls = []
+
+    def adversary(model, xb, yb):
+        calls.append(len(yb))
+        return fgsm(model, xb, yb, 0.1)
+
+    m = copy.deepcopy(init_shallow)
+    before = _state(m)
+    h = fit(m, x, y, adversary=adversary, mix="benign+adv", batch_size=100, max_epochs=1,
+            patience=None, progress=False)
+    assert calls == [100, 100, 56]
+    assert not _equal(before, _state(m)) and h["epoch"] == [1]
+
+
+@pytest.mark.parametrize("kw,param", [
+    (dict(mix="adv"), "mix"),
+    (dict(mix="clean", adversary=lambda m, x, y: x), "mix"),
+    (dict(max_epochs=0), "max_epochs"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(patience=0), "patience"),
+    (dict(optimizer="lbfgs"), "optimizer"),
+    (dict(lr=0.0), "lr"),
+])
+def test_fit_rejects_bad_arguments(init_shallow, tiny, kw, param):
+    x, y = tiny
+    with pytest.raises(ValueError, match=rf"^{param}="):
+        fit(copy.deepcopy(init_shallow), x, y, progress=False, **kw)
+
+
+def test_fit_needs_trainable_parameters(init_shallow, tiny):
+    m = copy.deepcopy(init_shallow)
+    for p in m.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="requires_grad"):
+        fit(m, *tiny, progress=False)
+
+
+# ---------------------------------------------------------------------------
+# checkpoints
+# ---------------------------------------------------------------------------
+META = {"arch": "shallow", "history": {"val_acc": [97.5, 98.25], "epoch": [1, 2]}, "seed": 0,
+        "note": None, "cached": False}
+
+
+def test_checkpoint_round_trip(tmp_path, trained_shallow, monkeypatch):
+    path = tmp_path / "sub" / "m.pt"
+    assert save_checkpoint(path, trained_shallow, META) == path and path.is_file()
+    assert not [p for p in path.parent.iterdir() if p.name != "m.pt"], "no temp files are left"
+
+    real_load = torch.load
+    seen = []
+
+    def spy(*a, **kw):
+        seen.append(kw.get("weights_only"))
+        return real_load(*a, **kw)
+
+    monkeypatch.setattr(torch, "load", spy)
+    state, meta = load_checkpoint(path)
+    assert seen == [True], "checkpoints must be loaded with weights_only=True"
+    assert meta == META
+    ref = trained_shallow.state_dict()
+    assert state.keys() == ref.keys()
+    assert all(torch.equal(state[k], ref[k].cpu()) and state[k].dtype == ref[k].dtype for k in ref)
+    # and into a fresh model
+    fresh = build("shallow", "mnist")
+    load_checkpoint(path, fresh)
+    assert _equal(_state(fresh), _state(trained_shallow))
+
+
+def test_truncated_checkpoint_is_named(tmp_path, trained_shallow):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, trained_shallow, META)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CorruptCheckpointError, match=str(path)):
+        load_checkpoint(path)
+
+
+def test_altered_tensor_fails_the_checksum(tmp_path, trained_shallow):
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, trained_shallow, META)
+    obj = torch.load(path, weights_only=True)
+    w = obj["state_dict"]["conv1.weight"]
+    w.view(torch.uint8).view(-1)[0] ^= 0x01  # one flipped bit, the old sha256 kept
+    torch.save(obj, path)
+    assert torch.load(path, weights_only=True)["sha256"] == obj["sha256"]
+    with pytest.raises(CorruptCheckpointError, match=str(path)) as e:
+        load_checkpoint(path)
+    assert "SHA-256" in str(e.value)
+    assert issubclass(CorruptCheckpointError, ValueError)
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+# ---------------------------------------------------------------------------
+# the zoo
+# ---------------------------------------------------------------------------
+def test_zoo_trains_once_then_loads_from_cache(tmp_path, monkeypatch):
+    real_mnist = (nrdata.data_root() / "MNIST").resolve()
+    (tmp_path / "MNIST").symlink_to(real_mnist, target_is_directory=True)
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path))
+    assert train.checkpoint_dir() == tmp_path / "checkpoints"
+
+    m1, meta1 = train.zoo_get("shallow", "mnist", "karnine", "smoke", device="cpu", progress=False)
+    path = tmp_path / "checkpoints" / "mnist" / "shallow" / "karnine-smoke-seed0.pt"
+    assert meta1["cached"] is False and meta1["path"] == str(path) and path.is_file()
+    assert meta1["key"] == "mnist/shallow/karnine-smoke-seed0" and meta1["profile"] == "smoke"
+    assert meta1["history"]["epoch"] == [1]
+    assert meta1["history"]["val_acc"][0] > 30.0  # 2,000 images, one epoch: well above chance
+    assert not m1.training
+
+    m2, meta2 = train.zoo_get("shallow", "mnist", "karnine", "smoke", device="cpu", progress=False)
+    assert meta2["cached"] is True and meta2["path"] == str(path)
+    assert meta2["history"] == meta1["history"]
+    assert _equal(_state(m1), _state(m2))
+    assert not m2.training
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(m1(x), m2(x))
+
+
+@pytest.mark.parametrize("kw,param", [(dict(dataset="cifar10"), "dataset"), (dict(profile="huge"), "profile"),
+                                      (dict(arch="lenet"), "arch"), (dict(recipe="madry"), "recipe")])
+def test_zoo_rejects_bad_arguments(kw, param):
+    args = dict(arch="shallow", dataset="mnist", recipe="karnine", profile="smoke") | kw
+    with pytest.raises(ValueError, match=rf"^{param}="):
+        train.zoo_get(**args)
