@@ -200,7 +200,12 @@ def checkpoint_dir() -> Path:
 
 
 def zoo_key(arch: str, dataset: str, recipe: str, profile: str, seed: int) -> str:
-    return f"{dataset}/{arch}/{recipe}-{profile}-seed{seed}"
+    """The cache key: architecture, dataset, recipe, profile, seed, and a short
+    hash of the recipe's settings, so that changing a recipe retrains."""
+    import json
+
+    h = hashlib.sha256(json.dumps(RECIPES[recipe], sort_keys=True).encode()).hexdigest()[:8]
+    return f"{dataset}/{arch}/{recipe}-{h}-{profile}-seed{seed}"
 
 
 def train_val_data(dataset: str, recipe: str, profile: str, seed: int = 0, device=None):

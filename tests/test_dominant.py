@@ -1,0 +1,188 @@
+"""nrlib.dominant: dominant filters and the split model (Karnine et al. 2024)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nrlib import dominant as dom
+from nrlib.attacks import fgsm
+from nrlib.models import build, count_params
+
+# dominant filters used in the split-model tests (conv1: 16 filters, conv2: 32)
+DOMINANT = {"conv1": torch.tensor([0, 5]), "conv2": torch.tensor([1, 2, 3, 30])}
+
+
+def _steps(model, x, y, n=3, lr=0.05):
+    """A few plain SGD steps on whatever requires grad."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=lr)
+    model.train()
+    for _ in range(n):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------
+# n_top and the hand-made helpers
+# ---------------------------------------------------------------------------
+def test_n_top():
+    assert [dom.n_top(c, 0.1) for c in (10, 16, 32, 64, 128)] == [1, 2, 4, 7, 13]
+    assert dom.n_top(10, 0.3) == 3  # 0.3·10 is 3.0000000000000004 in floats: not 4
+    assert dom.n_top(5, 0.01) == 1 and dom.n_top(5, 1.0) == 5
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="frac"):
+            dom.n_top(10, bad)
+
+
+def test_top_filters_hand_made():
+    diff = torch.tensor([[0.1, 0.9, 0.2, 0.0, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0],
+                         [0.5, 0.1, 0.2, 0.0, 0.3, 0.1, 0.0, 0.0, 0.0, 0.7],
+                         [0.0, 0.0, 0.2, 0.8, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0]])
+    top = dom.top_filters(diff, 0.1)
+    assert top.shape == (3, 1) and top.flatten().tolist() == [1, 9, 3]
+    top2 = dom.top_filters(diff, 0.2)
+    assert top2.shape == (3, 2)
+    assert [set(r) for r in top2.tolist()] == [{1, 4}, {9, 0}, {3, 4}]
+
+
+def test_frequency_hand_made():
+    top = torch.tensor([[0, 1], [1, 2], [1, 0]])
+    assert dom.frequency(top, 5).tolist() == [2, 3, 1, 0, 0]
+
+
+def test_dominant_filters_hand_made():
+    freq = torch.tensor([5, 1, 7, 3, 0, 7, 2, 0, 0, 1])
+    assert dom.dominant_filters(freq, 0.2).tolist() == [2, 5]
+    assert dom.dominant_filters(freq, 0.3).tolist() == [0, 2, 5]
+    # ties break toward the lower index, and the result is sorted
+    assert dom.dominant_filters(torch.tensor([4, 9, 9, 9, 0, 0, 0, 0, 0, 0]), 0.2).tolist() == [1, 2]
+    assert dom.dominant_filters(torch.zeros(10, dtype=torch.long), 0.1).tolist() == [0]
+
+
+def test_targeted_pairs():
+    x = torch.rand(3, 1, 4, 4)
+    y = torch.tensor([0, 7, 9])
+    xr, src, tgt = dom.targeted_pairs(x, y)
+    assert xr.shape == (27, 1, 4, 4) and src.shape == tgt.shape == (27,)
+    assert torch.equal(xr[9:18], x[1:2].expand(9, -1, -1, -1))
+    assert not torch.any(src == tgt)
+    for i, c in enumerate(y.tolist()):
+        assert sorted(tgt[src == c].tolist()) == [k for k in range(10) if k != c]
+        assert torch.all(src[9 * i:9 * i + 9] == c)
+
+
+# ---------------------------------------------------------------------------
+# filter differences (§3.4)
+# ---------------------------------------------------------------------------
+def test_filter_differences_of_identical_pairs_are_zero(trained_shallow, batch):
+    x, _ = batch
+    d = dom.filter_differences(trained_shallow, ["conv1", "conv2"], x, x.clone())
+    assert list(d) == ["conv1", "conv2"]
+    assert d["conv1"].shape == (64, 16) and d["conv2"].shape == (64, 32)
+    assert all(torch.all(v == 0) for v in d.values())
+
+
+def test_filter_differences_match_the_definition(trained_shallow, batch):
+    m = trained_shallow
+    x, y = batch
+    x_adv = fgsm(m, x, y, 0.1)
+    d = dom.filter_differences(m, ["conv1"], x, x_adv, batch_size=10)  # chunked
+    assert d["conv1"].shape == (64, 16)
+    assert torch.all(d["conv1"] >= 0) and d["conv1"].sum() > 0
+    with torch.no_grad():
+        a, b = m.conv1(m.normalize(x)), m.conv1(m.normalize(x_adv))
+    ref = (a - b).abs().mean(dim=(2, 3))
+    assert torch.allclose(d["conv1"], ref, atol=1e-5)
+
+
+def test_filter_differences_checks_shapes(trained_shallow, batch):
+    x, _ = batch
+    with pytest.raises(ValueError, match="x_adv"):
+        dom.filter_differences(trained_shallow, ["conv1"], x, x[:10])
+
+
+# ---------------------------------------------------------------------------
+# the split model (§3.5)
+# ---------------------------------------------------------------------------
+def test_split_model_matches_original(trained_shallow, batch):
+    m = trained_shallow.eval()
+    x, _ = batch
+    split = dom.split_model(m, DOMINANT).eval()
+    assert isinstance(split.conv1, dom.SplitConv2d) and isinstance(m.conv1, nn.Conv2d)
+    with torch.no_grad():
+        assert torch.allclose(split(x), m(x), atol=1e-5)
+    merged = dom.merge_split(split).eval()
+    assert isinstance(merged.conv1, nn.Conv2d)
+    for k, v in m.state_dict().items():
+        assert torch.equal(merged.state_dict()[k], v), k
+    with torch.no_grad():
+        assert torch.allclose(merged(x), m(x), atol=1e-5)
+
+
+def test_split_model_flags(trained_shallow):
+    split = dom.split_model(trained_shallow, DOMINANT)
+    trainable = {n for n, p in split.named_parameters() if p.requires_grad}
+    assert trainable == {"conv1.w_train", "conv1.b_train", "conv2.w_train", "conv2.b_train",
+                         "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}
+    assert split.conv1.w_train.shape == (2, 1, 5, 5) and split.conv2.w_frozen.shape == (28, 16, 3, 3)
+    no_dense = dom.split_model(trained_shallow, DOMINANT, train_dense=False)
+    assert {n for n, p in no_dense.named_parameters() if p.requires_grad} == {
+        "conv1.w_train", "conv1.b_train", "conv2.w_train", "conv2.b_train"}
+    # the original model is a separate copy and keeps its flags
+    assert all(p.requires_grad for p in trained_shallow.parameters())
+
+
+@pytest.mark.parametrize("train_dense", [True, False])
+def test_only_dominant_filters_change(trained_shallow, batch, train_dense):
+    m = trained_shallow
+    x, y = batch
+    original = {k: v.clone() for k, v in m.state_dict().items()}
+    split = _steps(dom.split_model(m, DOMINANT, train_dense=train_dense), x, y)
+    merged = dom.merge_split(split).state_dict()
+    assert all(torch.equal(m.state_dict()[k], original[k]) for k in original), "the original is untouched"
+    for layer, idx in DOMINANT.items():
+        C = original[f"{layer}.weight"].shape[0]
+        rest = [c for c in range(C) if c not in idx.tolist()]
+        for kind in ("weight", "bias"):
+            new, old = merged[f"{layer}.{kind}"], original[f"{layer}.{kind}"]
+            assert torch.equal(new[rest], old[rest]), f"a frozen filter of {layer} changed"
+            for c in idx.tolist():
+                assert not torch.equal(new[c], old[c]), f"dominant filter {c} of {layer}.{kind} did not train"
+    for k in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
+        assert torch.equal(merged[k], original[k]) is (not train_dense), k
+    assert torch.equal(merged["normalize.mean"], original["normalize.mean"])
+
+
+def test_split_layers_not_named_stay_frozen(trained_shallow, batch):
+    x, y = batch
+    split = _steps(dom.split_model(trained_shallow, {"conv1": [3]}), x, y)
+    merged = dom.merge_split(split).state_dict()
+    ref = trained_shallow.state_dict()
+    assert torch.equal(merged["conv2.weight"], ref["conv2.weight"])
+    assert not torch.equal(merged["conv1.weight"][3], ref["conv1.weight"][3])
+    assert torch.equal(merged["conv1.weight"][:3], ref["conv1.weight"][:3])
+
+
+def test_split_model_rejects_bad_layers_and_filters(trained_shallow):
+    with pytest.raises(ValueError, match="fc1"):
+        dom.split_model(trained_shallow, {"fc1": [0]})
+    with pytest.raises(ValueError, match="16"):
+        dom.split_model(trained_shallow, {"conv1": [16]})
+
+
+@pytest.mark.parametrize("arch,frozen_pct", [("shallow", 7.96), ("base", 14.33), ("dense", 64.07)])
+def test_trainable_share_reproduces_karnine_table12(arch, frozen_pct):
+    m = build(arch, "mnist")
+    plain = dom.trainable_share(m)
+    assert plain == {"trainable": count_params(m), "total": count_params(m), "frozen_pct": 0.0}
+    dominant = {n: torch.arange(dom.n_top(c.out_channels, 0.1)) for n, c in m.conv_layers().items()}
+    share = dom.trainable_share(dom.split_model(m, dominant))
+    assert share["total"] == count_params(m)
+    assert round(share["frozen_pct"], 2) == frozen_pct
+    # the split does not depend on which filters are dominant, only on how many
+    other = {n: idx + 1 for n, idx in dominant.items()}
+    assert dom.trainable_share(dom.split_model(m, other)) == share
