@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import numbers
 import platform
 import subprocess
 import time
@@ -78,7 +79,8 @@ def write(notebook: str, profile: str, metrics: dict, *, seconds: dict | None = 
           params: dict | None = None, device=None, extra: dict | None = None) -> Path:
     """Write ``data/results/<notebook>/<profile>.json`` atomically; return its path."""
     check_choice("profile", profile, PROFILES)
-    bad = [k for k, v in metrics.items() if not isinstance(v, (int, float)) or isinstance(v, bool)]
+    # numbers.Real: NumPy scalars (pandas cells, np.mean) are numbers too; bools are not metrics
+    bad = [k for k, v in metrics.items() if not isinstance(v, numbers.Real) or isinstance(v, bool)]
     if bad:
         raise ValueError(f"metrics must map names to numbers; not numbers: {bad}")
     record = {

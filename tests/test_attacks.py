@@ -77,14 +77,29 @@ def test_outputs_stay_in_box_for_large_eps(trained_shallow, batch):
 # ---------------------------------------------------------------------------
 # batching and seeds
 # ---------------------------------------------------------------------------
+def _share_differing(a, b, tol=1e-5):
+    """Share of pixels where ``a`` and ``b`` differ by more than ``tol``.
+
+    Each sample's gradient does not depend on its batch (the loss is summed), so
+    in exact arithmetic a batched attack equals the per-sample attacks. In floats
+    the batched and single convolutions differ in the last bits (about 1e-7 here),
+    and the sign of an input-gradient entry within that of zero (the smallest are
+    about 1e-8 of the largest) may flip: allow such pixels, not more (on this CPU
+    there are none). A batch-dependent attack (batch-norm statistics, a loss mixed
+    across samples) changes a large share of pixels.
+    """
+    return float(((a - b).abs() > tol).float().mean())
+
+
 def test_fgsm_batch_equals_per_sample(trained_shallow, batch):
     x, y = batch
     x, y = x[:8], y[:8]
     whole = fgsm(trained_shallow, x, y, EPS)
     single = torch.cat([fgsm(trained_shallow, x[i:i + 1], y[i:i + 1], EPS) for i in range(len(y))])
-    assert torch.equal(whole, single)
+    assert _share_differing(whole, single) < 1e-3
     # and the chunked path (batch_size smaller than the batch) agrees too
-    assert torch.equal(whole, fgsm(trained_shallow, x, y, EPS, batch_size=3))
+    assert _share_differing(whole, fgsm(trained_shallow, x, y, EPS, batch_size=3)) < 1e-3
+    assert not torch.equal(whole, x)
 
 
 @pytest.mark.parametrize("norm,eps,alpha", [("linf", EPS, 0.02), ("l2", 1.5, 0.3)])
@@ -94,7 +109,7 @@ def test_pgd_batch_equals_per_sample_without_random_start(trained_shallow, batch
     kw = dict(alpha=alpha, steps=5, norm=norm, random_start=False)
     whole = pgd(trained_shallow, x, y, eps, **kw)
     single = torch.cat([pgd(trained_shallow, x[i:i + 1], y[i:i + 1], eps, **kw) for i in range(len(y))])
-    assert torch.allclose(whole, single, atol=1e-5, rtol=0)
+    assert _share_differing(whole, single) < 1e-3
     assert not torch.equal(whole, x)
 
 
@@ -163,7 +178,9 @@ def test_attack_leaves_model_untouched(trained_shallow, batch, attack):
     m = trained_shallow
     x, y = batch
     before = {k: v.detach().clone() for k, v in m.state_dict().items()}
-    m.conv1.weight.requires_grad_(False)  # a mixed pattern of flags must survive
+    for p in m.parameters():  # a mixed pattern of flags must survive
+        p.requires_grad_(True)
+    m.conv1.weight.requires_grad_(False)
     flags = {n: p.requires_grad for n, p in m.named_parameters()}
     m.train()
     seen_training = []

@@ -186,3 +186,30 @@ def test_trainable_share_reproduces_karnine_table12(arch, frozen_pct):
     # the split does not depend on which filters are dominant, only on how many
     other = {n: idx + 1 for n, idx in dominant.items()}
     assert dom.trainable_share(dom.split_model(m, other)) == share
+
+
+def test_finetune_with_static_adversarial_set(trained_shallow, batch):
+    m = trained_shallow
+    x, y = batch
+    x_adv = fgsm(m, x, y, 0.2)
+    ref = {k: v.clone() for k, v in m.state_dict().items()}
+    tuned, hist = dom.finetune(m, x, y, x_adv, dominant=DOMINANT, mix="benign+adv", optimizer="sgd",
+                               lr=0.01, batch_size=32, max_epochs=1, patience=None, progress=False)
+    assert isinstance(tuned.conv1, nn.Conv2d) and not tuned.training  # the plain model again
+    assert hist["share"]["total"] == count_params(m) and 0 < hist["share"]["frozen_pct"] < 100
+    new = tuned.state_dict()
+    rest = [c for c in range(16) if c not in DOMINANT["conv1"].tolist()]
+    assert torch.equal(new["conv1.weight"][rest], ref["conv1.weight"][rest])
+    assert not torch.equal(new["conv1.weight"], ref["conv1.weight"])
+    assert not torch.equal(new["fc1.weight"], ref["fc1.weight"])
+    assert all(torch.equal(m.state_dict()[k], ref[k]) for k in ref), "the input model is untouched"
+
+
+def test_finetune_argument_checks(trained_shallow, batch):
+    x, y = batch
+    with pytest.raises(ValueError, match="x_adv"):
+        dom.finetune(trained_shallow, x, y)  # neither a static set nor an adversary
+    with pytest.raises(ValueError, match="x_adv"):
+        dom.finetune(trained_shallow, x, y, x, adversary=lambda m, a, b: a)
+    with pytest.raises(ValueError, match=r"^mix="):
+        dom.finetune(trained_shallow, x, y, x, mix="clean")

@@ -205,9 +205,11 @@ def test_zoo_trains_once_then_loads_from_cache(tmp_path, monkeypatch):
     assert train.checkpoint_dir() == tmp_path / "checkpoints"
 
     m1, meta1 = train.zoo_get("shallow", "mnist", "karnine", "smoke", device="cpu", progress=False)
-    path = tmp_path / "checkpoints" / "mnist" / "shallow" / "karnine-smoke-seed0.pt"
+    key = train.zoo_key("shallow", "mnist", "karnine", "smoke", 0)
+    assert key.startswith("mnist/shallow/karnine") and key.endswith("smoke-seed0")
+    path = tmp_path / "checkpoints" / f"{key}.pt"
     assert meta1["cached"] is False and meta1["path"] == str(path) and path.is_file()
-    assert meta1["key"] == "mnist/shallow/karnine-smoke-seed0" and meta1["profile"] == "smoke"
+    assert meta1["key"] == key and meta1["profile"] == "smoke" and meta1["torch"] == torch.__version__
     assert meta1["history"]["epoch"] == [1]
     assert meta1["history"]["val_acc"][0] > 30.0  # 2,000 images, one epoch: well above chance
     assert not m1.training
@@ -228,3 +230,12 @@ def test_zoo_rejects_bad_arguments(kw, param):
     args = dict(arch="shallow", dataset="mnist", recipe="karnine", profile="smoke") | kw
     with pytest.raises(ValueError, match=rf"^{param}="):
         train.zoo_get(**args)
+
+
+def test_zoo_key_covers_the_recipe_settings(monkeypatch):
+    k0 = train.zoo_key("base", "mnist", "karnine", "cpu", 0)
+    assert k0 == train.zoo_key("base", "mnist", "karnine", "cpu", 0)
+    assert k0 != train.zoo_key("base", "mnist", "karnine", "cpu", 1)
+    assert k0 != train.zoo_key("base", "mnist", "karnine", "full", 0)
+    monkeypatch.setitem(train.RECIPES["karnine"], "lr", 2e-3)
+    assert train.zoo_key("base", "mnist", "karnine", "cpu", 0) != k0
