@@ -44,7 +44,7 @@ from pathlib import Path
 
 import nbformat
 
-from .utils import atomic_write_bytes
+from .utils import atomic_write_bytes, make_readable
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -116,13 +116,6 @@ def decide(state: str, recorded: str | None, profile: str, *, only_stale: bool, 
                    "fresh": "re-run requested"}[state]
 
 
-def _readable(path) -> None:
-    """Temp files are created 0600; give the published file the usual umask-based mode."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 # ---------------------------------------------------------------------------
 # executing one notebook
 # ---------------------------------------------------------------------------
@@ -160,7 +153,7 @@ def execute(src: Path, out_dir: Path, profile: str, device: str) -> dict:
             banner.pop("id", None)            # cell ids exist from nbformat 4.5 on
         nb.cells.insert(0, banner)
         nbformat.write(nb, tmp)
-        _readable(tmp)
+        make_readable(tmp)
         os.replace(tmp, out_dir / src.name)
         return meta
     except BaseException:
@@ -263,7 +256,6 @@ def write_results_page(out_dir: Path = ROOT / "book") -> Path:
         md[4:4] = ["No results have been recorded yet; the sections below fill in as the chapters are run.", ""]
     path = out_dir / "results.md"
     atomic_write_bytes(path, ("\n".join(md).rstrip() + "\n").encode())
-    _readable(path)
     return path
 
 

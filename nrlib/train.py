@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import time
 from pathlib import Path
@@ -202,8 +203,6 @@ def checkpoint_dir() -> Path:
 def zoo_key(arch: str, dataset: str, recipe: str, profile: str, seed: int) -> str:
     """The cache key: architecture, dataset, recipe, profile, seed, and a short
     hash of the recipe's settings, so that changing a recipe retrains."""
-    import json
-
     h = hashlib.sha256(json.dumps(RECIPES[recipe], sort_keys=True).encode()).hexdigest()[:8]
     return f"{dataset}/{arch}/{recipe}-{h}-{profile}-seed{seed}"
 
@@ -236,8 +235,8 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
     dev = get_device(device)
     key = zoo_key(arch, dataset, recipe, profile, seed)
     path = checkpoint_dir() / f"{key}.pt"
-    model = nrmodels.build(arch, dataset).to(dev)
     if path.is_file() and not retrain:
+        model = nrmodels.build(arch, dataset).to(dev)
         _, meta = load_checkpoint(path, model, map_location=dev)
         model.to(memory_format=torch.channels_last).eval()
         return model, {**meta, "cached": True, "path": str(path)}

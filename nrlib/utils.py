@@ -101,6 +101,13 @@ def check_labels(y: torch.Tensor, n: int, num_classes: int | None = None, name: 
 # --------------------------------------------------------------------------
 # atomic writes
 # --------------------------------------------------------------------------
+def make_readable(path: str | os.PathLike) -> None:
+    """Temp files are created 0600; give a published file the usual umask-based mode."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
     path = Path(path)
@@ -111,7 +118,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results and checkpoints are for everyone to read
+        make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
