@@ -55,9 +55,18 @@ def success_matrix(pred: torch.Tensor, source: torch.Tensor, target: torch.Tenso
     return m
 
 
+def _as_set(a) -> set:
+    if torch.is_tensor(a):
+        a = a.detach().cpu().numpy()
+    if isinstance(a, np.ndarray):
+        return set(a.ravel().tolist())
+    return {x.item() if isinstance(x, np.generic) or (torch.is_tensor(x) and x.numel() == 1) else x for x in a}
+
+
 def jaccard(a: Iterable, b: Iterable) -> float:
-    """|A ∩ B| / |A ∪ B| of two sets (1.0 for two empty sets)."""
-    a, b = set(np.asarray(list(a)).tolist()), set(np.asarray(list(b)).tolist())
+    """|A ∩ B| / |A ∪ B| of two sets (1.0 for two empty sets); items may be
+    numbers, NumPy/torch scalars or any hashable (e.g. (layer, c, h, w) tuples)."""
+    a, b = _as_set(a), _as_set(b)
     return 1.0 if not (a | b) else len(a & b) / len(a | b)
 
 

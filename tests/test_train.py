@@ -239,3 +239,55 @@ def test_zoo_key_covers_the_recipe_settings(monkeypatch):
     assert k0 != train.zoo_key("base", "mnist", "karnine", "full", 0)
     monkeypatch.setitem(train.RECIPES["karnine"], "lr", 2e-3)
     assert train.zoo_key("base", "mnist", "karnine", "cpu", 0) != k0
+
+
+def test_zoo_key_ignores_other_profiles(monkeypatch):
+    k0 = train.zoo_key("resnet18", "cifar10", "cifar", "cpu", 0)
+    monkeypatch.setitem(train.RECIPES["cifar"]["profiles"], "full", {"changed": True})
+    assert train.zoo_key("resnet18", "cifar10", "cifar", "cpu", 0) == k0
+    monkeypatch.setitem(train.RECIPES["cifar"]["profiles"], "cpu", {"changed": True})
+    assert train.zoo_key("resnet18", "cifar10", "cifar", "cpu", 0) != k0
+
+
+# ---------------------------------------------------------------------------
+# the CIFAR-10 recipe
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_crop_flip_is_a_shifted_possibly_mirrored_window(dtype):
+    torch.manual_seed(0)
+    x = (torch.rand(16, 3, 8, 8) * 255).to(dtype)
+    out = train.crop_flip(x, pad=2)
+    assert out.shape == x.shape and out.dtype == dtype
+    xp = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    flips = 0
+    for i in range(len(x)):
+        windows = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+                   if torch.equal(out[i], (lambda w: w.flip(-1) if f else w)(xp[i, :, dy:dy + 8, dx:dx + 8]))]
+        assert windows, f"image {i} is not a window of the padded input"
+        flips += windows[0][2]
+    assert 0 < flips < len(x)      # both flipped and unflipped images occur
+
+
+def test_cifar_zoo_learns_and_keeps_snapshots(tmp_path, monkeypatch):
+    """The fast CIFAR recipe at the smoke profile: a width-8 ResNet-18 on 2,000
+    images for 3 epochs rises above chance (10%) on 500 test images, and the
+    snapshots at 10% and 50% of training load back as the model of that epoch."""
+    (tmp_path / "cifar-10-batches-py").symlink_to((nrdata.data_root() / "cifar-10-batches-py").resolve(),
+                                                 target_is_directory=True)
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path))
+    m, meta = train.zoo_get("resnet18", "cifar10", "cifar", "smoke", device="cpu", progress=False)
+    assert meta["cached"] is False and meta["model_kwargs"] == {"width": 8}
+    assert m.conv1.out_channels == 8 and meta["n_train"] == 2000 and meta["n_test"] == 500
+    assert meta["test_acc"] > 18.0, meta["test_acc"]          # chance is 10% (measured ~30%)
+    assert meta["history"]["train_acc"][-1] > meta["history"]["train_acc"][0]
+    key = train.zoo_key("resnet18", "cifar10", "cifar", "smoke", 0)
+    snaps = sorted(p.name for p in (tmp_path / "checkpoints" / "cifar10" / "resnet18").glob("*@*.pt"))
+    assert snaps == [f"{key.split('/')[-1]}@0.10.pt", f"{key.split('/')[-1]}@0.50.pt"]
+    half, hmeta = train.zoo_get("resnet18", "cifar10", "cifar", "smoke", stage=0.5, device="cpu")
+    assert hmeta["cached"] is True and hmeta["stage"] == 0.5 and hmeta["epoch"] == 2
+    assert 0.0 <= hmeta["test_acc"] <= 100.0
+    assert not _equal(_state(half), _state(m))                  # an earlier model, not the final one
+    again, ameta = train.zoo_get("resnet18", "cifar10", "cifar", "smoke", stage=1.0, device="cpu")
+    assert ameta["cached"] is True and _equal(_state(again), _state(m))
+    with pytest.raises(ValueError, match=r"^stage="):
+        train.zoo_get("resnet18", "cifar10", "cifar", "smoke", stage=0.3)
