@@ -6,6 +6,7 @@
 #   make book         execute stale notebooks (cpu profile, full on a CUDA GPU) + build _build/html
 #   make run          re-run notebooks: make run PROFILE=cpu NB=04 [FORCE=1], then rebuild the book
 #   make full         make run PROFILE=full (a GPU; the numbers the book publishes)
+#   make stage        CIFAR-10 in 45 MB parts + MNIST into data/gpu/, wheels into .whl/, for a lent GPU
 #   make html         only rebuild the HTML from the executed notebooks in book/
 #   make check        which executed notebooks are missing, stale or fresh
 #   make clean-book   remove _build (never the executed notebooks in book/)
@@ -34,7 +35,7 @@ VENV_BIN := $(ENV_DIR)/bin/
 PY := $(VENV_BIN)python
 STAMP := $(ENV_DIR)/.nrbook-installed
 
-.PHONY: help setup data test book run full html check clean-book
+.PHONY: help setup data test book run full stage html check clean-book
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -71,6 +72,14 @@ run: setup data
 
 full:
 	$(MAKE) --no-print-directory run PROFILE=full
+
+# The parts and the carry list of each device call: see nrlib/stage.py and scripts/gpu_full.sh.
+# data/MNIST is usually a link, which travels only as a link: copy the real files (cp -L).
+stage: setup data
+	@mkdir -p data/gpu/MNIST/raw
+	cp -L data/MNIST/raw/*.gz data/gpu/MNIST/raw/
+	PY=$(PY) bash scripts/device_wheels.sh
+	$(PY) -m nrlib.stage pack
 
 html: setup
 	$(PY) -m nrlib.runbook --results-only

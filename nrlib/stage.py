@@ -1,0 +1,389 @@
+"""Stage CIFAR-10 for a lent GPU machine in parts small enough to travel.
+
+Why this exists: ``shared/GPU.md`` sets the limits of a call to the lent GPU
+machine. At most 64 MiB travels with one call (the tracked tree, untracked
+files git does not ignore and the ignored paths named in ``carry``), yet
+CIFAR-10's torchvision folder ``cifar-10-batches-py/`` is about 186 MB. Ignored
+files already on the machine are kept between calls while it stays warm, so
+the dataset goes over in parts, one per call, in calls made back to back, and
+is rebuilt byte for byte on the machine before the work starts.
+
+``pack`` concatenates the files of ``FILES`` (a fixed, sorted list; the small
+``readme.html`` too when present) into one gzip stream (zlib level 1: ~91% of
+the size here, smaller and faster than the higher levels on pickled pixels,
+so ~168 MB: four parts), cuts it into ``cifar10.part<k>of<n>.bin`` of at most
+``part_bytes`` each (45,000,000 by default: with the tree, MNIST (11 MB) and the
+wheels of the packages the GPU image lacks (~15 MB) no call exceeds 64 MiB) and writes ``cifar10.manifest.json`` last, with each
+original file's size and md5 and each part's size and sha256. ``check`` lists
+the parts that are missing or damaged; ``unpack`` rebuilds the files, checking
+every md5. The concatenated parts are a plain gzip file
+(``cat cifar10.part*of4.bin | gunzip``), the files back to back in the
+manifest's order.
+
+    python -m nrlib.stage pack   [--src DIR] [--out DIR] [--part-bytes N]
+    python -m nrlib.stage check  [--folder DIR]
+    python -m nrlib.stage unpack [--folder DIR] [--dest DIR]
+
+``pack`` prints the ``carry`` paths of each device call. MNIST (11 MB, four
+``.gz`` files) is not packed: ``make stage`` copies ``data/MNIST/raw/*.gz``
+into ``data/gpu/MNIST/raw/`` (``cp -L``, since ``data/MNIST`` is usually a
+symbolic link, and a link travels only as a link) and that folder is carried
+whole with one call; ``scripts/gpu_full.sh`` puts it back in place.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+from .data import data_root
+from .utils import atomic_write_bytes, check_int
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "cifar10"
+MANIFEST = f"{NAME}.manifest.json"
+FORMAT = "nrlib.stage/1"
+FILES = ("batches.meta", "data_batch_1", "data_batch_2", "data_batch_3",
+         "data_batch_4", "data_batch_5", "test_batch")  # required, in stream order
+OPTIONAL = ("readme.html",)                              # packed when present
+PART_BYTES = 45_000_000      # default: 4 parts; the last call also has room for MNIST and the wheels
+MIN_PART_BYTES = 100_000     # low enough for the unit tests' small parts
+CALL_BYTES = 64 * 2**20      # what may travel with one device call (shared/GPU.md)
+LEVEL = 1                    # zlib level: see the module docstring
+CHUNK = 1 << 22              # 4 MiB reads keep memory modest
+_GZIP = 16 + zlib.MAX_WBITS  # wbits for a gzip header and trailer
+
+
+def default_src() -> Path:
+    return data_root() / "cifar-10-batches-py"
+
+
+def default_folder() -> Path:
+    return data_root() / "gpu"
+
+
+def part_name(k: int, n: int) -> str:
+    return f"{NAME}.part{k}of{n}.bin"
+
+
+def _hash(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _sources(src: Path) -> list[str]:
+    missing = [n for n in FILES if not (src / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"src={str(src)!r} lacks {missing}; a CIFAR-10 folder in torchvision's "
+                                f"layout holds {list(FILES)} (run `make data`, or pass --src)")
+    return sorted(FILES + tuple(n for n in OPTIONAL if (src / n).is_file()))
+
+
+def read_manifest(folder: Path | None = None) -> dict:
+    """The manifest of ``folder`` (default ``data/gpu``); FileNotFoundError if there is none."""
+    folder = Path(folder) if folder is not None else default_folder()
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"no {MANIFEST} in folder={str(folder)!r}: run `python -m nrlib.stage pack` "
+                                f"(make stage) here, and carry the manifest with every device call")
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} has format={manifest.get('format')!r}; this nrlib reads {FORMAT!r}")
+    return manifest
+
+
+def _problems(folder: Path, manifest: dict) -> dict[str, str]:
+    """``{part name: what is wrong}`` for the parts that are missing or damaged."""
+    bad = {}
+    for part in manifest["parts"]:
+        path = folder / part["name"]
+        if not path.is_file():
+            bad[part["name"]] = "missing"
+        elif path.stat().st_size != part["bytes"]:
+            bad[part["name"]] = f"{path.stat().st_size} bytes, expected {part['bytes']}"
+        elif _hash(path, "sha256") != part["sha256"]:
+            bad[part["name"]] = "sha256 differs from the manifest's"
+    return bad
+
+
+def check(folder: Path | None = None) -> list[str]:
+    """Names of the parts in ``folder`` that are missing or have a wrong size or sha256 ([] = complete)."""
+    folder = Path(folder) if folder is not None else default_folder()
+    return list(_problems(folder, read_manifest(folder)))
+
+
+def _up_to_date(src: Path, names: list[str], folder: Path, part_bytes: int) -> dict | None:
+    try:
+        manifest = read_manifest(folder)
+    except (FileNotFoundError, ValueError, json.JSONDecodeError):
+        return None
+    files = manifest.get("files", [])
+    if manifest.get("part_bytes") != part_bytes or [f["name"] for f in files] != names:
+        return None
+    if any((src / f["name"]).stat().st_size != f["bytes"] for f in files):
+        return None
+    if any(_hash(src / f["name"], "md5") != f["md5"] for f in files):
+        return None
+    return None if _problems(folder, manifest) else manifest
+
+
+def pack(src: Path | None = None, out: Path | None = None, part_bytes: int = PART_BYTES) -> dict:
+    """Pack the CIFAR-10 folder ``src`` into parts of at most ``part_bytes`` in ``out``; return the manifest.
+
+    ``src`` defaults to ``data/cifar-10-batches-py``, ``out`` to ``data/gpu`` (both under the data
+    root, which git ignores). Does nothing, and says so, when ``out`` already holds a complete
+    pack of the same files with the same ``part_bytes``.
+    """
+    part_bytes = check_int("part_bytes", part_bytes, low=MIN_PART_BYTES, high=CALL_BYTES)
+    src = Path(src) if src is not None else default_src()
+    out = Path(out) if out is not None else default_folder()
+    if not src.is_dir():
+        raise FileNotFoundError(f"src={str(src)!r} is not a folder; expected CIFAR-10 in torchvision's "
+                                f"layout (cifar-10-batches-py/ with {list(FILES)})")
+    names = _sources(src)
+    done = _up_to_date(src, names, out, part_bytes)
+    if done is not None:
+        print(f"stage: {out / MANIFEST} already matches {src} (sizes and md5) and all "
+              f"{len(done['parts'])} parts are intact; nothing to do")
+        return done
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # an interrupted pack must not leave a manifest that lies
+    for stale in [*out.glob(f".{NAME}.part*.pending"), *out.glob(f"{NAME}.part*of*.bin")]:
+        stale.unlink()
+
+    files, pending = [], []
+    buf = bytearray()
+    comp = zlib.compressobj(LEVEL, zlib.DEFLATED, _GZIP)
+
+    def flush(final: bool) -> None:
+        while len(buf) >= part_bytes or (final and buf):
+            n = min(part_bytes, len(buf))
+            path = out / f".{NAME}.part{len(pending) + 1}.pending"
+            with memoryview(buf) as view, view[:n] as head:
+                atomic_write_bytes(path, head)
+                digest = hashlib.sha256(head).hexdigest()
+            del buf[:n]
+            pending.append({"path": path, "bytes": n, "sha256": digest})
+
+    for name in names:
+        h, size = hashlib.md5(), 0
+        with open(src / name, "rb") as f:
+            for block in iter(lambda: f.read(CHUNK), b""):
+                h.update(block)
+                size += len(block)
+                buf += comp.compress(block)
+                flush(final=False)
+        files.append({"name": name, "bytes": size, "md5": h.hexdigest()})
+    buf += comp.flush()
+    flush(final=True)
+
+    n = len(pending)
+    parts = []
+    for k, p in enumerate(pending, 1):
+        os.replace(p["path"], out / part_name(k, n))
+        parts.append({"name": part_name(k, n), "bytes": p["bytes"], "sha256": p["sha256"]})
+    manifest = {
+        "format": FORMAT,
+        "dataset": "CIFAR-10 (torchvision's cifar-10-batches-py/)",
+        "compression": f"gzip (zlib level {LEVEL}) of the files back to back, in the order of `files`",
+        "part_bytes": part_bytes,
+        "files": files,
+        "total_bytes": sum(f["bytes"] for f in files),
+        "compressed_bytes": sum(p["bytes"] for p in parts),
+        "parts": parts,
+    }
+    atomic_write_bytes(out / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    return manifest
+
+
+def unpack(folder: Path | None = None, dest: Path | None = None) -> Path:
+    """Rebuild the CIFAR-10 files from the parts in ``folder`` into ``dest``; return ``dest``.
+
+    ``folder`` defaults to ``data/gpu``, ``dest`` to ``data/cifar-10-batches-py``. Raises
+    FileNotFoundError naming the missing parts, ValueError naming damaged ones; every file is
+    checked against the manifest's md5 before it is written (atomically). Files already in
+    ``dest`` with the right md5 are left as they are.
+    """
+    folder = Path(folder) if folder is not None else default_folder()
+    dest = Path(dest) if dest is not None else default_src()
+    manifest = read_manifest(folder)
+    bad = _problems(folder, manifest)
+    missing = [n for n, why in bad.items() if why == "missing"]
+    damaged = {n: why for n, why in bad.items() if why != "missing"}
+    if missing:
+        also = f" (and damaged: {damaged})" if damaged else ""
+        raise FileNotFoundError(
+            f"{len(missing)} of {len(manifest['parts'])} parts missing in {folder}: {missing}{also}. "
+            f"The device machine was probably given back between calls (it keeps carried files only "
+            f"while it stays warm, 30 s after a call): re-send them, each carried with "
+            f"{MANIFEST}, in calls made back to back")
+    if damaged:
+        raise ValueError(f"damaged parts in {folder}: {damaged}; re-send them (or re-run "
+                         f"`python -m nrlib.stage pack` if the manifest is stale)")
+
+    todo = [f for f in manifest["files"]
+            if not ((dest / f["name"]).is_file() and (dest / f["name"]).stat().st_size == f["bytes"]
+                    and _hash(dest / f["name"], "md5") == f["md5"])]
+    if not todo:
+        return dest
+    wanted = {f["name"] for f in todo}
+    dest.mkdir(parents=True, exist_ok=True)
+
+    queue = list(manifest["files"])  # files still to rebuild, in stream order
+    cur = bytearray()                 # the bytes of queue[0] so far (kept only if wanted)
+    seen = 0                          # how many bytes of queue[0] the stream has given
+
+    def finish_done() -> None:
+        nonlocal seen
+        while queue and seen == queue[0]["bytes"]:
+            f = queue.pop(0)
+            if f["name"] in wanted:
+                digest = hashlib.md5(cur).hexdigest()
+                if digest != f["md5"]:
+                    raise ValueError(f"{f['name']} rebuilt from {folder} has md5 {digest}, the manifest "
+                                     f"says {f['md5']}; re-run `python -m nrlib.stage pack` and re-send "
+                                     f"the parts")
+                atomic_write_bytes(dest / f["name"], cur)
+            cur.clear()
+            seen = 0
+
+    def feed(data: bytes) -> None:
+        nonlocal seen
+        view = memoryview(data)
+        finish_done()
+        while view.nbytes:
+            if not queue:
+                raise ValueError(f"the parts in {folder} decompress to more than the manifest's "
+                                 f"{manifest['total_bytes']} bytes")
+            take = min(queue[0]["bytes"] - seen, view.nbytes)
+            if queue[0]["name"] in wanted:
+                cur.extend(view[:take])
+            seen += take
+            view = view[take:]
+            finish_done()
+
+    dec = zlib.decompressobj(_GZIP)
+    for part in manifest["parts"]:
+        with open(folder / part["name"], "rb") as fh:
+            for block in iter(lambda: fh.read(CHUNK), b""):
+                feed(dec.decompress(block))
+    feed(dec.flush())
+    if not dec.eof or dec.unused_data or queue:
+        raise ValueError(f"the parts in {folder} do not decompress to the manifest's files "
+                         f"(stream ended={dec.eof}, files left={[f['name'] for f in queue]})")
+    return dest
+
+
+# --------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------
+def _rel(path: Path) -> str:
+    """``path`` relative to the repository root (the form `carry` takes), else absolute."""
+    p = Path(os.path.abspath(path))
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _tree_bytes() -> int | None:
+    """Bytes of the tracked and untracked-not-ignored files: they travel with every call."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                             capture_output=True, check=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sum((ROOT / n).stat().st_size for n in out.decode().split("\0") if n and (ROOT / n).is_file())
+
+
+def _table(folder: Path, manifest: dict, bad: dict[str, str] | None = None) -> None:
+    print(f"  {'part':28s} {'MB':>7s}  sha256[:12]" + ("   state" if bad is not None else ""))
+    for p in manifest["parts"]:
+        state = f"   {bad.get(p['name'], 'ok')}" if bad is not None else ""
+        print(f"  {p['name']:28s} {p['bytes'] / 1e6:7.2f}  {p['sha256'][:12]}{state}")
+
+
+def _print_calls(folder: Path, manifest: dict) -> None:
+    tree = _tree_bytes()
+    man = folder / MANIFEST
+    calls = [{"carry": [_rel(man), _rel(folder / p["name"])], "bytes": man.stat().st_size + p["bytes"]}
+             for p in manifest["parts"]]
+    extras = [folder / "MNIST"]  # MNIST raw files (make stage), and wheels if any (device README)
+    if any((ROOT / ".whl").glob("*.whl")):
+        extras.append(ROOT / ".whl")
+    for path in extras:
+        if path.exists():  # goes with the call that has the most room (the last, smallest part)
+            call = min(reversed(calls), key=lambda c: c["bytes"])
+            call["carry"].append(_rel(path))
+            call["bytes"] += _size(path)
+    budget = CALL_BYTES - (tree or 0)
+    tree_txt = f"{tree / 1e6:.1f} MB" if tree is not None else "unknown size"
+    print(f"device calls, back to back (each also sends the working tree, {tree_txt}; "
+          f"at most {CALL_BYTES / 1e6:.1f} MB per call in all):")
+    for k, c in enumerate(calls, 1):
+        last = ("   command: bash scripts/gpu_full.sh" if k == len(calls)
+                else f"   command: python3 -m nrlib.stage check --folder {_rel(folder)} || true")
+        warn = "   TOO BIG for one call" if c["bytes"] > budget else ""
+        print(f"  call {k}: carry {json.dumps(c['carry'])}  ({c['bytes'] / 1e6:.1f} MB){warn}{last}")
+    if not (folder / "MNIST").exists():
+        print(f"  (no {_rel(folder / 'MNIST')}: `make stage` copies MNIST there; without it the "
+              f"machine has no MNIST)")
+    print("  Chain the calls without pausing: the machine is given back 30 s after a call, and with "
+          "it the parts already sent.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nrlib.stage", description=__doc__.split("\n\n")[0])
+    ap.add_argument("verb", choices=["pack", "check", "unpack"])
+    ap.add_argument("--src", type=Path, help="pack: the CIFAR-10 folder (default: data/cifar-10-batches-py)")
+    ap.add_argument("--out", type=Path, help="pack: where the parts go (default: data/gpu)")
+    ap.add_argument("--folder", type=Path, help="check/unpack: where the parts are (default: data/gpu)")
+    ap.add_argument("--dest", type=Path, help="unpack: where the files go (default: data/cifar-10-batches-py)")
+    ap.add_argument("--part-bytes", type=int, default=PART_BYTES,
+                    help=f"pack: the most bytes per part (default: {PART_BYTES:_})")
+    args = ap.parse_args(argv)
+    try:
+        if args.verb == "pack":
+            folder = args.out if args.out is not None else default_folder()
+            manifest = pack(args.src, folder, args.part_bytes)
+            print(f"stage: {manifest['total_bytes'] / 1e6:.1f} MB in {len(manifest['files'])} files -> "
+                  f"{manifest['compressed_bytes'] / 1e6:.1f} MB in {len(manifest['parts'])} parts "
+                  f"in {_rel(folder)}:")
+            _table(folder, manifest)
+            _print_calls(folder, manifest)
+        elif args.verb == "check":
+            folder = args.folder if args.folder is not None else default_folder()
+            manifest = read_manifest(folder)
+            bad = _problems(folder, manifest)
+            print(f"stage: {_rel(folder)}: {len(manifest['parts']) - len(bad)} of "
+                  f"{len(manifest['parts'])} parts intact")
+            _table(folder, manifest, bad)
+            if bad:
+                print(f"stage: ERROR: parts missing or damaged: {list(bad)}", file=sys.stderr)
+                return 1
+        else:
+            dest = unpack(args.folder, args.dest)
+            print(f"stage: CIFAR-10 rebuilt and md5-checked in {_rel(dest)}")
+    except (FileNotFoundError, ValueError) as e:
+        print(f"stage: ERROR: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

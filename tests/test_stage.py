@@ -1,0 +1,138 @@
+"""nrlib.stage: CIFAR-10 in parts small enough for a device call, rebuilt byte for byte.
+
+All on small synthetic files in tmp_path (random bytes under CIFAR-10's file
+names); the real data folder is never read or written.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from nrlib import stage
+
+PART = 1_000_000
+
+
+@pytest.fixture(autouse=True)
+def data_in_tmp(tmp_path, monkeypatch):
+    """Point the data root at tmp_path so no default path can reach the real data/."""
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path / "data_root"))
+
+
+@pytest.fixture
+def src(tmp_path):
+    """A fake cifar-10-batches-py/: 400 kB of random bytes per batch, ~2.4 MB in all."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "src"
+    folder.mkdir()
+    for i, name in enumerate(stage.FILES):
+        n = 158 if name == "batches.meta" else 400_000 + i
+        (folder / name).write_bytes(rng.integers(0, 256, n, dtype=np.uint8).tobytes())
+    return folder
+
+
+@pytest.fixture
+def packed(src, tmp_path):
+    out = tmp_path / "gpu"
+    return out, stage.pack(src, out, part_bytes=PART)
+
+
+def _files(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_round_trip_is_byte_exact(src, packed, tmp_path):
+    out, manifest = packed
+    n = len(manifest["parts"])
+    assert n == 3, "2.4 MB of random bytes do not compress: three parts of 1 MB"
+    assert [p["name"] for p in manifest["parts"]] == [f"cifar10.part{k}of{n}.bin" for k in range(1, n + 1)]
+    assert _files(out) == sorted([stage.MANIFEST] + [p["name"] for p in manifest["parts"]]), "no temp files left"
+    assert all((out / p["name"]).stat().st_size == p["bytes"] <= PART for p in manifest["parts"])
+    assert json.loads((out / stage.MANIFEST).read_text()) == manifest
+    assert [f["name"] for f in manifest["files"]] == sorted(stage.FILES)
+    assert stage.check(out) == []
+
+    dest = tmp_path / "dest"
+    assert stage.unpack(out, dest) == dest
+    assert _files(dest) == sorted(stage.FILES)
+    for name in stage.FILES:
+        assert (dest / name).read_bytes() == (src / name).read_bytes(), name
+
+
+def test_pack_again_is_a_no_op_and_unpack_keeps_good_files(src, packed, tmp_path, capsys):
+    out, manifest = packed
+    mtimes = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    capsys.readouterr()
+    assert stage.pack(src, out, part_bytes=PART) == manifest
+    assert "nothing to do" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == mtimes
+
+    dest = stage.unpack(out, tmp_path / "dest")
+    (dest / "data_batch_3").write_bytes(b"not the right bytes")
+    kept = (dest / "test_batch").stat().st_mtime_ns
+    stage.unpack(out, dest)
+    assert (dest / "data_batch_3").read_bytes() == (src / "data_batch_3").read_bytes(), "a bad file is rebuilt"
+    assert (dest / "test_batch").stat().st_mtime_ns == kept, "a good file is left as it is"
+
+
+def test_changed_source_is_repacked(src, packed):
+    out, manifest = packed
+    for name in ("data_batch_1", "data_batch_2"):  # zeros compress to almost nothing: fewer parts
+        (src / name).write_bytes(b"\0" * 1000)
+    again = stage.pack(src, out, part_bytes=PART)
+    assert again != manifest and len(again["parts"]) < len(manifest["parts"])
+    assert _files(out) == sorted([stage.MANIFEST] + [p["name"] for p in again["parts"]]), "old parts removed"
+    assert stage.check(out) == []
+
+
+def test_missing_part_is_named(packed, tmp_path):
+    out, manifest = packed
+    gone = manifest["parts"][1]["name"]
+    (out / gone).unlink()
+    assert stage.check(out) == [gone]
+    with pytest.raises(FileNotFoundError, match=gone) as e:
+        stage.unpack(out, tmp_path / "dest")
+    assert "given back" in str(e.value) and manifest["parts"][0]["name"] not in str(e.value)
+    assert stage.main(["check", "--folder", str(out)]) == 1
+    assert stage.main(["unpack", "--folder", str(out), "--dest", str(tmp_path / "dest")]) == 1
+    assert not (tmp_path / "dest").exists()
+
+
+def test_corrupted_part_is_detected(packed, tmp_path):
+    out, manifest = packed
+    bad = out / manifest["parts"][0]["name"]
+    data = bytearray(bad.read_bytes())
+    data[1000] ^= 0xFF  # same size, different bytes: only sha256 tells
+    bad.write_bytes(bytes(data))
+    assert stage.check(out) == [bad.name]
+    with pytest.raises(ValueError, match=rf"{bad.name}.*sha256"):
+        stage.unpack(out, tmp_path / "dest")
+    (out / manifest["parts"][2]["name"]).write_bytes(b"short")
+    assert stage.check(out) == [bad.name, manifest["parts"][2]["name"]]
+
+
+def test_missing_manifest_and_sources_are_clear_errors(src, tmp_path):
+    with pytest.raises(FileNotFoundError, match="cifar10.manifest.json"):
+        stage.check(tmp_path / "empty")
+    (src / "test_batch").unlink()
+    with pytest.raises(FileNotFoundError, match="test_batch"):
+        stage.pack(src, tmp_path / "gpu", part_bytes=PART)
+
+
+@pytest.mark.parametrize("bad", [0, 99_999, 1.5e6, "60000000", True, 2**27])
+def test_bad_part_bytes_names_the_parameter(src, tmp_path, bad):
+    with pytest.raises(ValueError, match="part_bytes"):
+        stage.pack(src, tmp_path / "gpu", part_bytes=bad)
+    assert not (tmp_path / "gpu").exists()
+
+
+def test_cli_pack_prints_parts_and_carry_paths(src, tmp_path, capsys):
+    out = tmp_path / "gpu"
+    assert stage.main(["pack", "--src", str(src), "--out", str(out), "--part-bytes", str(PART)]) == 0
+    text = capsys.readouterr().out
+    manifest = stage.read_manifest(out)
+    for k, p in enumerate(manifest["parts"], 1):
+        assert p["sha256"][:12] in text and f"call {k}: carry" in text
+    assert "bash scripts/gpu_full.sh" in text
