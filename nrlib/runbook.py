@@ -70,11 +70,27 @@ PAPER: dict[str, dict[str, float | None]] = {
         "time_s/split_ft/base/pgd": NOT_MEASURED, "time_s/full_at/base/pgd": NOT_MEASURED,
         "time_s/split_ft/base/fgsm": NOT_MEASURED, "time_s/full_at/base/fgsm": NOT_MEASURED,
     },
+    # not a notebook: `python -m nrlib.train` writes data/results/zoo/<profile>.json
+    "zoo": {"test_acc/resnet18": 93.0, "test_acc/resnet50": 93.0, "test_acc/resnet101": 93.0,
+            "test_acc/vgg16": 91.0, "test_acc/vgg19": 92.5},
+    "05_toggle_activity": {
+        # the report gives no table of toggle numbers, only figures and two statements
+        "clean_acc/resnet18": NOT_MEASURED,
+        **{f"toggle_gain/{k}/n={n}": NOT_MEASURED for k in ("binary", "ternary") for n in (5, 10, 50, 100, 500, 1000)},
+        "toggle_gain/binary/max_over_eps": 5.0, "toggle_gain/ternary/max_over_eps": 1.0,
+    },
 }
 PAPER_SOURCE = {
     "04_dominant_filters": "Karnine et al. (2024): clean accuracy from Tables 6–7, FGSM and PGD accuracy "
                            "from Tables 4–5, adversarial training of the whole model from Tables 6–7 and "
                            "split-model fine-tuning (top 10% filters) from Tables 8–9; ε in pixel units.",
+    "zoo": "the accuracy targets of the book's full profile, those of the models the papers studied "
+           "(ResNets ≥ 93%, VGG-16 ≥ 91%, VGG-19 ≥ 92.5%; CIFAR-10 test set); the cpu profile's models are "
+           "width-reduced and trained on a subset, so they are far below.",
+    "05_toggle_activity": "Prattico (2022), §4.2.3 and Fig. 11: the largest toggle-activity gain over ε is "
+                          "'around 5%' (binary) and 'less than 1%' (ternary) — shown here as 5 and 1 "
+                          "(an upper bound); Fig. 7 (gain vs dataset size) has no numbers, only that it "
+                          "falls towards 0. The report does not state its model's accuracy.",
 }
 
 
@@ -168,7 +184,12 @@ def execute(src: Path, out_dir: Path, profile: str, device: str) -> dict:
 # ---------------------------------------------------------------------------
 # the results page
 # ---------------------------------------------------------------------------
+TITLES = {"zoo": "The CIFAR-10 model zoo (`python -m nrlib.train`)"}
+
+
 def _title(name: str) -> str:
+    if name in TITLES:
+        return TITLES[name]
     src = NOTEBOOKS / f"{name}.ipynb"
     if src.exists():
         for cell in nbformat.read(src, as_version=4).cells:
@@ -224,8 +245,9 @@ def write_results_page(out_dir: Path = ROOT / "book") -> Path:
         if (out_dir / f"{name}.ipynb").exists():
             md += [f"[Read the chapter]({name}.ipynb).", ""]
         if not runs:
-            md += [f"No results yet: `data/results/{name}/` has neither `full.json` nor `cpu.json`. "
-                   f"Run `make run PROFILE=cpu NB={name[:2]}` (or `make full` on a GPU).", ""]
+            how = ("`python -m nrlib.train --profile cpu`" if name == "zoo"
+                   else f"`make run PROFILE=cpu NB={name[:2]}` (or `make full` on a GPU)")
+            md += [f"No results yet: `data/results/{name}/` has neither `full.json` nor `cpu.json`. Run {how}.", ""]
             continue
         found = True
         md += _table(["profile", "device", "date", "git commit", "torch", "timed stages"],

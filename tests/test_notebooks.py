@@ -18,6 +18,11 @@ REQUIRED = {
     + [f"{a}_acc/{m}/eps={e}" for a in ("fgsm", "pgd") for m in MODELS for e in EPS]
     + [f"{k}/base/benign+{a}/{s}" for k in ("split_ft", "full_at") for a in ("pgd", "fgsm") for s in ("clean", "adv")]
     + ["time_s/split_ft/base/pgd", "time_s/full_at/base/pgd"],
+    # at the smoke profile the sizes are 5, 10 and 50 (cpu and full add 100, 500, 1000)
+    "05_toggle_activity": ["clean_acc/resnet18"]
+    + [f"toggle/{k}/total/{d}/n={n}" for k in ("binary", "ternary") for d in ("clean", "clean+fgsm") for n in (5, 10, 50)]
+    + [f"toggle_gain/{k}/n={n}" for k in ("binary", "ternary") for n in (5, 10, 50)]
+    + [f"toggle_gain/{k}/max_over_eps" for k in ("binary", "ternary")],
 }
 
 
