@@ -9,6 +9,7 @@
 #   make stage        CIFAR-10 in 45 MB parts + MNIST into data/gpu/, wheels into .whl/, for a lent GPU
 #   make html         only rebuild the HTML from the executed notebooks in book/
 #   make check        which executed notebooks are missing, stale or fresh
+#   make bench        nrlib vs reference timings on this device -> data/results/bench/ (BENCH_ARGS="--profile smoke")
 #   make clean-book   remove _build (never the executed notebooks in book/)
 
 SHELL := /bin/bash
@@ -20,6 +21,7 @@ FORCE ?=
 SHARED_DATA ?= ../shared/data
 DATASETS := MNIST cifar-10-batches-py
 PIP_FLAGS ?=
+BENCH_ARGS ?=
 
 # Use the active virtualenv or conda env if there is one (not conda's `base`, which many
 # shells activate by default), else the project's .venv.
@@ -35,7 +37,7 @@ VENV_BIN := $(ENV_DIR)/bin/
 PY := $(VENV_BIN)python
 STAMP := $(ENV_DIR)/.nrbook-installed
 
-.PHONY: help setup data test book run full stage html check clean-book
+.PHONY: help setup data test book run full stage html check bench clean-book
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -88,6 +90,9 @@ html: setup
 
 check: setup
 	@$(PY) -m nrlib.runbook --check
+
+bench: setup data
+	$(PY) -m nrlib.bench $(BENCH_ARGS)
 
 clean-book:
 	rm -rf _build

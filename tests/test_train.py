@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -291,3 +292,15 @@ def test_cifar_zoo_learns_and_keeps_snapshots(tmp_path, monkeypatch):
     assert ameta["cached"] is True and _equal(_state(again), _state(m))
     with pytest.raises(ValueError, match=r"^stage="):
         train.zoo_get("resnet18", "cifar10", "cifar", "smoke", stage=0.3)
+
+
+def test_zoo_command_records_test_accuracy(tmp_path, monkeypatch, capsys):
+    (tmp_path / "MNIST").symlink_to((nrdata.data_root() / "MNIST").resolve(), target_is_directory=True)
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path))
+    assert train.main(["--recipe", "karnine", "--profile", "smoke", "--archs", "shallow"]) == 0
+    rec = json.loads((tmp_path / "results" / "zoo" / "smoke.json").read_text())
+    assert rec["profile"] == "smoke" and rec["params"]["recipe"] == "karnine"
+    assert 30.0 < rec["metrics"]["test_acc/shallow"] <= 100.0 and rec["metrics"]["train_s/shallow"] > 0
+    assert "shallow" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="archs"):
+        train.main(["--recipe", "karnine", "--profile", "smoke", "--archs", "resnet18"])
