@@ -161,7 +161,7 @@ def train_images_per_s(width: int, steps: int, batch: int, xtr, ytr, dev, *, lr:
 def bench_training(p: dict, dev, *, seed: int = 0, progress: bool = True):
     model, meta = nrtrain.zoo_get("resnet18", "cifar10", "cifar", p["zoo"], seed, device=dev, progress=progress)
     full = p["zoo"] == "full"
-    out = {"zoo_profile": p["zoo"], "cached": bool(meta["cached"]), "trained_on": meta.get("device"),
+    out = {"zoo_profile": p["zoo"], "cached": bool(meta["cached"]), "trained_on": meta.get("device_name", meta.get("device")),
            "trained_with_torch": meta.get("torch"), "train_seconds": meta["train_seconds"],
            "test_acc": meta["test_acc"], "epochs": meta.get("epoch"), "n_train": meta.get("n_train"),
            "n_test": meta.get("n_test"), "model_kwargs": meta.get("model_kwargs", {}),

@@ -90,7 +90,7 @@ def kde_threshold(values, *, grid: int = 512, return_details: bool = False):
     return (mid, details) if return_details else mid
 
 
-def kde_thresholds(values: torch.Tensor, *, bins: int = DEFAULT_BINS, chunk: int = 1024):
+def kde_thresholds(values: torch.Tensor, *, bins: int = DEFAULT_BINS, chunk: int | None = None):
     """Binary thresholds of many neurons at once — the vectorised ``kde_threshold``.
 
     ``values`` is (samples × neurons). Returns ``(threshold, bimodal)`` per
@@ -125,11 +125,13 @@ def _bin_counts(v: torch.Tensor, lo, step, bins, counts: torch.Tensor | None = N
     return counts
 
 
-def _valleys(counts, lo, step, h, mn, mx, *, chunk: int = 1024):
+def _valleys(counts, lo, step, h, mn, mx, *, chunk: int | None = None):
     """Per neuron: the density (binned counts ⊛ Gaussian of bandwidth h), its two
     most prominent peaks (scipy's definition of prominence), and the grid point
     of lowest density between them; the midpoint of [mn, mx] where there is none."""
     n_neurons, bins = counts.shape
+    if chunk is None:   # neurons per pass: each holds chunk × bins × bins temporaries
+        chunk = 8192 if counts.is_cuda else 1024
     thr = 0.5 * (mn + mx)
     bimodal = torch.zeros(n_neurons, dtype=torch.bool, device=counts.device)
     L = 2 * bins

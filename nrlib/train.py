@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 
 from . import data as nrdata
 from . import models as nrmodels
+from . import results as nrresults
 from .attacks import autocast
 from .metrics import accuracy
 from .utils import atomic_torch_save, check_choice, check_int, check_number, get_device, seed_everything
@@ -370,7 +371,8 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
     epochs = recipe_epochs(arch, recipe, profile)
     base = {"key": key, "arch": arch, "dataset": dataset, "recipe": recipe, "profile": profile, "seed": seed,
             # str(): torch.__version__ is a TorchVersion, which weights_only=True refuses to unpickle
-            "device": str(dev), "torch": str(torch.__version__), "model_kwargs": kw}
+            "device": str(dev), "device_name": nrresults.device_name(dev), "torch": str(torch.__version__),
+            "model_kwargs": kw}
     if recipe == "karnine":
         xtr, ytr, xva, yva = train_val_data(dataset, recipe, profile, seed, device=dev)
         hist = fit(model, xtr, ytr, x_val=xva, y_val=yva, optimizer=rc["optimizer"], lr=rc["lr"],
@@ -418,8 +420,6 @@ def main(argv: list[str] | None = None) -> int:
     accuracy and training time to ``data/results/zoo/<profile>.json``."""
     import argparse
 
-    from . import results as nrresults
-
     ap = argparse.ArgumentParser(prog="python -m nrlib.train", description=main.__doc__.split("\n")[0])
     ap.add_argument("--recipe", default="cifar", choices=list(RECIPES))
     ap.add_argument("--profile", default="auto", choices=["auto", *PROFILES],
@@ -449,11 +449,11 @@ def main(argv: list[str] | None = None) -> int:
         metrics[f"test_acc/{arch}"] = acc
         metrics[f"train_s/{arch}"] = meta["train_seconds"]
         seconds[arch] = meta["train_seconds"]
-        params[arch] = {"trained_on": meta["device"], "epochs": len(meta["history"]["epoch"]),
+        params[arch] = {"trained_on": meta.get("device_name", meta["device"]), "epochs": len(meta["history"]["epoch"]),
                         "n_train": meta.get("n_train"), "n_test": meta.get("n_test"),
                         "params": nrmodels.count_params(model), **meta.get("model_kwargs", {})}
         print(f"  {arch:10s} test {acc:6.2f}%  {nrmodels.count_params(model):>11,} params  "
-              f"trained {meta['train_seconds']:7.1f} s on {meta['device']}{'  (cached)' if meta['cached'] else ''}")
+              f"trained {meta['train_seconds']:7.1f} s on {meta.get('device_name', meta['device'])}{'  (cached)' if meta['cached'] else ''}")
     path = nrresults.write("zoo", profile, metrics, seconds=seconds, params={"recipe": args.recipe, **params},
                            device=dev)
     print(f"wrote {path}")

@@ -122,13 +122,13 @@ def test_extrema_of_prefixes_and_merge(tiny_cifar_net, tiny_images):
         assert torch.allclose(m[name][0], ext[40][name][0], atol=1e-5)
         assert torch.allclose(m[name][1], ext[40][name][1], atol=1e-5)
     # a dataset's toggle activity can only grow when images are added
-    th = toggle.profile(net, x, layers, progress=False)
+    th = toggle.profile(net, x, layers, bins=64, progress=False)
     assert toggle.toggle_activity(ext[5], th)["total"] <= toggle.toggle_activity(ext[40], th)["total"]
 
 
 def test_profile_thresholds_lie_in_the_historical_range(tiny_cifar_net, tiny_images):
     net, (x, _) = tiny_cifar_net, tiny_images
-    th = toggle.profile(net, x, progress=False, batch_size=16)
+    th = toggle.profile(net, x, bins=64, progress=False, batch_size=16)
     assert th.layers == list(net.conv_layers()) and len(th.layers) == 17
     ext = toggle.extrema(net, x)
     for name in th.layers:
