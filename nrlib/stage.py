@@ -326,8 +326,10 @@ def _print_calls(folder: Path, manifest: dict) -> None:
     extras = [folder / "MNIST"]  # MNIST raw files (make stage), and wheels if any (device README)
     if any((ROOT / ".whl").glob("*.whl")):
         extras.append(ROOT / ".whl")
-    for path in extras:
-        if path.exists():  # goes with the call that has the most room (the last, smallest part)
+    # largest first, each with the call that has the most room left: the wheels go with the
+    # last (smallest) part, MNIST with another, so no call nears the limit
+    for path in sorted((e for e in extras if e.exists()), key=_size, reverse=True):
+        if path.exists():
             call = min(reversed(calls), key=lambda c: c["bytes"])
             call["carry"].append(_rel(path))
             call["bytes"] += _size(path)

@@ -10,11 +10,12 @@
 #                              # that the GPU image lacks (scripts/device_wheels.sh)
 #            (it prints the exact `carry` list of each call, with its size)
 #   calls 1-3: carry [data/gpu/cifar10.manifest.json, data/gpu/cifar10.part<k>of4.bin]
+#            (call 3 also data/gpu/MNIST)
 #            command: python3 -m nrlib.stage check --folder data/gpu || true
-#   call 4:  carry [data/gpu/cifar10.manifest.json, data/gpu/cifar10.part4of4.bin, data/gpu/MNIST, .whl]
+#   call 4:  carry [data/gpu/cifar10.manifest.json, data/gpu/cifar10.part4of4.bin, .whl]
 #            command: bash scripts/gpu_full.sh [runbook args, e.g. --notebooks 05]
 #
-# MNIST and the wheels go with the call that has the most room (the last part is the smallest).
+# The wheels go with the last (smallest) part and MNIST with another, so no call nears 64 MiB.
 # Only parts carried in the same warm session survive: if the machine was given back in between,
 # step (b) fails naming the missing parts, which must be sent again.
 #
