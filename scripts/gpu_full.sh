@@ -14,6 +14,7 @@
 #            command: python3 -m nrlib.stage check --folder data/gpu || true
 #   call 4:  carry [data/gpu/cifar10.manifest.json, data/gpu/cifar10.part4of4.bin, .whl]
 #            command: bash scripts/gpu_full.sh [runbook args, e.g. --notebooks 05]
+#            (prefix BENCH=1 and/or ZOO="resnet50 vgg16" to also benchmark / train those models)
 #
 # The wheels go with the last (smallest) part and MNIST with another, so no call nears 64 MiB.
 # Only parts carried in the same warm session survive: if the machine was given back in between,
@@ -56,11 +57,24 @@ rc=${PIPESTATUS[0]}
 set -e
 echo "gpu_full: runbook exited $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/full.log"
 
+# optional extras, each timed: ZOO="resnet50 vgg16 ..." trains (or loads) those zoo models at the
+# full profile (data/results/zoo/full.json); BENCH=1 runs the benchmarks (data/results/bench/)
+if [ -n "${ZOO:-}" ]; then
+  t=$(date +%s)
+  PYTHONUNBUFFERED=1 $PY -m nrlib.train --recipe cifar --profile full --archs $ZOO 2>&1 | tee -a "$OUT/full.log" || rc=1
+  echo "gpu_full: zoo ($ZOO) took $(( $(date +%s) - t )) s" | tee -a "$OUT/full.log"
+fi
+if [ -n "${BENCH:-}" ]; then
+  t=$(date +%s)
+  PYTHONUNBUFFERED=1 $PY -m nrlib.bench --profile full 2>&1 | tee -a "$OUT/full.log" || rc=1
+  echo "gpu_full: bench took $(( $(date +%s) - t )) s" | tee -a "$OUT/full.log"
+fi
+
 # (e) what must come back, flat
 files=()
 while IFS= read -r f; do files+=("$f"); done < <(
   find book -maxdepth 1 -name '*.ipynb' -newer "$marker" | sort
-  compgen -G 'data/results/*/full.json' | sort || true
+  compgen -G 'data/results/*/full.json' | sort || true   # includes data/results/zoo/full.json
   compgen -G 'data/results/bench/*.json' | sort || true
 )
 rm -f "$marker"
