@@ -48,7 +48,7 @@ def _input_grad(model, x, y, targeted: bool, amp) -> torch.Tensor:
     return -g if targeted else g
 
 
-def _validate(model, x, y, eps, norm="linf"):
+def _validate(x, y, eps, norm="linf"):
     check_pixels(x)
     check_choice("norm", norm, NORMS)
     if norm == "linf":
@@ -67,7 +67,7 @@ def _chunks(x, y, batch_size):
 def fgsm(model, x, y, eps, *, targeted: bool = False, batch_size: int = 4096, amp: bool | None = None):
     """Fast Gradient Sign Method (Goodfellow et al. 2015): one step of size ε
     along the sign of the input gradient, clipped to [0, 1]."""
-    eps, y = _validate(model, x, y, eps)
+    eps, y = _validate(x, y, eps)
     if eps == 0:
         return x.clone()
     out = []
@@ -120,7 +120,7 @@ def pgd(model, x, y, eps, *, alpha, steps, norm: str = "linf", random_start: boo
     succeeds (misclassified, or the target reached), else the one of highest
     loss (untargeted) / lowest target loss (targeted).
     """
-    eps, y = _validate(model, x, y, eps, norm)
+    eps, y = _validate(x, y, eps, norm)
     alpha = check_number("alpha", alpha, low=0.0, low_open=True)
     steps = check_int("steps", steps, low=1)
     restarts = check_int("restarts", restarts, low=1)

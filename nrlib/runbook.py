@@ -358,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"runbook: {src.stem}: {why}; executing with profile={profile} ...", flush=True)
         try:
             meta = execute(src, out_dir, profile, device)
+        except KeyboardInterrupt:   # Ctrl-C, or the time budget of scripts/gpu_full.sh
+            print(f"runbook: interrupted while executing {src.name}; {args.out}/{src.name} was left as it was",
+                  file=sys.stderr)
+            return 130
         except Exception as e:
             write_results_page(out_dir)
             raise SystemExit(f"runbook: ERROR: {src.name} failed with profile={profile}: "

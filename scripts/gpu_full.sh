@@ -24,11 +24,41 @@
 # letters, digits, '.', '_' and '-' only. So the log, the executed notebooks that changed and the
 # results JSON are copied into $OUT flat ('/' becomes '__', e.g. data__results__04_x__full.json);
 # if there are more than 7 of them besides the log, they go into one full-results.tar.gz instead.
+#
+# Time: a device call is killed at 600 s, and then nothing that is still only in the working tree
+# comes back. So every step runs under what is left of BUDGET_S (default 570 s from the start of this
+# script; `timeout`, SIGINT, then SIGKILL 15 s later), a step that finds too little time left is
+# skipped, and the packing at the end always runs. A notebook cut off by the budget is not written
+# to book/ (the runbook writes atomically); its partly executed copy comes back as
+# _build__failed__<name>.ipynb, showing where the time went. The notebooks that finished come back
+# as usual. To go on, call again while the machine is warm with the chapters still missing, e.g.
+# `bash scripts/gpu_full.sh --notebooks 05`: the zoo checkpoints under data/checkpoints/ are still
+# there, so nothing is trained twice. (Without --notebooks, the committed lower-profile copies in
+# book/ count as stale against a full run and every chapter runs again.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
 PY=python3
+BUDGET_S="${BUDGET_S:-570}"
+T0=$(date +%s)
+left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
+# within_budget LABEL CMD...: run CMD under the time that is left; 124 when cut off or skipped
+within_budget() {
+  local label=$1 l
+  shift
+  l=$(left)
+  if [ "$l" -lt 20 ]; then
+    echo "gpu_full: $label: skipped, ${l} s of the ${BUDGET_S} s budget left" | tee -a "$OUT/full.log"
+    return 124
+  fi
+  local r=0
+  PYTHONUNBUFFERED=1 timeout -k 15 -s INT "$l" "$@" 2>&1 | tee -a "$OUT/full.log" || r=${PIPESTATUS[0]}
+  if [ "$r" -eq 124 ] || [ "$r" -eq 137 ]; then
+    echo "gpu_full: $label: cut off by the ${BUDGET_S} s budget" | tee -a "$OUT/full.log"
+  fi
+  return "$r"
+}
 
 # (a) wheels of missing pure-Python packages (papermill, ...), if carried
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -48,34 +78,34 @@ fi
 # (c) where we are
 $PY -c 'import torch, platform; print("device:", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU", "| torch", torch.__version__, "| python", platform.python_version())' | tee "$OUT/full.log"
 
-# (d) the full profile; the runbook prints each notebook's seconds, the whole run is timed here
+# (d) the full profile; the runbook prints each notebook's seconds, each step is timed here
 marker=$(mktemp)
+rc=0
 start=$(date +%s)
-set +e
-PYTHONUNBUFFERED=1 $PY -m nrlib.runbook --profile full "$@" 2>&1 | tee -a "$OUT/full.log"
-rc=${PIPESTATUS[0]}
-set -e
+within_budget runbook $PY -m nrlib.runbook --profile full "$@" || rc=$?
 echo "gpu_full: runbook exited $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/full.log"
 
 # optional extras, each timed: ZOO="resnet50 vgg16 ..." trains (or loads) those zoo models at the
 # full profile (data/results/zoo/full.json); BENCH=1 runs the benchmarks (data/results/bench/)
 if [ -n "${ZOO:-}" ]; then
   t=$(date +%s)
-  PYTHONUNBUFFERED=1 $PY -m nrlib.train --recipe cifar --profile full --archs $ZOO 2>&1 | tee -a "$OUT/full.log" || rc=1
+  within_budget "zoo ($ZOO)" $PY -m nrlib.train --recipe cifar --profile full --archs $ZOO || rc=1
   echo "gpu_full: zoo ($ZOO) took $(( $(date +%s) - t )) s" | tee -a "$OUT/full.log"
 fi
 if [ -n "${BENCH:-}" ]; then
   t=$(date +%s)
-  PYTHONUNBUFFERED=1 $PY -m nrlib.bench --profile full 2>&1 | tee -a "$OUT/full.log" || rc=1
+  within_budget bench $PY -m nrlib.bench --profile full || rc=1
   echo "gpu_full: bench took $(( $(date +%s) - t )) s" | tee -a "$OUT/full.log"
 fi
 
-# (e) what must come back, flat
+# (e) what must come back, flat: finished notebooks, results, and a notebook cut off part-way
 files=()
 while IFS= read -r f; do files+=("$f"); done < <(
+  # only what this run wrote (the committed files are already at home)
   find book -maxdepth 1 -name '*.ipynb' -newer "$marker" | sort
-  compgen -G 'data/results/*/full.json' | sort || true   # includes data/results/zoo/full.json
-  compgen -G 'data/results/bench/*.json' | sort || true
+  find data/results -mindepth 2 -maxdepth 2 -name full.json -newer "$marker" | sort   # zoo/full.json too
+  if [ -d data/results/bench ]; then find data/results/bench -name '*.json' -newer "$marker" | sort; fi
+  if [ -d _build/failed ]; then find _build/failed -maxdepth 1 -name '*.ipynb' -newer "$marker" | sort; fi
 )
 rm -f "$marker"
 if [ "${#files[@]}" -le 7 ]; then

@@ -85,3 +85,21 @@ def test_paper_values_are_percentages():
     for name, values in rb.PAPER.items():
         for key, v in values.items():
             assert v is None or 0.0 <= v <= 100.0, (name, key, v)
+
+
+def test_interrupted_run_keeps_the_old_copy_and_exits_130(tmp_path, monkeypatch, capsys):
+    # scripts/gpu_full.sh stops the runbook with SIGINT when its time budget runs out
+    src_dir, out = tmp_path / "notebooks", tmp_path / "book"
+    src_dir.mkdir()
+    out.mkdir()
+    _notebook(src_dir / "05_x.ipynb")
+    (out / "05_x.ipynb").write_text("old copy")
+    monkeypatch.setattr(rb, "NOTEBOOKS", src_dir)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rb, "execute", interrupted)
+    assert rb.main(["--profile", "smoke", "--out", str(out)]) == 130
+    assert (out / "05_x.ipynb").read_text() == "old copy"
+    assert "interrupted while executing 05_x.ipynb" in capsys.readouterr().err
