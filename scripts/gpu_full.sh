@@ -33,8 +33,8 @@
 # _build__failed__<name>.ipynb, showing where the time went. The notebooks that finished come back
 # as usual. To go on, call again while the machine is warm with the chapters still missing, e.g.
 # `bash scripts/gpu_full.sh --notebooks 05`: the zoo checkpoints under data/checkpoints/ are still
-# there, so nothing is trained twice. (Without --notebooks, the committed lower-profile copies in
-# book/ count as stale against a full run and every chapter runs again.)
+# there, so nothing is trained twice. (Without --notebooks every chapter runs again: each call's
+# book/ holds the committed copies, not those of the last call.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/out}"
