@@ -43,7 +43,8 @@ PY=python3
 BUDGET_S="${BUDGET_S:-570}"
 T0=$(date +%s)
 left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
-# within_budget LABEL CMD...: run CMD under the time that is left; 124 when cut off or skipped
+# within_budget LABEL CMD...: run CMD under the time that is left, logging its exit status and
+# seconds; returns CMD's status, 124 when cut off or skipped
 within_budget() {
   local label=$1 l
   shift
@@ -52,11 +53,12 @@ within_budget() {
     echo "gpu_full: $label: skipped, ${l} s of the ${BUDGET_S} s budget left" | tee -a "$OUT/full.log"
     return 124
   fi
-  local r=0
+  local r=0 t=$(date +%s)
   PYTHONUNBUFFERED=1 timeout -k 15 -s INT "$l" "$@" 2>&1 | tee -a "$OUT/full.log" || r=${PIPESTATUS[0]}
   if [ "$r" -eq 124 ] || [ "$r" -eq 137 ]; then
     echo "gpu_full: $label: cut off by the ${BUDGET_S} s budget" | tee -a "$OUT/full.log"
   fi
+  echo "gpu_full: $label exited $r after $(( $(date +%s) - t )) s" | tee -a "$OUT/full.log"
   return "$r"
 }
 
@@ -81,21 +83,15 @@ $PY -c 'import torch, platform; print("device:", torch.cuda.get_device_name(0) i
 # (d) the full profile; the runbook prints each notebook's seconds, each step is timed here
 marker=$(mktemp)
 rc=0
-start=$(date +%s)
 within_budget runbook $PY -m nrlib.runbook --profile full "$@" || rc=$?
-echo "gpu_full: runbook exited $rc after $(( $(date +%s) - start )) s" | tee -a "$OUT/full.log"
 
 # optional extras, each timed: ZOO="resnet50 vgg16 ..." trains (or loads) those zoo models at the
 # full profile (data/results/zoo/full.json); BENCH=1 runs the benchmarks (data/results/bench/)
 if [ -n "${ZOO:-}" ]; then
-  t=$(date +%s)
   within_budget "zoo ($ZOO)" $PY -m nrlib.train --recipe cifar --profile full --archs $ZOO || rc=1
-  echo "gpu_full: zoo ($ZOO) took $(( $(date +%s) - t )) s" | tee -a "$OUT/full.log"
 fi
 if [ -n "${BENCH:-}" ]; then
-  t=$(date +%s)
   within_budget bench $PY -m nrlib.bench --profile full || rc=1
-  echo "gpu_full: bench took $(( $(date +%s) - t )) s" | tee -a "$OUT/full.log"
 fi
 
 # (e) what must come back, flat: finished notebooks, results, and a notebook cut off part-way
