@@ -1,7 +1,7 @@
 # The book's commands. The README's two: `make book` and `make test`.
 #
-#   make setup        .venv (unless a virtualenv/conda env is active) + pip install -e '.[dev]'
-#   make data         link MNIST and CIFAR-10 from ../shared/data when present (never copied)
+#   make setup        .venv (unless a virtualenv/conda env is active) + pip install -e '.[book,dev]'
+#   make data         link MNIST and CIFAR-10 from an offline copy when present (SHARED_DATA=DIR; data/README.md)
 #   make test         unit tests + papermill smoke run of every notebook
 #   make book         execute stale notebooks (cpu profile, full on a CUDA GPU) + build _build/html
 #   make run          re-run notebooks: make run PROFILE=cpu NB=04 [FORCE=1], then rebuild the book
@@ -49,7 +49,7 @@ $(STAMP): pyproject.toml
 ifdef OWN_VENV
 	@test -x $(PY) || { echo "creating .venv with $$(python3 --version)"; python3 -m venv .venv; }
 endif
-	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[book,dev]'
 	@touch $@
 
 data:
@@ -58,41 +58,41 @@ data:
 	  case "$(SHARED_DATA)" in /*) target="$(SHARED_DATA)/$$d" ;; *) target="../$(SHARED_DATA)/$$d" ;; esac; \
 	  if [ -e "data/$$d" ] || [ -L "data/$$d" ]; then :; \
 	  elif [ -e "$(SHARED_DATA)/$$d" ]; then ln -s "$$target" "data/$$d" && echo "linked data/$$d -> $$target"; \
-	  else echo "data/$$d: not found here nor in $(SHARED_DATA); nrlib will try torchvision's download (or set NRLIB_DATA)"; fi; \
+	  else echo "data/$$d: not found here nor in $(SHARED_DATA); nrlib will try torchvision's download (or set NRLIB_DATA; see data/README.md)"; fi; \
 	done
 
 test: setup data
 	$(PY) -m pytest -q
 
 book: setup data
-	$(PY) -m nrlib.runbook --profile auto --only-stale
+	$(PY) -m nrbook.runbook --profile auto --only-stale
 	$(MAKE) --no-print-directory html
 
 run: setup data
-	$(PY) -m nrlib.runbook --profile $(PROFILE) $(if $(NB),--notebooks $(NB)) $(if $(FORCE),--force)
+	$(PY) -m nrbook.runbook --profile $(PROFILE) $(if $(NB),--notebooks $(NB)) $(if $(FORCE),--force)
 	$(MAKE) --no-print-directory html
 
 full:
 	$(MAKE) --no-print-directory run PROFILE=full
 
-# The parts and the carry list of each device call: see nrlib/stage.py and scripts/gpu_full.sh.
+# The parts and the carry list of each device call: see scripts/stage.py and scripts/gpu_full.sh.
 # data/MNIST is usually a link, which travels only as a link: copy the real files (cp -L).
 stage: setup data
 	@mkdir -p data/gpu/MNIST/raw
 	cp -L data/MNIST/raw/*.gz data/gpu/MNIST/raw/
 	PY=$(PY) bash scripts/device_wheels.sh
-	$(PY) -m nrlib.stage pack
+	$(PY) scripts/stage.py pack
 
 html: setup
-	$(PY) -m nrlib.runbook --results-only
+	$(PY) -m nrbook.runbook --results-only
 	$(VENV_BIN)jupyter-book build --warningiserror --keep-going .
 	@echo "open _build/html/index.html"
 
 check: setup
-	@$(PY) -m nrlib.runbook --check
+	@$(PY) -m nrbook.runbook --check
 
 bench: setup data
-	$(PY) -m nrlib.bench $(BENCH_ARGS)
+	$(PY) -m nrbook.bench $(BENCH_ARGS)
 
 clean-book:
 	rm -rf _build

@@ -8,9 +8,11 @@ ask for, so a whole dataset can stay resident on a GPU.
 MNIST is the four original ``.gz`` files of ``MNIST/raw/`` (torchvision's
 md5 list). CIFAR-10 is ``cifar-10-batches-py/`` read as torchvision's reader
 does (``pickle.load(f, encoding="latin1")``); both the original md5 sums and
-those of the lossless rebuild described in ``shared/data/SOURCES.md`` are
-accepted. Where the files are missing, torchvision's download is tried; where
-that fails too, a ``FileNotFoundError`` says which files are expected where.
+those of a lossless rebuild from per-image PNGs are accepted (the project's
+``data/README.md`` gives the sources, the sums and how to provide the files
+offline). Where the files are missing, torchvision's download is tried; where
+that fails too, a ``FileNotFoundError`` says what to download (``DOWNLOADS``),
+which files are expected in which folder, and points at ``data/README.md``.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ CLASS_NAMES = {
                 "dog", "frog", "horse", "ship", "truck"],
 }
 
-# md5 sums: torchvision's lists, plus the lossless CIFAR-10 rebuild (SOURCES.md)
+# md5 sums: torchvision's lists, plus the lossless CIFAR-10 rebuild (data/README.md)
 MNIST_FILES = {
     "train-images-idx3-ubyte.gz": {"f68b3c2dcbeaaa9fbdd348bbdeb94873"},
     "train-labels-idx1-ubyte.gz": {"d53e105ee54ea40749a09fcbcd1e9432"},
@@ -52,6 +54,13 @@ CIFAR_FILES = {
 }
 MNIST_DIR = Path("MNIST") / "raw"
 CIFAR_DIR = Path("cifar-10-batches-py")
+# where the files come from (named in the error for missing files; data/README.md has the details)
+DOWNLOADS = {
+    "mnist": "the four .gz files from http://yann.lecun.com/exdb/mnist/ (or torchvision's mirror "
+             "https://ossci-datasets.s3.amazonaws.com/mnist/)",
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz (the CIFAR-10 python version; "
+               "unpacking it gives cifar-10-batches-py/)",
+}
 
 
 def data_root() -> Path:
@@ -82,7 +91,7 @@ def _verified(path: str, mtime_ns: int, size: int, allowed: frozenset) -> None:
         raise ValueError(
             f"{path}: md5 {digest} matches none of the known sums {sorted(allowed)}; "
             "the file is corrupt or not the expected dataset file. Delete it and provide "
-            "the original file (see shared/data/SOURCES.md)."
+            "the original file (data/README.md lists the sources and the md5 sums)."
         )
 
 
@@ -120,11 +129,12 @@ def _ensure(name: str, root: Path) -> Path:
         missing = _missing(folder, files)
         if missing:
             raise FileNotFoundError(
-                f"{name}: {len(missing)} file(s) missing in {folder}: {missing}. Expected all of "
-                f"{sorted(files)} there (torchvision's layout). Provide them by linking an offline copy "
-                f"(`make data`, which links ../shared/data/* into data/), by pointing $NRLIB_DATA at a "
-                f"folder holding {folder.relative_to(root)}/, or by running on a machine with a network "
-                f"so torchvision can download them (download attempt: {err})."
+                f"{name}: {len(missing)} file(s) missing in {folder}: {missing}. Download "
+                f"{DOWNLOADS[name]} and put all of {sorted(files)} in {folder}, that is in "
+                f"{folder.relative_to(root)}/ under the data root ($NRLIB_DATA if set, else data/ of the "
+                f"project; point $NRLIB_DATA at another folder holding {folder.relative_to(root)}/ to read "
+                f"them from there). data/README.md gives the sources, the md5 sums and how to provide the "
+                f"files offline. torchvision's download was tried and failed: {err}"
             )
     _check_files(folder, files)
     return folder

@@ -30,11 +30,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .attacks import autocast
-from .hooks import capture, get_layer, zero_channels
+from .precision import autocast
+from .hooks import capture, get_layer, layer_channels, zero_channels
 from .metrics import accuracy
 from .models import frozen
-from .utils import check_int, check_labels, check_pixels
+from .utils import check_bool, check_indices, check_input, check_int, check_labels, num_classes
 
 # Samples (images × kernels) per forward pass of the vectorised sweep. On a GPU
 # large passes keep the tensor cores busy (a bf16 ResNet-18 at 16k 32×32 images
@@ -45,36 +45,21 @@ SAMPLES_PER_PASS = {"cuda": 16384, "cpu": 1024}
 
 def _n_channels(model: nn.Module, layer_name: str, module: nn.Module, x: torch.Tensor) -> int:
     """Output channels of ``module`` (read from the layer, else probed with one image)."""
-    for attr in ("out_channels", "out_features", "num_features"):
-        if isinstance(getattr(module, attr, None), int):
-            return getattr(module, attr)
+    width = layer_channels(module)
+    if width is not None:
+        return width
     with torch.no_grad(), frozen(model), capture(model, layer_name) as store:
         model(x[:1])
     return int(store[layer_name][0].shape[1])
 
 
-def _kernel_index(kernels, n_channels: int, layer_name: str) -> list[int]:
-    if kernels is None:
-        return list(range(n_channels))
-    if isinstance(kernels, int) or (torch.is_tensor(kernels) and kernels.dim() == 0):
-        raise ValueError(f"kernels={kernels!r} must be a list of kernel indices (or None for all)")
-    ks = kernels.tolist() if torch.is_tensor(kernels) else list(kernels)
-    for k in ks:
-        check_int("kernels", k)
-    bad = [int(k) for k in ks if not 0 <= int(k) < n_channels]
-    if bad:
-        raise ValueError(f"kernels={bad} outside [0, {n_channels - 1}] for layer {layer_name!r} "
-                         f"({n_channels} kernels)")
-    return [int(k) for k in ks]
-
-
-def _validate(model, x, y, layer, kernels):
-    check_pixels(x)
-    y = check_labels(y, x.shape[0]).to(x.device)
-    if x.shape[0] == 0:
-        raise ValueError("x must hold at least one image")
+def _validate(model, x, y, layer, kernels, progress):
+    check_input(model, x)
+    y = check_labels(y, x.shape[0], num_classes(model)).to(x.device)
+    check_bool("progress", progress)
     module = get_layer(model, layer)  # ValueError naming the layer and the model's layers
-    idx = _kernel_index(kernels, _n_channels(model, layer, module, x), layer)
+    n_channels = _n_channels(model, layer, module, x)
+    idx = list(range(n_channels)) if kernels is None else check_indices("kernels", kernels, n_channels)
     return y, module, idx
 
 
@@ -130,13 +115,14 @@ def kernel_dropout_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
     tie may differ from the fp32 ``kernel_dropout_accuracy_naive``; on the CPU
     (fp32 both) they agree exactly in the tests and in ``nrlib.bench``.
     """
-    y, module, idx = _validate(model, x, y, layer, kernels)
+    y, module, idx = _validate(model, x, y, layer, kernels, progress)
     n, dev = x.shape[0], x.device
     budget = SAMPLES_PER_PASS.get(dev.type, SAMPLES_PER_PASS["cpu"])
     if chunk is not None:
         chunk = check_int("chunk", chunk, low=1)
     if batch_size is not None:
         batch_size = check_int("batch_size", batch_size, low=1)
+    check_bool("amp", amp, allow_none=True)
     if not idx:
         return torch.zeros(0, dtype=torch.float64)
     if chunk is None:
@@ -201,7 +187,7 @@ def kernel_dropout_accuracy_naive(model: nn.Module, x: torch.Tensor, y: torch.Te
     the whole model over ``x`` again with ``nrlib.metrics.accuracy`` (fp32, in
     batches of ``batch_size``). Returns a float64 CPU tensor of accuracies in
     percent, one per kernel."""
-    y, _module, idx = _validate(model, x, y, layer, kernels)
+    y, _module, idx = _validate(model, x, y, layer, kernels, progress)
     batch_size = check_int("batch_size", batch_size, low=1)
     accs = []
     for k in tqdm(idx, desc=f"dropout {layer} (naive)", disable=not progress, leave=False):

@@ -9,17 +9,21 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn as nn
 
-from .utils import check_number
+from .utils import check_bool, check_indices, check_model, check_number
 
 
 def get_layer(model: nn.Module, name: str) -> nn.Module:
     """The layer called ``name`` in ``model.layers()`` (or a dotted module path)."""
+    check_model(model)
     layers = model.layers() if hasattr(model, "layers") else {}
+    if not isinstance(name, str):
+        raise ValueError(f"layer={name!r} must be a layer name (a string); "
+                         f"the layers of {type(model).__name__} are {list(layers)}")
     if name in layers:
         return layers[name]
     modules = dict(model.named_modules())
@@ -33,13 +37,15 @@ def get_layer(model: nn.Module, name: str) -> nn.Module:
 def capture(model: nn.Module, names: Iterable[str] | str, *, detach: bool = True):
     """Record the outputs of the named layers for every forward pass inside the
     block: yields a dict name → list of tensors (one per forward call)."""
-    names = [names] if isinstance(names, str) else list(names)
+    names = layer_names(model, names, name="names")
+    check_bool("detach", detach)
+    layers = [get_layer(model, n) for n in names]     # all found before any hook is set
     store: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     handles = []
-    for n in names:
+    for n, layer in zip(names, layers):
         def hook(_m, _i, out, n=n):
             store[n].append(out.detach() if detach else out)
-        handles.append(get_layer(model, n).register_forward_hook(hook))
+        handles.append(layer.register_forward_hook(hook))
     try:
         yield store
     finally:
@@ -47,11 +53,26 @@ def capture(model: nn.Module, names: Iterable[str] | str, *, detach: bool = True
             h.remove()
 
 
-def _channel_index(layer_name, out_channels, channels):
-    idx = torch.as_tensor(list(channels) if not torch.is_tensor(channels) else channels).long().flatten()
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= out_channels):
-        raise ValueError(f"channels={idx.tolist()} outside [0, {out_channels - 1}] for layer {layer_name!r}")
-    return idx
+def layer_names(model: nn.Module, names, *, name: str = "layers") -> list[str]:
+    """``names`` (one name or a list) as a non-empty list of layers of ``model``."""
+    if isinstance(names, str):
+        out = [names]
+    else:
+        out = list(names) if isinstance(names, Iterable) and not isinstance(names, bytes) else []
+    if not out:
+        raise ValueError(f"{name}={names!r} must be a layer name or a non-empty list of layer names")
+    for n in out:
+        get_layer(model, n)
+    return out
+
+
+def layer_channels(module: nn.Module) -> int | None:
+    """The output channels of a conv / dense / norm layer (None where the layer
+    does not say, e.g. a ReLU: known only from its output)."""
+    for attr in ("out_channels", "out_features", "num_features"):
+        if isinstance(getattr(module, attr, None), int):
+            return getattr(module, attr)
+    return None
 
 
 @contextlib.contextmanager
@@ -60,11 +81,14 @@ def scale_channels(model: nn.Module, name: str, channels, beta: float):
     the block (β = 0 zeroes them)."""
     beta = check_number("beta", beta)
     layer = get_layer(model, name)
+    width = layer_channels(layer)
+    check_indices("channels", channels, width)
     state = {}
 
     def hook(_m, _i, out):
-        if "idx" not in state:
-            state["idx"] = _channel_index(name, out.shape[1], channels).to(out.device)
+        if "idx" not in state:     # a layer that does not declare its width is checked on its output
+            state["idx"] = torch.tensor(check_indices("channels", channels, out.shape[1]), dtype=torch.long,
+                                        device=out.device)
         scale = torch.ones(out.shape[1], device=out.device, dtype=out.dtype)
         scale[state["idx"]] = beta
         return out * scale.view(1, -1, *([1] * (out.dim() - 2)))

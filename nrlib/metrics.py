@@ -1,49 +1,75 @@
 """Accuracy, attack success and set similarity, batched and in percent."""
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import torch
 
-from .attacks import autocast
+from .attacks import Attack
 from .models import frozen
-from .utils import check_labels, check_pixels
+from .precision import EVAL_AMP, autocast
+from .utils import batches, check_bool, check_input, check_int, check_labels, num_classes
 
 
 @torch.no_grad()
-def predict(model, x: torch.Tensor, *, batch_size: int = 8192, amp: bool | None = None) -> torch.Tensor:
-    """Predicted classes of ``x`` (pixels in [0, 1]) in eval mode, batched."""
-    check_pixels(x)
+def predict(model, x: torch.Tensor, *, batch_size: int = 8192, amp: bool | None = EVAL_AMP) -> torch.Tensor:
+    """Predicted classes of ``x`` (pixels in [0, 1]) in eval mode, batched;
+    fp32 unless ``amp`` (see ``nrlib.precision``)."""
+    check_input(model, x)
+    check_bool("amp", amp, allow_none=True)
     out = []
     with frozen(model):
-        for i in range(0, x.shape[0], batch_size):
+        for xb in batches(x, batch_size=batch_size):
             with autocast(x.device, amp):
-                out.append(model(x[i:i + batch_size]).argmax(1))
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=x.device)
+                out.append(model(xb).argmax(1))
+    return torch.cat(out)
 
 
-def accuracy(model, x: torch.Tensor, y: torch.Tensor, **kw) -> float:
-    """Top-1 accuracy in percent."""
-    y = check_labels(y, x.shape[0]).to(x.device)
+def accuracy(model, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 8192,
+             amp: bool | None = EVAL_AMP) -> float:
+    """Top-1 accuracy in percent (fp32 unless ``amp=True``)."""
+    return _accuracy(model, x, y, batch_size=batch_size, amp=amp)
+
+
+def _accuracy(model, x, y, *, x_name="x", y_name="y", **kw) -> float:
+    check_input(model, x, x_name)
+    y = check_labels(y, x.shape[0], num_classes(model), name=y_name).to(x.device)
     return 100.0 * (predict(model, x, **kw) == y).float().mean().item()
 
 
-def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, attack: Callable, eps: float,
-                    **attack_kw) -> float:
-    """Accuracy (percent) on ``attack(model, x, y, eps, **attack_kw)``."""
-    return accuracy(model, attack(model, x, y, eps, **attack_kw), y)
+def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
+                    amp: bool | None = EVAL_AMP) -> float:
+    """Accuracy (percent) on ``attack(model, x, y)``: the attack object of
+    ``nrlib.attacks`` (``PGD(8/255)``, …) is run and the result scored in the
+    precision ``amp`` (fp32 by default, for the attack too, so that a robust
+    accuracy never depends on bf16: see ``nrlib.precision``)."""
+    if not isinstance(attack, Attack):
+        raise ValueError(f"attack={attack!r} must be an attack object of nrlib.attacks, e.g. attacks.PGD(8/255) "
+                         "or attacks.FGSM(0.3) (not the function fgsm/pgd)")
+    check_input(model, x)
+    check_labels(y, x.shape[0], num_classes(model), name="target" if attack.targeted else "y")
+    check_bool("amp", amp, allow_none=True)
+    if attack.amp is None:
+        attack = attack.replace(amp=amp)
+    return accuracy(model, attack(model, x, y), y, amp=amp)
 
 
 def targeted_success(model, x_adv: torch.Tensor, target: torch.Tensor) -> float:
     """Share (percent) of targeted adversarial examples classified as their target."""
-    return accuracy(model, x_adv, target)
+    return _accuracy(model, x_adv, target, x_name="x_adv", y_name="target")
 
 
 def success_matrix(pred: torch.Tensor, source: torch.Tensor, target: torch.Tensor,
                    num_classes: int = 10) -> np.ndarray:
     """Targeted success rate (percent) per (source class, target class) cell;
     NaN on the diagonal (Karnine et al. 2024, Tables 2–3)."""
+    num_classes = check_int("num_classes", num_classes, low=2)
+    n = pred.numel() if isinstance(pred, torch.Tensor) else -1
+    if n == 0:
+        raise ValueError("pred is empty; success_matrix needs at least one (source, target) pair")
+    pred, source, target = (check_labels(t, n, num_classes, name=nm)
+                            for t, nm in ((pred, "pred"), (source, "source"), (target, "target")))
     src, tgt, ok = (t.detach().cpu().numpy() for t in (source, target, pred == target))
     hits = np.zeros((num_classes, num_classes))
     counts = np.zeros((num_classes, num_classes))
@@ -55,22 +81,34 @@ def success_matrix(pred: torch.Tensor, source: torch.Tensor, target: torch.Tenso
     return m
 
 
-def _as_set(a) -> set:
+def _as_set(a, name: str) -> set:
     if torch.is_tensor(a):
         a = a.detach().cpu().numpy()
     if isinstance(a, np.ndarray):
-        return set(a.ravel().tolist())
-    return {x.item() if isinstance(x, np.generic) or (torch.is_tensor(x) and x.numel() == 1) else x for x in a}
+        a = a.ravel().tolist()
+    elif isinstance(a, (str, bytes, dict)) or not isinstance(a, Iterable):
+        raise ValueError(f"{name}={a!r} must be a collection of items (a list, set, array or tensor)")
+    items = [x.item() if isinstance(x, np.generic) or (torch.is_tensor(x) and x.numel() == 1) else x for x in a]
+    for x in items:
+        if isinstance(x, float) and not np.isfinite(x):
+            raise ValueError(f"{name} holds {x!r}; NaN and inf are not set items (NaN != NaN)")
+        if torch.is_tensor(x) or isinstance(x, (list, dict, set, np.ndarray)):
+            raise ValueError(f"{name} holds an unhashable {type(x).__name__} {x!r}; "
+                             "items must be numbers, strings or tuples")
+    return set(items)
 
 
 def jaccard(a: Iterable, b: Iterable) -> float:
     """|A ∩ B| / |A ∪ B| of two sets (1.0 for two empty sets); items may be
     numbers, NumPy/torch scalars or any hashable (e.g. (layer, c, h, w) tuples)."""
-    a, b = _as_set(a), _as_set(b)
+    a, b = _as_set(a, "a"), _as_set(b, "b")
     return 1.0 if not (a | b) else len(a & b) / len(a | b)
 
 
 def mean_pairwise_jaccard(sets: list) -> float:
     """Mean Jaccard index over all unordered pairs of sets."""
+    if not isinstance(sets, (list, tuple)):
+        raise ValueError(f"sets must be a list of sets, got {type(sets).__name__}")
+    sets = [_as_set(s, f"sets[{i}]") for i, s in enumerate(sets)]
     vals = [jaccard(sets[i], sets[j]) for i in range(len(sets)) for j in range(i + 1, len(sets))]
     return float(np.mean(vals)) if vals else 1.0

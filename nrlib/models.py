@@ -9,9 +9,14 @@ returns the conv / ReLU / dense layers under the names the papers use:
   conv 3×3 'same', each followed by ReLU, 2×2 max-pool and dropout; flatten,
   dense 32 + ReLU, dense 10. Layer names ``conv1``, ``relu1``, …, ``fc1``,
   ``fc2``. The base model has 120,042 parameters, as in Table 1.
-* CIFAR-style ResNet-18/50/101 (3×3 stem, no max-pool; He et al. 2016 as in
-  kuangliu/pytorch-cifar): ``conv1``, ``l1b1c1`` (layer 1, block 1, conv 1),
-  …, ``fc``; ReLUs ``relu1``, ``l1b1r1``, …
+* CIFAR-style ResNet-18/50/101 (3×3 stem, no max-pool; the ImageNet ResNets
+  of He et al. 2016 adapted to 32×32 inputs): ``conv1``, ``l1b1c1`` (stage 1,
+  block 1, conv 1), …, ``fc``; ReLUs ``relu1``, ``l1b1r1``, …
+* ResNet-20 — the CIFAR-10 ResNet of He et al. 2016, §4.2 (three stages of
+  three basic blocks, 16/32/64 channels, identity shortcuts that subsample and
+  zero-pad the channels: "option A"; 269,722 parameters, ≈ 0.27 M as in their
+  Table 6). Same layer names (``conv1``, ``l1b1c1`` … ``l3b3c2``, ``fc``); it
+  has no shortcut convs, so its 19 convs are its whole main path.
 * VGG-16/19 with batch norm (Simonyan & Zisserman 2015): ``conv1`` …
   ``conv13`` (``conv16``), ``relu1`` …, ``fc1``.
 
@@ -25,8 +30,9 @@ from collections import OrderedDict
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from .utils import check_choice
+from .utils import check_bool, check_choice, check_fraction, check_int, check_model
 
 STATS = {  # per-channel mean / std of the training sets
     "mnist": ((0.1307,), (0.3081,)),
@@ -34,7 +40,14 @@ STATS = {  # per-channel mean / std of the training sets
 }
 SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 MNIST_CNNS = {"shallow": (16, 32), "base": (32, 64), "dense": (32, 64, 128)}
-ARCHS = tuple(MNIST_CNNS) + ("resnet18", "resnet50", "resnet101", "vgg16", "vgg19")
+ARCHS = tuple(MNIST_CNNS) + ("resnet20", "resnet18", "resnet50", "resnet101", "vgg16", "vgg19")
+WIDTH_ARCHS = ("resnet20", "resnet18", "resnet50", "resnet101", "vgg16", "vgg19")  # take ``width=``
+BUILD_OPTIONS = {"mnist_cnn": ("dropout", "hidden", "num_classes"), "width": ("width", "num_classes")}
+
+
+def _check_data(dataset, num_classes) -> tuple[str, int]:
+    """The dataset a model is built for and its number of classes (≥ 2)."""
+    return check_choice("dataset", dataset, tuple(STATS)), check_int("num_classes", num_classes, low=2)
 
 
 class Normalize(nn.Module):
@@ -63,6 +76,11 @@ class NRModel(nn.Module):
     def conv_layers(self) -> "OrderedDict[str, nn.Conv2d]":
         return OrderedDict((n, m) for n, m in self.layers().items() if isinstance(m, nn.Conv2d))
 
+    @property
+    def input_shape(self) -> tuple:
+        """C×H×W of the images the model takes (None: any size), for input checks."""
+        return (self.normalize.mean.shape[1], None, None)
+
 
 # ----------------------------------------------------------------------------
 # Karnine et al. 2024: the MNIST CNNs
@@ -73,7 +91,14 @@ class MnistCNN(NRModel):
 
     def __init__(self, filters=(32, 64), dataset="mnist", dropout=0.25, hidden=32, num_classes=10):
         super().__init__()
+        dataset, num_classes = _check_data(dataset, num_classes)
+        if not isinstance(filters, (list, tuple)) or not filters:
+            raise ValueError(f"filters={filters!r} must be a non-empty list of filter counts, e.g. (32, 64)")
+        filters = [check_int(f"filters[{i}]", f, low=1) for i, f in enumerate(filters)]
+        dropout = check_fraction("dropout", dropout, high_open=True)
+        hidden = check_int("hidden", hidden, low=1)
         c, h, w = SHAPES[dataset]
+        self.image_size = (h, w)    # the dense layer fixes the input size
         self.normalize = Normalize(*STATS[dataset])
         self.filters = tuple(filters)
         for i, f in enumerate(self.filters, start=1):
@@ -97,6 +122,10 @@ class MnistCNN(NRModel):
             x = getattr(self, f"drop{i}")(x)
         return self.fc2(self.relu_fc1(self.fc1(self.flatten(x))))
 
+    @property
+    def input_shape(self) -> tuple:
+        return (self.normalize.mean.shape[1], *self.image_size)
+
 
 # ----------------------------------------------------------------------------
 # CIFAR-style ResNets (3×3 stem, no max-pool)
@@ -104,7 +133,7 @@ class MnistCNN(NRModel):
 class _Block(nn.Module):
     expansion = 1
 
-    def __init__(self, cin, planes, stride):
+    def __init__(self, cin, planes, stride, shortcut="B"):
         super().__init__()
         self.c1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
         self.b1 = nn.BatchNorm2d(planes)
@@ -112,7 +141,7 @@ class _Block(nn.Module):
         self.c2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.b2 = nn.BatchNorm2d(planes)
         self.r2 = nn.ReLU()
-        self.shortcut = _shortcut(cin, planes, stride)
+        self.shortcut = _shortcut(cin, planes, stride) if shortcut == "B" else _PadShortcut(cin, planes, stride)
 
     def forward(self, x):
         out = self.r1(self.b1(self.c1(x)))
@@ -122,7 +151,7 @@ class _Block(nn.Module):
 class _Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, cin, planes, stride):
+    def __init__(self, cin, planes, stride, shortcut="B"):
         super().__init__()
         self.c1 = nn.Conv2d(cin, planes, 1, bias=False)
         self.b1 = nn.BatchNorm2d(planes)
@@ -142,20 +171,42 @@ class _Bottleneck(nn.Module):
 
 
 def _shortcut(cin, cout, stride):
+    """He et al. 2016 "option B": a 1×1 conv + BN where the shape changes."""
     if stride == 1 and cin == cout:
         return nn.Identity()
     return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
 
+class _PadShortcut(nn.Module):
+    """He et al. 2016 "option A" (their CIFAR-10 ResNets): the identity,
+    subsampled by ``stride`` and zero-padded to ``cout`` channels; no weights."""
+
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.stride, self.pad = stride, cout - cin
+
+    def forward(self, x):
+        if self.stride > 1:
+            x = x[:, :, ::self.stride, ::self.stride]
+        if self.pad:
+            x = F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return x
+
+
 class ResNet(NRModel):
     """CIFAR-style ResNet (He et al. 2016): 3×3 stem, four stages, global pool, fc."""
 
-    CONFIGS = {"resnet18": (_Block, (2, 2, 2, 2)), "resnet50": (_Bottleneck, (3, 4, 6, 3)),
-               "resnet101": (_Bottleneck, (3, 4, 23, 3))}
+    # block, blocks per stage, shortcut option, default width
+    CONFIGS = {"resnet20": (_Block, (3, 3, 3), "A", 16), "resnet18": (_Block, (2, 2, 2, 2), "B", 64),
+               "resnet50": (_Bottleneck, (3, 4, 6, 3), "B", 64),
+               "resnet101": (_Bottleneck, (3, 4, 23, 3), "B", 64)}
 
-    def __init__(self, arch="resnet18", dataset="cifar10", width=64, num_classes=10):
+    def __init__(self, arch="resnet18", dataset="cifar10", width=None, num_classes=10):
         super().__init__()
-        block, counts = self.CONFIGS[arch]
+        check_choice("arch", arch, tuple(self.CONFIGS))
+        dataset, num_classes = _check_data(dataset, num_classes)
+        block, counts, option, default_width = self.CONFIGS[arch]
+        width = default_width if width is None else check_int("width", width, low=1)
         c = SHAPES[dataset][0]
         self.normalize = Normalize(*STATS[dataset])
         self.conv1 = nn.Conv2d(c, width, 3, 1, 1, bias=False)
@@ -166,7 +217,7 @@ class ResNet(NRModel):
             planes = width * 2 ** s
             blocks = []
             for b in range(n):
-                blocks.append(block(cin, planes, 2 if (b == 0 and s > 0) else 1))
+                blocks.append(block(cin, planes, 2 if (b == 0 and s > 0) else 1, option))
                 cin = planes * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.ModuleList(stages)
@@ -206,6 +257,9 @@ class VGG(NRModel):
 
     def __init__(self, arch="vgg16", dataset="cifar10", width=64, num_classes=10):
         super().__init__()
+        check_choice("arch", arch, tuple(VGG_CFG))
+        dataset, num_classes = _check_data(dataset, num_classes)
+        width = check_int("width", width, low=1)
         c = SHAPES[dataset][0]
         self.normalize = Normalize(*STATS[dataset])
         i, p = 0, 0
@@ -237,6 +291,11 @@ def build(arch: str, dataset: str = "mnist", **kw) -> NRModel:
     """Build ``arch`` for ``dataset``; see the module docstring for the names."""
     check_choice("arch", arch, ARCHS)
     check_choice("dataset", dataset, tuple(STATS))
+    allowed = BUILD_OPTIONS["mnist_cnn" if arch in MNIST_CNNS else "width"]
+    unknown = sorted(set(kw) - set(allowed))
+    if unknown:
+        raise ValueError(f"build({arch!r}) got unknown keyword argument(s) {unknown}; "
+                         f"{arch} takes {list(allowed)}")
     if arch in MNIST_CNNS:
         m = MnistCNN(MNIST_CNNS[arch], dataset=dataset, **kw)
     elif arch.startswith("resnet"):
@@ -248,11 +307,15 @@ def build(arch: str, dataset: str = "mnist", **kw) -> NRModel:
 
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
+    check_model(model)
+    check_bool("trainable_only", trainable_only)
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def param_table(model: NRModel) -> list[tuple[str, tuple, int]]:
     """(layer, weight shape, #params) per conv/dense layer, as in Table 1 of Karnine et al."""
+    if not hasattr(check_model(model), "layers"):
+        raise ValueError(f"model must be a model of nrlib.models (with .layers()), got {type(model).__name__}")
     rows = []
     for name, m in model.layers().items():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -265,7 +328,7 @@ def frozen(model: nn.Module):
     """Eval mode and no parameter gradients inside the block (the state attacks
     and analyses run in); the model's mode and ``requires_grad`` flags are
     restored on exit."""
-    was_training = model.training
+    was_training = check_model(model).training
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     for p, _ in flags:

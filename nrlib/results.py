@@ -17,12 +17,18 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from . import precision
 from .data import data_root
-from .utils import atomic_write_bytes, check_choice
+from .utils import atomic_write_bytes, check_choice, check_name, check_number, get_device
 
-PROFILES = ("smoke", "cpu", "full")
+from .profiles import PROFILES
+
+
+class CorruptResultsError(ValueError):
+    """A results file that is not valid JSON (or not a results record)."""
 
 
 def results_dir() -> Path:
@@ -30,7 +36,7 @@ def results_dir() -> Path:
 
 
 def device_name(device: str | torch.device | None = None) -> str:
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = get_device(device)
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
@@ -56,6 +62,8 @@ class Timer:
 
     @contextmanager
     def __call__(self, stage: str):
+        if not isinstance(stage, str) or not stage:
+            raise ValueError(f"stage={stage!r} must be a non-empty string naming the stage")
         t0 = time.perf_counter()
         try:
             yield
@@ -68,42 +76,94 @@ def _clean(v):
         return {str(k): _clean(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_clean(x) for x in v]
-    if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+    if isinstance(v, (torch.Tensor, np.ndarray)):
+        return _clean(v.tolist())
+    if isinstance(v, np.generic):
         v = v.item()
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
 
 
+RECORD_FIELDS = ("notebook", "profile", "date", "device", "torch", "python", "git_commit", "precision",
+                 "params", "seconds", "metrics")
+
+
+def _path(notebook: str, profile: str) -> Path:
+    check_name("notebook", notebook)
+    check_choice("profile", profile, PROFILES)
+    return results_dir() / notebook / f"{profile}.json"
+
+
+def _check_numbers(name: str, values, *, low: float | None = None) -> None:
+    """``values`` maps non-empty string keys to finite numbers, or to None ("not measured")."""
+    if not isinstance(values, dict):
+        raise ValueError(f"{name} must be a dict of name → number, got {type(values).__name__}")
+    for k, v in values.items():
+        if not isinstance(k, str) or not k:
+            raise ValueError(f"{name} keys must be non-empty strings; got {k!r}")
+        if v is None:
+            continue
+        # numbers.Real: NumPy scalars (pandas cells, np.mean) are numbers too; bools are not metrics
+        if not isinstance(v, numbers.Real) or isinstance(v, bool):
+            raise ValueError(f"{name} must map names to numbers (or None for 'not measured'); "
+                             f"{name}[{k!r}]={v!r} is not a number")
+        check_number(f"{name}[{k!r}]", v, low=low)
+
+
 def write(notebook: str, profile: str, metrics: dict, *, seconds: dict | None = None,
           params: dict | None = None, device=None, extra: dict | None = None) -> Path:
-    """Write ``data/results/<notebook>/<profile>.json`` atomically; return its path."""
-    check_choice("profile", profile, PROFILES)
-    # numbers.Real: NumPy scalars (pandas cells, np.mean) are numbers too; bools are not metrics
-    bad = [k for k, v in metrics.items() if not isinstance(v, numbers.Real) or isinstance(v, bool)]
-    if bad:
-        raise ValueError(f"metrics must map names to numbers; not numbers: {bad}")
+    """Write ``data/results/<notebook>/<profile>.json`` atomically; return its path.
+
+    ``metrics`` maps names to finite numbers; ``None`` records "not measured"
+    (JSON null). NaN and inf are refused: they are usually a bug upstream."""
+    path = _path(notebook, profile)
+    _check_numbers("metrics", metrics)
+    _check_numbers("seconds", seconds or {}, low=0.0)
+    for nm, d in (("params", params), ("extra", extra)):
+        if d is not None and not isinstance(d, dict):
+            raise ValueError(f"{nm} must be a dict or None, got {type(d).__name__}")
+    clash = sorted(set(extra or {}) & set(RECORD_FIELDS))
+    if clash:
+        raise ValueError(f"extra={sorted(extra)} would overwrite the record's own fields {clash}; rename them")
     record = {
         "notebook": notebook, "profile": profile,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
-        "git_commit": git_commit(), "params": _clean(params or {}),
-        "seconds": _clean(seconds or {}), "metrics": _clean(metrics), **_clean(extra or {}),
+        "git_commit": git_commit(), "precision": precision.describe(device),
+        "params": _clean(params or {}),
+        "seconds": _clean(seconds or {}), "metrics": _clean(metrics),
     }
-    path = results_dir() / notebook / f"{profile}.json"
-    atomic_write_bytes(path, (json.dumps(record, indent=1, sort_keys=False) + "\n").encode())
+    record.update(_clean(extra or {}))
+    try:
+        text = json.dumps(record, indent=1, sort_keys=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"params/extra hold a value that JSON cannot store ({e}); "
+                         "use numbers, strings, lists and dicts") from None
+    atomic_write_bytes(path, (text + "\n").encode())
     return path
 
 
 def read(notebook: str, profile: str) -> dict:
-    path = results_dir() / notebook / f"{profile}.json"
+    """The record ``write`` stored; ``FileNotFoundError`` if there is none,
+    ``CorruptResultsError`` (a ValueError naming the file) if it is not valid."""
+    path = _path(notebook, profile)
     if not path.is_file():
         raise FileNotFoundError(f"no results for notebook={notebook!r} at profile={profile!r}: {path} is missing")
-    return json.loads(path.read_text())
+    try:
+        rec = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CorruptResultsError(f"results file {path} is not valid JSON ({e}); delete it and re-run "
+                                  f"the notebook {notebook!r} at profile={profile!r}") from e
+    if not isinstance(rec, dict) or not isinstance(rec.get("metrics"), dict):
+        raise CorruptResultsError(f"results file {path} is not a results record (no 'metrics' dict); "
+                                  "delete it and re-run the notebook")
+    return rec
 
 
 def best(notebook: str) -> dict | None:
     """The largest profile that has results (full > cpu > smoke), or None."""
+    check_name("notebook", notebook)
     for p in ("full", "cpu", "smoke"):
         try:
             return read(notebook, p)

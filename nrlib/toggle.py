@@ -1,27 +1,40 @@
 """Toggle activity and neural ranking — Prattico 2022, "FGSM attack and toggle activity".
 
-A *neuron* is one element (c, h, w) of a conv layer's output, taken before
-batch norm (the report's public code profiles the conv outputs); by default
-the conv layers of the network's main path (``model.conv_layers()``: 17 for a
-ResNet-18, numbered 1…17 as the report's ``LayerName`` column; shortcut convs
-are not neurons of the path).
+The report's public code (github marcopra/Toggle-Activity,
+``ToggleActivity/NeuronProfiler.py``) profiles a CIFAR-10 ResNet-20: every
+leaf ``Conv2d`` output, taken before batch norm, numbered from 0 in forward
+order (its ``layer_index``). Here a *neuron* is one element (c, h, w) of such
+an output; by default the layers are the network's main-path convs
+(``model.conv_layers()``): the 19 of a ResNet-20 (numbers 0…18, the report's
+``LayerName``); the 17 of our ResNet-18 (the report's code would also count
+its three 1×1 shortcut convs).
 
 * Binary threshold (§2.2, Fig. 3): a Gaussian KDE of the neuron's values over
   a profiling dataset (Silverman's bandwidth, scipy's convention
   ``h = σ̂ · (3n/4)^(-1/5)``); the threshold is the lowest point of the density
   between its two most prominent peaks. **Fallback** when the density has
-  fewer than two peaks (no valley) or the neuron is constant: the midpoint of
-  its historical range. ``kde_threshold`` does this for one 1-D array with
-  scipy; ``profile`` does it for every neuron at once on the device (counts
-  binned on a grid and convolved with each neuron's Gaussian by FFT,
-  prominences from masked min/max over the grid).
-* Ternary thresholds (§2.2, Fig. 4): fractions ``lo`` and ``hi`` of the
-  neuron's historical range [min, max].
+  fewer than two peaks (no valley) or the neuron is constant: ``"zero"`` —
+  the report's code, which returns 0 there (and for a neuron that is always
+  0) — or ``"midpoint"`` of the neuron's historical range, nrlib's earlier
+  rule. ``kde_threshold`` does this for one 1-D array with scipy;
+  ``fit_thresholds`` does it for every neuron of a network at once on the
+  device (counts binned on a grid and convolved with each neuron's Gaussian by
+  FFT, prominences from masked min/max over the grid). The report's code
+  evaluates KDEpy's FFTKDE on 100 points and smooths it (Savitzky–Golay, window
+  7); we use 128 points and ignore peaks below 5% of the density's maximum.
+* Ternary thresholds (§2.2, Fig. 4): the report's text takes "a percentage of
+  the historical maximum". ``ternary_rule="range"`` (ours): low / high =
+  min + f·(max − min) with f = 0.25 / 0.75; ``"report"`` (its code,
+  ``get_ternary_threshold(mode='neuron')``): f·(max + min) with f = 0.10 / 0.90.
 * Toggle activity (§2.2): the share of neurons that take both states over a
   dataset — binary: at least once ≤ threshold and once > threshold; ternary:
   at least once ≤ low and once > high. Only the per-neuron min and max over
   the dataset matter, so datasets are summarised by their extrema, and the
-  extrema of a union are the min/max of the parts' extrema.
+  extrema of a union are the min/max of the parts' extrema
+  (``merge_extrema``).
+* The report's experiments (§3.2): ``size_sweep`` (Figs. 6–8),
+  ``equal_size`` (Figs. 9–10), ``eps_sweep`` (Fig. 11); each returns a
+  ``Datasets`` of extrema that any ``Thresholds`` can then score.
 * Neural ranking (§2.3, Tables 1–2): the score of a neuron on an image is its
   contribution to the predicted class, activation × ∂z_ŷ/∂activation
   (gradient × input, Shrikumar et al. 2016, at the neuron); over a dataset a
@@ -30,9 +43,9 @@ are not neurons of the path).
 """
 from __future__ import annotations
 
-import math
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -40,11 +53,16 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from .hooks import capture, get_layer
-from .models import frozen
-from .utils import check_int, check_number
+from .metrics import accuracy, predict
+from .models import SHAPES, frozen
+from .utils import batches, check_choice, check_input, check_int, check_number
 
 DEFAULT_BINS = 128
-TERNARY = (0.25, 0.75)     # ternary low / high as fractions of the historical range
+FALLBACKS = ("zero", "midpoint")   # the binary threshold of a neuron without a valley
+TERNARY_RULES = ("range", "report")
+TERNARY = {"range": (0.25, 0.75),   # ours: min + f·(max − min)
+           "report": (0.10, 0.90)}  # the report's code: f·(max + min)
+KINDS = ("binary", "ternary")
 PAD_BANDWIDTHS = 3.0       # the KDE grid reaches 3 bandwidths beyond the data on each side
 MIN_PROMINENCE = 0.05      # peaks less prominent than 5 % of the density maximum are sampling ripples, not modes
 
@@ -54,26 +72,34 @@ def _silverman(std: torch.Tensor | float, n: int):
     return std * (n * 3.0 / 4.0) ** (-1.0 / 5.0)
 
 
-def kde_threshold(values, *, grid: int = 512, return_details: bool = False):
+def _fallback_value(mn, mx, fallback: str):
+    """The binary threshold of a neuron without a valley: 0 (the report's code) or the midpoint of [mn, mx]."""
+    check_choice("fallback", fallback, FALLBACKS)
+    return 0.0 * mn if fallback == "zero" else 0.5 * (mn + mx)
+
+
+def kde_threshold(values, *, grid: int = 512, fallback: str = "zero", return_details: bool = False):
     """Binary threshold of one neuron (Prattico 2022 §2.2, Fig. 3), with scipy.
 
     Gaussian KDE (Silverman bandwidth) of ``values`` on a grid over
     [min − 3h, max + 3h]; the threshold is the grid point of lowest density
     between the two most prominent peaks (``scipy.signal.find_peaks``
-    prominences). Fallback when there is no valley (fewer than two peaks, or a
-    constant sample): the midpoint of [min, max]. With ``return_details`` also
-    returns a dict with the grid, density, peaks and whether the fallback was used.
+    prominences). When there is no valley (fewer than two peaks, or a constant
+    sample) the threshold is the ``fallback``: ``"zero"`` (the report's code)
+    or ``"midpoint"`` of [min, max]. With ``return_details`` also returns a
+    dict with the grid, density, peaks and whether the fallback was used.
+    Chapter 5, §2 (the check of the vectorised version and the figure).
     """
     from scipy.signal import find_peaks
     from scipy.stats import gaussian_kde
 
+    check_choice("fallback", fallback, FALLBACKS)
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size < 2 or not np.all(np.isfinite(v)):
         raise ValueError(f"values must be a finite 1-D sample of at least 2 numbers; got {v.size} values"
                          + ("" if np.all(np.isfinite(v)) else " with NaN/inf"))
     check_int("grid", grid, low=16)
     lo, hi = float(v.min()), float(v.max())
-    mid = 0.5 * (lo + hi)
     details = {"grid": None, "density": None, "peaks": [], "fallback": True}
     if hi > lo and v.std() > 0:
         h = _silverman(v.std(ddof=1), v.size)
@@ -87,23 +113,27 @@ def kde_threshold(values, *, grid: int = 512, return_details: bool = False):
             details.update(peaks=top.tolist(), fallback=False)
             thr = float(xs[valley])
             return (thr, details) if return_details else thr
-    return (mid, details) if return_details else mid
+    thr = float(_fallback_value(lo, hi, fallback))
+    return (thr, details) if return_details else thr
 
 
-def kde_thresholds(values: torch.Tensor, *, bins: int = DEFAULT_BINS, chunk: int | None = None):
+def kde_thresholds(values: torch.Tensor, *, bins: int = DEFAULT_BINS, fallback: str = "zero",
+                   chunk: int | None = None):
     """Binary thresholds of many neurons at once — the vectorised ``kde_threshold``.
 
     ``values`` is (samples × neurons). Returns ``(threshold, bimodal)`` per
-    neuron. See ``profile`` for datasets too large to hold; this is the
-    in-memory form (tests compare it with the scipy version).
+    neuron; where ``bimodal`` is False the threshold is the ``fallback``. See
+    ``fit_thresholds`` for a network's neurons over datasets too large to
+    hold; this is the in-memory form (tests compare it with the scipy version).
     """
+    check_choice("fallback", fallback, FALLBACKS)
     v = values.float()
     n = v.shape[0]
     mn, mx = v.min(0).values, v.max(0).values
     std = v.std(0, unbiased=True)
     lo, step, h = _grid(mn, mx, std, n, bins)
     counts = _bin_counts(v, lo, step, bins)
-    return _valleys(counts, lo, step, h, mn, mx, chunk=chunk)
+    return _valleys(counts, lo, step, h, mn, mx, fallback=fallback, chunk=chunk)
 
 
 def _grid(mn, mx, std, n, bins):
@@ -125,14 +155,14 @@ def _bin_counts(v: torch.Tensor, lo, step, bins, counts: torch.Tensor | None = N
     return counts
 
 
-def _valleys(counts, lo, step, h, mn, mx, *, chunk: int | None = None):
+def _valleys(counts, lo, step, h, mn, mx, *, fallback: str = "zero", chunk: int | None = None):
     """Per neuron: the density (binned counts ⊛ Gaussian of bandwidth h), its two
     most prominent peaks (scipy's definition of prominence), and the grid point
-    of lowest density between them; the midpoint of [mn, mx] where there is none."""
+    of lowest density between them; the ``fallback`` where there is none."""
     n_neurons, bins = counts.shape
     if chunk is None:   # neurons per pass: each holds chunk × bins × bins temporaries
         chunk = 8192 if counts.is_cuda else 1024
-    thr = 0.5 * (mn + mx)
+    thr = _fallback_value(mn, mx, fallback).clone()
     bimodal = torch.zeros(n_neurons, dtype=torch.bool, device=counts.device)
     L = 2 * bins
     kk = torch.arange(L, device=counts.device, dtype=torch.float32)
@@ -172,29 +202,75 @@ def _valleys(counts, lo, step, h, mn, mx, *, chunk: int | None = None):
     return thr, bimodal
 
 
+def ternary_thresholds(mn, mx, fractions: tuple[float, float] | None = None, rule: str = "range"):
+    """Low and high ternary thresholds of neurons whose historical extrema are
+    ``mn``, ``mx`` (Prattico 2022 §2.2, Fig. 4). ``rule="range"`` (ours):
+    mn + f·(mx − mn), default f = (0.25, 0.75); ``"report"`` (the report's code,
+    ``NeuronProfiler.get_ternary_threshold(mode='neuron')``): f·(mx + mn),
+    default f = (0.10, 0.90) — a fraction of the maximum where the minimum is 0
+    (after a ReLU), but not of the range for pre-BN values that go negative.
+    Chapter 5, §2 and §4."""
+    check_choice("ternary_rule", rule, TERNARY_RULES)
+    lo_f, hi_f = TERNARY[rule] if fractions is None else fractions
+    lo_f = check_number("ternary[0]", lo_f, low=0.0, high=1.0)
+    hi_f = check_number("ternary[1]", hi_f, low=lo_f, high=1.0)
+    if rule == "range":
+        return mn + lo_f * (mx - mn), mn + hi_f * (mx - mn)
+    return lo_f * (mx + mn), hi_f * (mx + mn)
+
+
 # ----------------------------------------------------------------------------
 # profiling a network
 # ----------------------------------------------------------------------------
 @dataclass
 class Thresholds:
-    """Per-layer neuron thresholds (tensors shaped like one output, C×H×W)."""
+    """Per-layer neuron thresholds (tensors shaped like one output, C×H×W): the
+    binary one, the ternary low / high, whether the neuron's density has a
+    valley (``bimodal``), and the historical ``min`` / ``max`` they come from.
+    ``with_rules`` gives the same profile under another fallback or ternary rule."""
     layers: list[str]
     binary: dict[str, torch.Tensor]
     low: dict[str, torch.Tensor]
     high: dict[str, torch.Tensor]
     bimodal: dict[str, torch.Tensor]
     n_profile: int = 0
-    ternary: tuple[float, float] = TERNARY
+    ternary: tuple[float, float] = TERNARY["range"]
     info: dict = field(default_factory=dict)
+    fallback: str = "zero"
+    ternary_rule: str = "range"
+    min: dict[str, torch.Tensor] = field(default_factory=dict)
+    max: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def n_neurons(self, layer: str | None = None) -> int:
         names = self.layers if layer is None else [layer]
         return sum(self.binary[n].numel() for n in names)
 
+    def bimodal_share(self) -> dict[str, float]:
+        """Percent of neurons with a KDE valley, per layer and in total (key
+        ``"total"``); the others take the fallback threshold."""
+        out = {n: 100.0 * self.bimodal[n].float().mean().item() for n in self.layers}
+        out["total"] = 100.0 * sum(int(self.bimodal[n].sum()) for n in self.layers) / self.n_neurons()
+        return out
 
-def _batches(x: torch.Tensor, batch_size: int):
-    for i in range(0, x.shape[0], batch_size):
-        yield x[i:i + batch_size]
+    def with_rules(self, *, fallback: str | None = None, ternary_rule: str | None = None,
+                   ternary: tuple[float, float] | None = None) -> "Thresholds":
+        """The same profile with another binary ``fallback`` and/or ternary rule
+        (chapter 5, §4: what each rule does to toggle activity). Valleys are kept;
+        only the fallback neurons' binary thresholds and the ternary pair change.
+        A new rule without ``ternary`` takes that rule's default fractions."""
+        if not self.min:
+            raise ValueError("these Thresholds carry no historical min/max (made by hand?); "
+                             "with_rules needs those of fit_thresholds")
+        fb = self.fallback if fallback is None else check_choice("fallback", fallback, FALLBACKS)
+        rule = self.ternary_rule if ternary_rule is None else check_choice("ternary_rule", ternary_rule, TERNARY_RULES)
+        fr = ternary if ternary is not None else (self.ternary if rule == self.ternary_rule else TERNARY[rule])
+        out = dataclasses.replace(self, binary={}, low={}, high={}, fallback=fb, ternary_rule=rule,
+                                  ternary=tuple(float(f) for f in fr), info=dict(self.info))
+        for n in self.layers:
+            mn, mx = self.min[n], self.max[n]
+            out.binary[n] = torch.where(self.bimodal[n], self.binary[n], _fallback_value(mn, mx, fb))
+            out.low[n], out.high[n] = ternary_thresholds(mn, mx, out.ternary, rule)
+        return out
 
 
 def _layer_names(model, layers):
@@ -217,11 +293,64 @@ def _outputs(model, xb, names, shapes: dict | None = None):
     return {n: store[n][0].float().contiguous().flatten(1) for n in names}
 
 
-def profile(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None, *,
-            bins: int = DEFAULT_BINS, ternary: tuple[float, float] = TERNARY,
-            batch_size: int = 500, progress: bool = True) -> Thresholds:
-    """Profile every neuron of ``layers`` over the images ``x`` (Prattico 2022
-    §2.2): binary KDE-valley thresholds and ternary range fractions.
+def layer_table(model: nn.Module, layers: Sequence[str] | None = None) -> list[dict]:
+    """The profiled layers as the report numbers them (Prattico 2022, Tables 1–2,
+    ``LayerName``; ``layer_index`` of its code): one row per layer in forward
+    order with its 0-based ``layer_no``, name and output shape (c, h, w) —
+    chapter 5, §1. One forward pass of a blank image of the model's dataset."""
+    names = _layer_names(model, layers)
+    p = next(model.parameters())
+    x = torch.zeros(1, *SHAPES[getattr(model, "dataset", "cifar10")], device=p.device)
+    shapes = {}
+    with frozen(model):
+        _outputs(model, x, names, shapes)
+    return [{"layer_no": i, "layer": n, "c": shapes[n][0], "h": shapes[n][1], "w": shapes[n][2],
+             "neurons": int(np.prod(shapes[n]))} for i, n in enumerate(names)]
+
+
+def neuron_values(model: nn.Module, x: torch.Tensor, layer: str, *, batch_size: int = 500) -> torch.Tensor:
+    """The values of every neuron of ``layer`` over the images ``x``: a
+    (images × neurons) fp32 tensor — the sample a neuron's KDE is fitted to
+    (chapter 5, §2: the scipy check and the density figure)."""
+    _layer_names(model, [layer])
+    with frozen(model):
+        return torch.cat([_outputs(model, xb, [layer])[layer] for xb in batches(x, batch_size=batch_size)])
+
+
+def compare_with_scipy(values, th: Thresholds, layer: str, *, n: int = 50, seed: int = 0) -> dict:
+    """Check ``fit_thresholds`` against ``kde_threshold`` (scipy) on ``n``
+    neurons of ``layer`` — half with a valley, half without where there are
+    enough — whose profiling values are the columns of ``values`` (from
+    ``neuron_values`` on the profiling images). Returns the neurons checked,
+    how many of them have a valley, on how many the two agree about valley vs
+    fallback, and, where they agree, the largest and median threshold difference
+    in percent of the neuron's range. Chapter 5, §2."""
+    check_int("n", n, low=1)
+    v = values.cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
+    bim = th.bimodal[layer].flatten().cpu().numpy()
+    vec = th.binary[layer].flatten().cpu().numpy()
+    rng = np.random.default_rng(seed)
+    pick = np.concatenate([rng.permutation(np.flatnonzero(bim))[: n // 2],
+                           rng.permutation(np.flatnonzero(~bim))[: n - n // 2]])
+    ref = [kde_threshold(v[:, j], fallback=th.fallback, return_details=True) for j in pick]
+    agree = np.array([(not d["fallback"]) == bool(bim[j]) for (_, d), j in zip(ref, pick)])
+    span = np.where(np.ptp(v[:, pick], axis=0) > 0, np.ptp(v[:, pick], axis=0), 1.0)
+    diff = 100.0 * np.abs(np.array([t for t, _ in ref]) - vec[pick]) / span
+    return {"layer": layer, "neurons": int(len(pick)), "bimodal": int(bim[pick].sum()), "agree": int(agree.sum()),
+            "max_diff_pct": float(diff[agree].max()) if agree.any() else float("nan"),
+            "median_diff_pct": float(np.median(diff[agree])) if agree.any() else float("nan")}
+
+
+def fit_thresholds(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None, *,
+                   bins: int = DEFAULT_BINS, fallback: str = "zero", ternary_rule: str = "range",
+                   ternary: tuple[float, float] | None = None, batch_size: int = 500,
+                   progress: bool = True) -> Thresholds:
+    """Fit every neuron's thresholds over the images ``x`` (Prattico 2022 §2.2,
+    Figs. 3–4; the report's ``NeuronProfiler``): the binary KDE-valley
+    threshold (``fallback`` where there is no valley: ``"zero"``, the report's
+    code, or ``"midpoint"``) and the ternary pair (``ternary_thresholds`` with
+    ``ternary_rule`` and its fractions ``ternary``, default that rule's).
+    Chapter 5, §2.
 
     Two passes over ``x``: min / max / mean / σ per neuron (the KDE grid and
     Silverman bandwidth), then counts on each neuron's grid; the densities and
@@ -229,15 +358,22 @@ def profile(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = No
     """
     check_int("bins", bins, low=16, high=4096)
     check_int("batch_size", batch_size, low=1)
-    lo_f = check_number("ternary[0]", ternary[0], low=0.0, high=1.0)
-    hi_f = check_number("ternary[1]", ternary[1], low=lo_f, high=1.0)
+    check_choice("fallback", fallback, FALLBACKS)
+    check_choice("ternary_rule", ternary_rule, TERNARY_RULES)
+    if ternary is not None and (not isinstance(ternary, (tuple, list)) or len(ternary) != 2):
+        raise ValueError(f"ternary={ternary!r} must be a pair (low, high) of fractions, or None for the "
+                         f"rule's default {TERNARY[ternary_rule]}")
+    fr = TERNARY[ternary_rule] if ternary is None else tuple(ternary)
+    ternary_thresholds(torch.zeros(1), torch.ones(1), fr, ternary_rule)    # validates the fractions early
+    check_input(model, x)
     names = _layer_names(model, layers)
     n = x.shape[0]
     if n < 2:
         raise ValueError(f"x has {n} image(s); profiling needs at least 2")
     with frozen(model):
         stats, shapes = {}, {}
-        for xb in tqdm(list(_batches(x, batch_size)), desc="profile 1/2", disable=not progress, leave=False):
+        for xb in tqdm(list(batches(x, batch_size=batch_size)), desc="thresholds 1/2", disable=not progress,
+                       leave=False):
             for name, a in _outputs(model, xb, names, shapes).items():
                 s = stats.get(name)
                 a64 = a.double()
@@ -248,21 +384,22 @@ def profile(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = No
         for name, (mn, mx, s1, s2) in stats.items():
             var = ((s2 - s1 ** 2 / n) / (n - 1)).clamp_min(0)
             grids[name] = _grid(mn, mx, var.sqrt().float(), n, bins)
-        for xb in tqdm(list(_batches(x, batch_size)), desc="profile 2/2", disable=not progress, leave=False):
+        for xb in tqdm(list(batches(x, batch_size=batch_size)), desc="thresholds 2/2", disable=not progress,
+                       leave=False):
             for name, a in _outputs(model, xb, names).items():
                 lo, step, _ = grids[name]
                 counts[name] = _bin_counts(a, lo, step, bins, counts.get(name))
-    th = Thresholds(names, {}, {}, {}, {}, n_profile=n, ternary=(lo_f, hi_f))
+    th = Thresholds(names, {}, {}, {}, {}, n_profile=n, ternary=tuple(float(f) for f in fr), fallback=fallback,
+                    ternary_rule=ternary_rule)
     for name in names:
         mn, mx = stats[name][0], stats[name][1]
         lo, step, h = grids[name]
-        thr, bim = _valleys(counts[name], lo, step, h, mn, mx)
+        thr, bim = _valleys(counts[name], lo, step, h, mn, mx, fallback=fallback)
         shp = shapes[name]
-        th.binary[name] = thr.view(shp)
-        th.bimodal[name] = bim.view(shp)
-        th.low[name] = (mn + lo_f * (mx - mn)).view(shp)
-        th.high[name] = (mn + hi_f * (mx - mn)).view(shp)
-    th.info["bimodal_share"] = {nm: 100.0 * th.bimodal[nm].float().mean().item() for nm in names}
+        th.binary[name], th.bimodal[name] = thr.view(shp), bim.view(shp)
+        th.min[name], th.max[name] = mn.view(shp), mx.view(shp)
+        th.low[name], th.high[name] = ternary_thresholds(th.min[name], th.max[name], th.ternary, ternary_rule)
+    th.info["bimodal_share"] = th.bimodal_share()
     return th
 
 
@@ -279,7 +416,9 @@ def extrema(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = No
     With ``sizes``, the extrema of every prefix ``x[:n]`` for ``n`` in ``sizes``
     in one pass (nested datasets of growing size): returns ``{n: Extrema}``.
     """
+    check_input(model, x)
     names = _layer_names(model, layers)
+    check_int("batch_size", batch_size, low=1)
     N = x.shape[0]
     ns = sorted({check_int("sizes[i]", int(s), low=1, high=N) for s in (sizes or [N])})
     out, cur = {}, None
@@ -289,7 +428,7 @@ def extrema(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = No
             with capture(model, names) as store:
                 model(x[a:b])
             ext = {n_: _minmax(store[n_][0]) for n_ in names}
-            cur = ext if cur is None else merge(cur, ext)
+            cur = ext if cur is None else merge_extrema(cur, ext)
             if b in ns:
                 out[b] = {k: (v[0].clone(), v[1].clone()) for k, v in cur.items()}
     return out if sizes is not None else out[N]
@@ -303,8 +442,15 @@ def _minmax(a: torch.Tensor):
     return mn, mx
 
 
-def merge(*parts: Extrema) -> Extrema:
-    """The extrema of the union of datasets from the extrema of each."""
+def merge_extrema(*parts: Extrema) -> Extrema:
+    """The extrema of the union of datasets from the extrema of each (the
+    per-neuron min of the mins and max of the maxes; all parts cover the same layers)."""
+    if not parts:
+        raise ValueError("parts: merge_extrema needs at least one Extrema (layer -> (min, max)) to merge")
+    layers = [list(p) for p in parts]
+    if any(ls != layers[0] for ls in layers):
+        raise ValueError(f"parts cover different layers ({[list(p) for p in parts]}); "
+                         "merge extrema of the same layers only")
     out = {}
     for k in parts[0]:
         out[k] = (torch.stack([p[k][0] for p in parts]).amin(0), torch.stack([p[k][1] for p in parts]).amax(0))
@@ -322,8 +468,7 @@ def toggled(mn: torch.Tensor, mx: torch.Tensor, low: torch.Tensor, high: torch.T
 def toggle_activity(ext: Extrema, th: Thresholds, kind: str = "binary") -> dict[str, float]:
     """Toggle activity in percent per layer and in total (key ``"total"``, over
     all neurons of all layers) — Prattico 2022 §2.2."""
-    if kind not in ("binary", "ternary"):
-        raise ValueError(f"kind={kind!r} is not allowed; choose one of ['binary', 'ternary']")
+    check_choice("kind", kind, KINDS)
     out, hit, tot = {}, 0, 0
     for name in th.layers:
         mn, mx = ext[name]
@@ -333,6 +478,124 @@ def toggle_activity(ext: Extrema, th: Thresholds, kind: str = "binary") -> dict[
         tot += t.numel()
     out["total"] = 100.0 * hit / tot
     return out
+
+
+# ----------------------------------------------------------------------------
+# the report's experiments (§3.2)
+# ----------------------------------------------------------------------------
+@dataclass
+class Datasets:
+    """The per-neuron extrema of several datasets, keyed ``(arm, tag)`` — e.g.
+    ``("clean", 50)`` and ``("clean+fgsm", 50)`` in a size sweep — so that any
+    ``Thresholds`` (fallback, ternary rule) can score them afterwards; ``acc``:
+    the model's accuracy (%) on the attacked images of an arm, same keys;
+    ``x_adv``: the attacked images, where the procedure keeps them."""
+    ext: dict[tuple[str, Any], Extrema]
+    acc: dict[tuple[str, Any], float] = field(default_factory=dict)
+    x_adv: torch.Tensor | None = None
+
+    def activity(self, th: Thresholds, kind: str = "binary") -> dict[tuple[str, Any], dict[str, float]]:
+        """``toggle_activity`` of every dataset: key → {layer: %, "total": %}."""
+        return {k: toggle_activity(e, th, kind) for k, e in self.ext.items()}
+
+    def totals(self, th: Thresholds, kind: str = "binary") -> dict[tuple[str, Any], float]:
+        """The total toggle activity (%) of every dataset."""
+        return {k: a["total"] for k, a in self.activity(th, kind).items()}
+
+    def mean_std(self, th: Thresholds, kind: str = "binary") -> dict[str, tuple[dict, dict]]:
+        """Per arm, the mean and the standard deviation over its tags (the draws
+        of ``equal_size``) of the toggle activity per layer and in total."""
+        act, out = self.activity(th, kind), {}
+        for arm in dict.fromkeys(a for a, _ in act):
+            rows = [v for (a, _), v in act.items() if a == arm]
+            keys = list(rows[0])
+            m = np.array([[r[k] for k in keys] for r in rows])
+            out[arm] = (dict(zip(keys, m.mean(0).tolist())), dict(zip(keys, m.std(0).tolist())))
+        return out
+
+
+def _attack_name(attack) -> str:
+    """``"fgsm"`` for ``attacks.FGSM(...)``; a function's own name; else ``"adv"``."""
+    if hasattr(attack, "replace"):      # an nrlib.attacks object
+        return type(attack).__name__.lower()
+    name = getattr(attack, "__name__", "adv")
+    return "adv" if name.startswith("<") else name.lower()
+
+
+def _check_xy(x, y, n, what):
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} images but y has {y.shape[0]} labels")
+    if n > x.shape[0]:
+        raise ValueError(f"{what}={n} is larger than the {x.shape[0]} images given")
+
+
+def size_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, sizes: Sequence[int], *,
+               layers: Sequence[str] | None = None, batch_size: int = 500) -> Datasets:
+    """Prattico 2022 §3.2.1, Figs. 6–8 (chapter 5, §3): for each n in ``sizes``
+    the first n images of ``x`` (nested datasets) — arm ``"clean"`` — and those
+    n images together with their ``attack`` versions (2n images) — arm
+    ``"clean+<attack>"``, e.g. ``"clean+fgsm"``. One attack and two network
+    passes over the largest dataset (``extrema`` of every prefix); keeps the
+    attacked images in ``x_adv`` and the accuracy on each prefix in ``acc``."""
+    ns = sorted({check_int("sizes[i]", int(s), low=1) for s in sizes})
+    N = ns[-1]
+    _check_xy(x, y, N, "max(sizes)")
+    arm = f"clean+{_attack_name(attack)}"
+    xa = attack(model, x[:N], y[:N])
+    ec = extrema(model, x[:N], layers, sizes=ns, batch_size=batch_size)
+    ea = extrema(model, xa, layers, sizes=ns, batch_size=batch_size)
+    hit = (predict(model, xa) == y[:N].to(xa.device)).float()
+    ds = Datasets({}, x_adv=xa)
+    for n in ns:
+        ds.ext[("clean", n)] = ec[n]
+        ds.ext[(arm, n)] = merge_extrema(ec[n], ea[n])
+        ds.acc[(arm, n)] = 100.0 * hit[:n].mean().item()
+    return ds
+
+
+def equal_size(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, n: int, draws: int, *,
+               seed: int = 0, layers: Sequence[str] | None = None, batch_size: int = 500) -> Datasets:
+    """Prattico 2022 §3.2.2, Fig. 9, and with ε = 1 §3.2.3, Fig. 10 (chapter 5,
+    §5): datasets of equal size. Per draw, ``n`` images picked at random from
+    ``x`` (without replacement; ``seed``): arm ``"clean"`` is those n images,
+    arm ``"half+<attack>"`` the first n/2 of them together with their
+    ``attack`` versions (also n images). Keys ``(arm, draw)``; ``mean_std``
+    averages over the draws."""
+    n = check_int("n", n, low=2)
+    draws = check_int("draws", draws, low=1)
+    _check_xy(x, y, n, "n")
+    rng = np.random.default_rng(check_int("seed", seed, low=0))
+    arm, h = f"half+{_attack_name(attack)}", n // 2
+    ds = Datasets({})
+    for d in range(draws):
+        idx = torch.from_numpy(rng.choice(x.shape[0], n, replace=False)).to(x.device)
+        xc, yc = x[idx], y[idx]
+        ec = extrema(model, xc, layers, sizes=[h, n], batch_size=batch_size)
+        xa = attack(model, xc[:h], yc[:h])
+        ds.ext[("clean", d)] = ec[n]
+        ds.ext[(arm, d)] = merge_extrema(ec[h], extrema(model, xa, layers, batch_size=batch_size))
+        ds.acc[(arm, d)] = accuracy(model, xa, yc[:h])
+    return ds
+
+
+def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, eps_grid: Sequence[float], *,
+              layers: Sequence[str] | None = None, batch_size: int = 500) -> Datasets:
+    """Prattico 2022 §3.2.3, Fig. 11 (chapter 5, §6): the images ``x`` alone
+    (key ``("clean", 0.0)``) and together with their attacked versions at each
+    ε of ``eps_grid`` (keys ``("clean+<attack>", ε)``, the attack made by
+    ``attack.replace(eps=ε)``); ``acc`` holds the accuracy under each ε."""
+    if not hasattr(attack, "replace"):
+        raise ValueError("attack must be an nrlib.attacks object (e.g. attacks.FGSM(8/255)) so that "
+                         "eps_sweep can vary its ε with attack.replace(eps=...)")
+    _check_xy(x, y, x.shape[0], "len(x)")
+    arm = f"clean+{_attack_name(attack)}"
+    ec = extrema(model, x, layers, batch_size=batch_size)
+    ds = Datasets({("clean", 0.0): ec})
+    for e in eps_grid:
+        xa = attack.replace(eps=float(e))(model, x, y)
+        ds.ext[(arm, float(e))] = merge_extrema(ec, extrema(model, xa, layers, batch_size=batch_size))
+        ds.acc[(arm, float(e))] = accuracy(model, xa, y)
+    return ds
 
 
 # ----------------------------------------------------------------------------
@@ -347,8 +610,10 @@ class Ranking:
     cls: dict[str, torch.Tensor]
 
     def top(self, k: int = 10) -> list[dict]:
-        """The ``k`` highest-scoring neurons: rank, layer name, layer number (1-based,
-        the report's ``LayerName``), channel, h, w, score and class."""
+        """The ``k`` highest-scoring neurons (Prattico 2022, Tables 1–2): rank,
+        layer name, ``layer_no`` — the layer's 0-based position among the ranked
+        layers in forward order, the report's ``LayerName`` — channel, h, w,
+        score and class."""
         flat = torch.cat([self.score[n].flatten() for n in self.layers])
         k = check_int("k", k, low=1, high=flat.numel())
         vals, idx = flat.topk(k)
@@ -358,7 +623,7 @@ class Ranking:
             li = int(np.searchsorted(sizes, i, side="right") - 1)
             name = self.layers[li]
             c, h, w = np.unravel_index(i - sizes[li], tuple(self.score[name].shape))
-            rows.append({"rank": r, "layer": name, "layer_no": li + 1, "c": int(c), "h": int(h), "w": int(w),
+            rows.append({"rank": r, "layer": name, "layer_no": li, "c": int(c), "h": int(h), "w": int(w),
                          "score": float(v), "class": int(self.cls[name].flatten()[i - sizes[li]])})
         return rows
 
@@ -369,18 +634,29 @@ class Ranking:
             counts[row["layer"]] += 1
         return counts
 
+    def mean_layer(self, k: int) -> float:
+        """The mean ``layer_no`` of the top-``k`` neurons: where the critical
+        neurons sit (the report's §4.1: middle vs final layers). Chapter 5, §7."""
+        return float(np.mean([r["layer_no"] for r in self.top(k)]))
+
+    def top_set(self, k: int) -> set[tuple[str, int, int, int]]:
+        """The top-``k`` neurons as a set of (layer, c, h, w), to compare rankings
+        (``metrics.jaccard``)."""
+        return {(r["layer"], r["c"], r["h"], r["w"]) for r in self.top(k)}
+
 
 def rank_neurons(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None, *,
                  batch_size: int = 250) -> Ranking:
     """Neural ranking (Prattico 2022 §2.3, §3.1): score every neuron of ``layers``
     by its contribution to the predicted class, activation × ∂z_ŷ/∂activation,
     per image; a neuron's score over ``x`` is its maximum, its class the
-    prediction of the image that gave it. Weights stay frozen."""
+    prediction of the image that gave it. Weights stay frozen. Chapter 5, §7."""
+    check_input(model, x)
     names = _layer_names(model, layers)
     check_int("batch_size", batch_size, low=1)
     best, cls = {}, {}
     with frozen(model):
-        for xb in _batches(x, batch_size):
+        for xb in batches(x, batch_size=batch_size):
             with capture(model, names, detach=False) as store:
                 xb = xb.detach().requires_grad_(True)   # a graph through the frozen weights
                 logits = model(xb)

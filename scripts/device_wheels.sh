@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Wheels of the packages the lent GPU machine's image lacks (it has torch, numpy, scipy, pandas,
-# matplotlib, seaborn, tqdm, pyyaml, requests, ...; see the device tool's KINDS.md), for its Python
-# 3.12 on x86-64, into .whl/ (git-ignored). scripts/gpu_full.sh installs them with --no-deps into
-# /tmp/site on the machine. Needs a package registry here, none there.
+# matplotlib, seaborn, tqdm, pyyaml, requests, ...), for its Python 3.12 on x86-64, into .whl/
+# (git-ignored): papermill (and nbformat, nbclient, ...), ipykernel and ipywidgets, which nrbook's
+# runbook and the notebooks need. scripts/gpu_full.sh installs them with --no-deps into /tmp/site
+# on the machine. Needs a package registry here, none there. `make stage` runs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PY:-python3}"

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Run the book's `full` profile on a lent GPU machine (shared/GPU.md) and put what must come back in $OUT.
+# Run the book's `full` profile on a lent GPU machine and put what must come back in $OUT.
+# The machine has PyTorch but no network and no `pip install` of this repository: the repository is
+# copied there, and this script puts its root on PYTHONPATH so that `nrlib` and `nrbook` import from
+# the copy (the notebooks' kernels inherit it; nrbook.runbook adds it too).
 #
 # CIFAR-10 (~186 MB) cannot travel with one device call (64 MiB at most), so it goes in parts, in
 # four calls made back to back (the machine is given back 30 s after a call; ignored files already
@@ -11,7 +14,7 @@
 #            (it prints the exact `carry` list of each call, with its size)
 #   calls 1-3: carry [data/gpu/cifar10.manifest.json, data/gpu/cifar10.part<k>of4.bin]
 #            (call 3 also data/gpu/MNIST)
-#            command: python3 -m nrlib.stage check --folder data/gpu || true
+#            command: python3 scripts/stage.py check --folder data/gpu || true
 #   call 4:  carry [data/gpu/cifar10.manifest.json, data/gpu/cifar10.part4of4.bin, .whl]
 #            command: bash scripts/gpu_full.sh [runbook args, e.g. --notebooks 05]
 #            (prefix BENCH=1 and/or ZOO="resnet50 vgg16" to also benchmark / train those models)
@@ -62,7 +65,8 @@ within_budget() {
   return "$r"
 }
 
-# (a) wheels of missing pure-Python packages (papermill, ...), if carried
+# (a) imports: the repository root (nrlib, nrbook) and the wheels of missing pure-Python packages
+# (papermill, ...) if carried
 if compgen -G ".whl/*.whl" >/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -71,7 +75,7 @@ else
 fi
 
 # (b) data: CIFAR-10 from its parts (fails naming any missing part), MNIST copied into place
-$PY -m nrlib.stage unpack --folder data/gpu
+$PY scripts/stage.py unpack --folder data/gpu
 if [ -d data/gpu/MNIST/raw ]; then
   mkdir -p data/MNIST/raw
   cp -L data/gpu/MNIST/raw/* data/MNIST/raw/
@@ -83,7 +87,7 @@ $PY -c 'import torch, platform; print("device:", torch.cuda.get_device_name(0) i
 # (d) the full profile; the runbook prints each notebook's seconds, each step is timed here
 marker=$(mktemp)
 rc=0
-within_budget runbook $PY -m nrlib.runbook --profile full "$@" || rc=$?
+within_budget runbook $PY -m nrbook.runbook --profile full "$@" || rc=$?
 
 # optional extras, each timed: ZOO="resnet50 vgg16 ..." trains (or loads) those zoo models at the
 # full profile (data/results/zoo/full.json); BENCH=1 runs the benchmarks (data/results/bench/)
@@ -91,7 +95,7 @@ if [ -n "${ZOO:-}" ]; then
   within_budget "zoo ($ZOO)" $PY -m nrlib.train --recipe cifar --profile full --archs $ZOO || rc=1
 fi
 if [ -n "${BENCH:-}" ]; then
-  within_budget bench $PY -m nrlib.bench --profile full || rc=1
+  within_budget bench $PY -m nrbook.bench --profile full || rc=1
 fi
 
 # (e) what must come back, flat: finished notebooks, results, and a notebook cut off part-way

@@ -5,6 +5,13 @@ only training is one session-scoped fixture: the ``shallow`` MNIST CNN of
 Karnine et al. (2024) fitted for one epoch on 4,000 training images (a few
 seconds), reused — through deep copies where a test could alter it — by the
 attack, hook, metric and dominant-filter tests.
+
+Tests that write (the notebook smoke runs, the benchmarks) never write into
+the repository's ``data/``: ``isolated_data_root`` points ``$NRLIB_DATA`` at a
+temporary folder in which the datasets are symbolic links to the real ones
+(one folder per test session, so a model the smoke runs train is reused by
+the benchmarks). A test that needs a dataset that is not on disk is skipped,
+saying which one and where it was looked for.
 """
 from __future__ import annotations
 
@@ -34,15 +41,61 @@ if "OMP_NUM_THREADS" not in os.environ:
 # at batch 128 on 3,000 images reaches only ~74% in one epoch.
 
 
+DATASET_FOLDERS = {"mnist": (data.MNIST_DIR, data.MNIST_FILES), "cifar10": (data.CIFAR_DIR, data.CIFAR_FILES)}
+
+
+def missing_dataset(name: str, root: Path | None = None) -> str | None:
+    """Why ``name`` cannot be read from ``root`` (default: the data root), or None when its files are there."""
+    root = Path(root) if root is not None else data.data_root()
+    folder, files = DATASET_FOLDERS[name]
+    absent = [f for f in files if not (root / folder / f).is_file()]
+    if absent:
+        return (f"dataset {name!r} is not on disk: {root / folder} lacks {absent} "
+                f"(see data/README.md for how to provide it, or set $NRLIB_DATA)")
+    return None
+
+
+def require_datasets(*names: str) -> None:
+    """Skip the calling test, with the reason, unless every dataset in ``names`` is on disk."""
+    for name in names:
+        why = missing_dataset(name)
+        if why:
+            pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def tmp_data_root(tmp_path_factory) -> Path:
+    """A temporary data root for this test session: ``MNIST`` and ``cifar-10-batches-py`` are
+    symbolic links to the real data root's (never written through), everything else — checkpoints,
+    results, caches — is written here. Skips when a dataset is missing."""
+    require_datasets(*DATASET_FOLDERS)
+    src = data.data_root().resolve()
+    root = tmp_path_factory.mktemp("nrlib_data")
+    for folder, _ in DATASET_FOLDERS.values():
+        top = folder.parts[0]
+        (root / top).symlink_to((src / top).resolve(), target_is_directory=True)
+    return root
+
+
+@pytest.fixture
+def isolated_data_root(tmp_data_root, monkeypatch) -> Path:
+    """``$NRLIB_DATA`` points at the session's temporary data root for one test (a papermill
+    kernel started by the test inherits it)."""
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_data_root))
+    return tmp_data_root
+
+
 @pytest.fixture(scope="session")
 def mnist_train_small():
     """4,000 class-stratified MNIST training images (pixels in [0, 1])."""
+    require_datasets("mnist")
     return data.load("mnist", "train", n=4000, seed=0)
 
 
 @pytest.fixture(scope="session")
 def mnist_test_small():
     """1,000 class-stratified MNIST test images."""
+    require_datasets("mnist")
     return data.load("mnist", "test", n=1000, seed=0)
 
 

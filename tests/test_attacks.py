@@ -162,8 +162,8 @@ def test_attacks_lower_accuracy_pgd_at_least_as_much_as_fgsm(trained_shallow, mn
     x, y = mnist_test_small
     x, y = x[:200], y[:200]
     clean = metrics.accuracy(trained_shallow, x, y)
-    acc_fgsm = metrics.robust_accuracy(trained_shallow, x, y, fgsm, 0.3)
-    acc_pgd = metrics.robust_accuracy(trained_shallow, x, y, pgd, 0.3, alpha=0.03, steps=20)
+    acc_fgsm = metrics.robust_accuracy(trained_shallow, x, y, attacks.FGSM(0.3))
+    acc_pgd = metrics.robust_accuracy(trained_shallow, x, y, attacks.PGD(0.3, alpha=0.03, steps=20))
     assert clean > 85.0
     assert acc_fgsm < clean - 30.0
     assert acc_pgd <= acc_fgsm
@@ -244,4 +244,4 @@ def test_l2_eps_may_exceed_one(trained_shallow, batch):
 
 def test_default_alpha_and_registry():
     assert attacks.pgd_default_alpha(0.3, 30) == pytest.approx(0.025)
-    assert attacks.ATTACKS["fgsm"] is fgsm and attacks.ATTACKS["pgd"] is pgd
+    assert attacks.ATTACKS["fgsm"] is attacks.FGSM and attacks.ATTACKS["pgd"] is attacks.PGD

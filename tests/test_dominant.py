@@ -6,8 +6,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nrlib import attacks
 from nrlib import dominant as dom
 from nrlib.attacks import fgsm
+from nrlib.metrics import accuracy
 from nrlib.models import build, count_params
 
 # dominant filters used in the split-model tests (conv1: 16 filters, conv2: 32)
@@ -213,3 +215,205 @@ def test_finetune_argument_checks(trained_shallow, batch):
         dom.finetune(trained_shallow, x, y, x, adversary=lambda m, a, b: a)
     with pytest.raises(ValueError, match=r"^mix="):
         dom.finetune(trained_shallow, x, y, x, mix="clean")
+
+
+# ---------------------------------------------------------------------------
+# fix a: one convolution with gathered weights
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("bias", [True, False])
+def test_split_conv_is_one_convolution_equal_to_the_original(monkeypatch, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 10, 3, stride=2, padding=1, bias=bias).to(memory_format=torch.channels_last)
+    x = torch.rand(5, 6, 9, 9).to(memory_format=torch.channels_last)
+    chosen = [0, 4, 9]
+    split = dom.SplitConv2d(conv, chosen)
+    calls = []
+    real = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda *a, **k: calls.append(1) or real(*a, **k))
+    out = split(x)
+    assert len(calls) == 1, "the split layer must run one convolution, not one per part"
+    # a channels_last input stays channels_last: no concatenation / re-indexing of outputs
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    ref = conv(x)
+    assert torch.allclose(out, ref, atol=1e-6)
+    g = torch.randn_like(ref)
+    (out * g).sum().backward()
+    (ref * g).sum().backward()
+    assert torch.allclose(split.w_train.grad, conv.weight.grad[chosen], atol=1e-5)
+    if bias:
+        assert torch.allclose(split.b_train.grad, conv.bias.grad[chosen], atol=1e-5)
+    assert [n for n, p in split.named_parameters()] == (["w_train", "b_train"] if bias else ["w_train"])
+    assert split.w_frozen.grad is None and not split.w_frozen.requires_grad
+    w, b = split.merged()
+    assert torch.equal(w, conv.weight) and (b is None if not bias else torch.equal(b, conv.bias))
+
+
+def test_split_conv_with_no_or_all_filters_trainable():
+    conv = nn.Conv2d(2, 4, 3, padding=1)
+    x = torch.rand(3, 2, 6, 6)
+    for chosen in ([], [0, 1, 2, 3]):
+        split = dom.SplitConv2d(conv, chosen)
+        assert split.w_train.shape[0] == len(chosen)
+        assert torch.allclose(split(x), conv(x), atol=1e-6)
+    with pytest.raises(ValueError, match="trainable"):
+        dom.SplitConv2d(conv, [4])
+
+
+# ---------------------------------------------------------------------------
+# fix b: nested conv layers (a ResNet) are split and merged at their paths
+# ---------------------------------------------------------------------------
+NESTED = {"conv1": [0, 3], "l1b1c1": [1], "l3b2c2": [5, 7, 30]}
+NESTED_PATHS = {"conv1": "conv1", "l1b1c1": "stages.0.0.c1", "l3b2c2": "stages.2.1.c2"}
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(0)
+    return build("resnet18", "cifar10", width=8).eval()
+
+
+def test_conv_paths_map_paper_names_to_module_paths(resnet, trained_shallow):
+    paths = dom.conv_paths(resnet)
+    assert {k: paths[k] for k in NESTED} == NESTED_PATHS
+    assert len(paths) == 17 and paths["l4b2c2"] == "stages.3.1.c2"
+    assert dom.conv_paths(trained_shallow) == {"conv1": "conv1", "conv2": "conv2"}
+
+
+def test_split_model_replaces_nested_convs_at_their_path(resnet):
+    x = torch.rand(4, 3, 32, 32)
+    split = dom.split_model(resnet, NESTED).eval()
+    for name, path in NESTED_PATHS.items():
+        assert isinstance(split.get_submodule(path), dom.SplitConv2d), name
+    assert not hasattr(split, "l1b1c1") and not hasattr(split, "l3b2c2"), "no stray top-level module"
+    with torch.no_grad():
+        assert torch.allclose(split(x), resnet(x), atol=1e-5)
+    # gradients reach exactly the chosen filters of the conv layers, and the dense layer
+    F.cross_entropy(split(x), torch.tensor([0, 1, 2, 3])).backward()
+    got = {n for n, p in split.named_parameters() if p.grad is not None}
+    assert got == {f"{p}.w_train" for p in NESTED_PATHS.values()} | {"fc.weight", "fc.bias"}
+    for name, path in NESTED_PATHS.items():
+        mod = split.get_submodule(path)
+        assert mod.trainable_idx.tolist() == NESTED[name]
+        assert all(mod.w_train.grad[i].abs().sum() > 0 for i in range(len(NESTED[name]))), name
+    for n, m in split.named_modules():
+        if isinstance(m, nn.Conv2d):   # every conv not split (shortcuts included) is frozen
+            assert not m.weight.requires_grad and m.weight.grad is None, n
+
+
+def test_merge_split_puts_nested_convs_back(resnet):
+    split = dom.split_model(resnet, NESTED)
+    opt = torch.optim.SGD([p for p in split.parameters() if p.requires_grad], lr=0.1)
+    split.eval()   # eval: batch-norm statistics stay as they were
+    x = torch.rand(4, 3, 32, 32)
+    F.cross_entropy(split(x), torch.tensor([0, 1, 2, 3])).backward()
+    opt.step()
+    merged = dom.merge_split(split)
+    new, old = merged.state_dict(), resnet.state_dict()
+    assert list(new) == list(old)
+    assert all(isinstance(merged.get_submodule(p), nn.Conv2d) for p in NESTED_PATHS.values())
+    changed = {k for k in old if not torch.equal(new[k], old[k])}
+    assert changed == {f"{p}.weight" for p in NESTED_PATHS.values()} | {"fc.weight", "fc.bias"}
+    for name, path in NESTED_PATHS.items():
+        k = f"{path}.weight"
+        rows = [c for c in range(old[k].shape[0]) if not torch.equal(new[k][c], old[k][c])]
+        assert rows == NESTED[name], name
+
+
+# ---------------------------------------------------------------------------
+# §3.4 procedures
+# ---------------------------------------------------------------------------
+def test_compared_layers(trained_shallow, resnet):
+    assert dom.compared_layers(trained_shallow) == {"conv1": "relu1", "conv2": "relu2"}
+    assert dom.compared_layers(resnet, ["conv1", "l1b1c1", "l2b2c2"]) == {
+        "conv1": "relu1", "l1b1c1": "l1b1r1", "l2b2c2": "l2b2r2"}
+    with pytest.raises(ValueError, match="fc1"):
+        dom.compared_layers(trained_shallow, ["fc1"])
+
+
+def test_class_frequencies_hand_made():
+    diff = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.8, 0.1], [0.7, 0.0, 0.2], [0.0, 0.1, 0.9]])
+    src = torch.tensor([0, 0, 1, 2])
+    f = dom.class_frequencies(diff, src, frac=0.3, num_classes=3)
+    assert f.tolist() == [[1, 1, 0], [1, 0, 0], [0, 0, 1]]
+    with pytest.raises(ValueError, match="source"):
+        dom.class_frequencies(diff, src[:3])
+
+
+def test_dominant_frequencies_match_the_steps(trained_shallow, batch):
+    m = trained_shallow
+    x, y = batch
+    xs, src, tgt = dom.targeted_pairs(x[:20], y[:20])
+    xa = fgsm(m, xs, tgt, 0.3, targeted=True)
+    freq = dom.dominant_frequencies(m, xs, xa, src, frac=0.1)
+    assert list(freq) == ["conv1", "conv2"] and freq["conv1"].shape == (10, 16) and freq["conv2"].shape == (10, 32)
+    diffs = dom.filter_differences(m, ["relu1", "relu2"], xs, xa)
+    for c, r in (("conv1", "relu1"), ("conv2", "relu2")):
+        for k in range(10):
+            ref = dom.frequency(dom.top_filters(diffs[r][src == k], 0.1), diffs[r].shape[1])
+            assert torch.equal(freq[c][k], ref.cpu())
+        assert freq[c].sum(1).tolist() == [9 * int((y[:20] == k).sum()) * dom.n_top(freq[c].shape[1], 0.1)
+                                           for k in range(10)]
+    pooled = dom.dominant_sets(freq, 0.1)
+    assert pooled["conv1"].tolist() == dom.dominant_filters(freq["conv1"].sum(0), 0.1).tolist()
+    assert len(pooled["conv2"]) == 4
+
+
+def test_class_stability_and_its_random_baseline():
+    same = torch.tensor([[5, 0, 3, 0, 0, 0, 0, 0, 0, 1]] * 4)
+    assert dom.class_stability(same, 0.2) == 1.0
+    disjoint = torch.eye(10, dtype=torch.long)[:5] * 3
+    assert dom.class_stability(disjoint, 0.1) == 0.0
+    r = dom.random_stability(32, 4, trials=50, seed=1)
+    assert 0 < r < 0.3 and r == dom.random_stability(32, 4, trials=50, seed=1)
+    assert dom.random_stability(8, 8, trials=3) == 1.0
+    with pytest.raises(ValueError, match="k="):
+        dom.random_stability(8, 9)
+    with pytest.raises(ValueError, match="freq"):
+        dom.class_stability(torch.ones(10), 0.1)
+
+
+# ---------------------------------------------------------------------------
+# §4 procedures
+# ---------------------------------------------------------------------------
+def test_finetune_and_evaluate(trained_shallow, batch):
+    m = trained_shallow
+    x, y = batch
+    x_adv = fgsm(m, x, y, 0.2)
+    tuned, rec, hist = dom.finetune_and_evaluate(
+        m, x, y, x_adv, dominant=DOMINANT, mix="benign+adv", x_test=x[:32], y_test=y[:32], x_test_adv=x_adv[:32],
+        optimizer="sgd", lr=0.01, batch_size=32, max_epochs=2, patience=None, progress=False)
+    assert set(rec) == {"clean", "adv", "seconds", "epochs", "s_per_epoch", "trainable_pct"}
+    assert rec["epochs"] == 2 == len(hist["epoch"]) and 0 <= rec["clean"] <= 100 and 0 <= rec["adv"] <= 100
+    assert rec["clean"] == pytest.approx(accuracy(tuned, x[:32], y[:32]))
+    assert rec["trainable_pct"] == pytest.approx(100 - hist["share"]["frozen_pct"])
+    assert 0 < rec["s_per_epoch"] <= rec["seconds"]
+    assert isinstance(tuned.conv1, nn.Conv2d)
+
+
+def test_finetune_online_with_an_attack_object(trained_shallow, batch):
+    m = trained_shallow
+    x, y = batch
+    seen = []
+
+    class Spy:
+        def __init__(self):
+            self.atk = attacks.PGD(0.2, steps=2)
+
+        def __call__(self, model, xb, yb):
+            seen.append(model)
+            return self.atk(model, xb, yb)
+
+    tuned, hist = dom.finetune(m, x, y, adversary=Spy(), mix="benign+adv", optimizer="sgd", lr=0.01,
+                               batch_size=32, max_epochs=1, patience=None, progress=False)
+    assert len(seen) == 2 and all(s is tuned for s in seen), "examples are made against the model in training"
+    assert hist["share"]["frozen_pct"] == 0.0
+    assert not torch.equal(tuned.conv1.weight, m.conv1.weight)
+
+
+def test_epoch_seconds(trained_shallow, batch):
+    x, y = batch
+    ref = {k: v.clone() for k, v in trained_shallow.state_dict().items()}
+    t = dom.epoch_seconds(trained_shallow, x, y, DOMINANT, rounds=1, batch_size=32)
+    assert set(t) == {"split", "full"} and len(t["split"]) == len(t["full"]) == 2
+    assert all(s > 0 for v in t.values() for s in v)
+    assert all(torch.equal(trained_shallow.state_dict()[k], ref[k]) for k in ref)

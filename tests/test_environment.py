@@ -1,5 +1,6 @@
-"""The two ways to install (pip via pyproject.toml, conda via environment.yml) agree,
-and the README's two commands are the ones CI runs."""
+"""The two ways to install (pip via pyproject.toml, conda via environment.yml) agree, the
+science library's dependencies stand apart from the book tooling's (the `book` extra), and the
+README's two commands are the ones CI runs."""
 from __future__ import annotations
 
 import os
@@ -29,9 +30,15 @@ def pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def pip_requirements() -> dict[str, str]:
+EXTRAS = ("book", "dev")                  # environment.yml installs the library with both
+BOOK_TOOLING = {"jupyter-book", "papermill", "nbformat", "nbclient", "ipykernel", "jupyterlab"}
+
+
+def pip_requirements(extras=EXTRAS) -> dict[str, str]:
     project = pyproject()["project"]
-    specs = list(project["dependencies"]) + list(project.get("optional-dependencies", {}).get("dev", []))
+    specs = list(project["dependencies"])
+    for extra in extras:
+        specs += list(project.get("optional-dependencies", {}).get(extra, []))
     parsed = [parse(s) for s in specs]
     assert len({n for n, _ in parsed}) == len(parsed), "pyproject.toml lists a dependency twice"
     return dict(parsed)
@@ -96,3 +103,30 @@ def test_makefile_has_the_readme_targets():
     makefile = (ROOT / "Makefile").read_text()
     for target in ("setup", "data", "test", "book", "run", "full", "clean-book"):
         assert re.search(rf"^{re.escape(target)}\s*:", makefile, re.M), f"Makefile has no `{target}` target"
+
+
+def test_the_book_tooling_is_an_extra_not_a_dependency_of_nrlib():
+    project = pyproject()["project"]
+    base = {parse(s)[0] for s in project["dependencies"]}
+    book = {parse(s)[0] for s in project["optional-dependencies"]["book"]}
+    dev = {parse(s)[0] for s in project["optional-dependencies"]["dev"]}
+    assert book == BOOK_TOOLING, f"the book extra: {sorted(book)}"
+    assert not base & BOOK_TOOLING, f"nrlib's own dependencies include book tooling: {sorted(base & BOOK_TOOLING)}"
+    assert {"pytest", "pytest-timeout", "torchattacks"} <= dev
+    assert pip_requirements(extras=("dev",))["torchattacks"] == "<3.4,>=3.3"
+
+
+def test_both_packages_and_the_papers_data_are_installed():
+    tool = pyproject()["tool"]["setuptools"]
+    assert {"nrlib", "nrlib.papers", "nrbook"} <= set(tool["packages"])
+    assert "*.json" in tool["package-data"]["nrlib.papers"]
+    assert list((ROOT / "nrlib" / "papers").glob("*.json")), "nrlib/papers/ holds no paper files"
+
+
+def test_makefile_installs_the_extras_and_calls_nrbook():
+    makefile = (ROOT / "Makefile").read_text()
+    assert "-e '.[book,dev]'" in makefile
+    for module in ("nrbook.runbook", "nrbook.bench"):
+        assert f"-m {module}" in makefile, module
+    assert "scripts/stage.py pack" in makefile
+    assert not re.search(r"-m nrlib\.(runbook|bench|stage)\b", makefile)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nrlib import hooks, metrics
+from nrlib import attacks, hooks, metrics
 from nrlib.attacks import fgsm
 from nrlib.hooks import capture, scale_channels, zero_channels
 
@@ -133,7 +133,7 @@ def test_accuracy_checks_labels(trained_shallow, batch):
 def test_robust_and_targeted_metrics(trained_shallow, batch):
     x, y = batch
     x_adv = fgsm(trained_shallow, x, y, 0.2)
-    assert metrics.robust_accuracy(trained_shallow, x, y, fgsm, 0.2) == metrics.accuracy(trained_shallow, x_adv, y)
+    assert metrics.robust_accuracy(trained_shallow, x, y, attacks.FGSM(0.2)) == metrics.accuracy(trained_shallow, x_adv, y)
     t = (y + 3) % 10
     xt = fgsm(trained_shallow, x, t, 0.2, targeted=True)
     assert metrics.targeted_success(trained_shallow, xt, t) == metrics.accuracy(trained_shallow, xt, t)

@@ -43,9 +43,10 @@ def test_output_is_strict_json(results_in_tmp):
     def no_constants(c):
         raise AssertionError(f"non-standard JSON constant {c}")
 
-    path = results.write("nb", "cpu", {"acc": float("nan"), "x": 1.0}, seconds={"s": float("inf")})
+    # None is "not measured" (JSON null); NaN in params is stored as null too
+    path = results.write("nb", "cpu", {"acc": None, "x": 1.0}, params={"p": float("nan")})
     rec = json.loads(path.read_text(), parse_constant=no_constants)
-    assert rec["metrics"] == {"acc": None, "x": 1.0} and rec["seconds"] == {"s": None}
+    assert rec["metrics"] == {"acc": None, "x": 1.0} and rec["params"] == {"p": None}
 
 
 def test_numpy_scalars_are_numbers(results_in_tmp):
@@ -54,7 +55,7 @@ def test_numpy_scalars_are_numbers(results_in_tmp):
     assert m == {"a": 97.5, "b": 3, "c": 0.25}
 
 
-@pytest.mark.parametrize("bad", ["97%", None, [1.0], True, torch.tensor([1.0, 2.0])])
+@pytest.mark.parametrize("bad", ["97%", [1.0], True, torch.tensor([1.0, 2.0]), float("nan"), float("inf")])
 def test_non_numeric_metric_raises(results_in_tmp, bad):
     with pytest.raises(ValueError, match="metrics.*'acc'"):
         results.write("nb", "smoke", {"ok": 1.0, "acc": bad})

@@ -1,4 +1,6 @@
-"""nrlib.runbook: staleness, the profile guard, the banner and the results page (no notebook is run)."""
+"""nrbook.runbook and nrbook.results_page: staleness, the profile guard, the banner, a failed or
+interrupted run, and the results page with its scoreboard (no notebook is run). The papers'
+numbers are never typed here: they are read from nrlib.papers."""
 from __future__ import annotations
 
 import json
@@ -6,7 +8,9 @@ import json
 import nbformat
 import pytest
 
-from nrlib import runbook as rb
+from nrbook import results_page as rp
+from nrbook import runbook as rb
+from nrlib import papers
 
 
 def _notebook(path, source="x = 1", outputs=False):
@@ -63,28 +67,82 @@ def test_banner_names_profile_device_date_and_time():
     assert "(results.md)" in text
 
 
-def test_results_page(tmp_path, monkeypatch):
-    monkeypatch.setenv("NRLIB_DATA", str(tmp_path / "data"))
-    out = tmp_path / "book"
-    page = rb.write_results_page(out).read_text()
-    assert "No results yet" in page
-    record = {"profile": "cpu", "device": "cpu (test)", "date": "2026-01-02T03:04:05+00:00",
-              "git_commit": "abc1234", "torch": "2.x", "seconds": {"train": 10.0},
-              "metrics": {"clean_acc/base": 97.5, "time_s/split_ft/base/pgd": 12.0, "extra/metric": 0.5}}
-    path = tmp_path / "data" / "results" / "04_dominant_filters" / "cpu.json"
-    path.parent.mkdir(parents=True)
+def _claim(name, key):
+    return next(c for c in papers.load(name)["claims"] if c["key"] == key)
+
+
+def _write_results(root, notebook, profile, metrics, date="2026-01-02T03:04:05+00:00"):
+    record = {"profile": profile, "device": f"{profile}-device (test)", "date": date,
+              "git_commit": "abc1234", "torch": "2.x", "seconds": {"train": 10.0}, "metrics": metrics}
+    path = root / "results" / notebook / f"{profile}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
-    page = rb.write_results_page(out).read_text()
-    assert "No results yet" not in page.split("## ")[1]
-    assert "| `clean_acc/base` | 99.33 | 97.50 | -1.83 |" in page
-    assert "| `time_s/split_ft/base/pgd` | not measured | 12.0 s |  |" in page
-    assert "`extra/metric`" in page and "`abc1234`" in page and "2026-01-02 03:04 UTC" in page
 
 
-def test_paper_values_are_percentages():
-    for name, values in rb.PAPER.items():
-        for key, v in values.items():
-            assert v is None or 0.0 <= v <= 100.0, (name, key, v)
+def _row(page, *cells):
+    """The markdown table rows of ``page`` that contain every one of ``cells``."""
+    return [ln for ln in page.splitlines() if ln.startswith("|") and all(c in ln for c in cells)]
+
+
+def test_results_page_without_runs_lists_every_claim_as_not_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path / "data"))
+    page = rp.write_results_page(tmp_path / "book").read_text()
+    assert page.index("## Scoreboard") < page.index("No results yet")
+    for name in papers.names():
+        for c in papers.load(name)["claims"]:
+            assert _row(page, c["claim"][:60], "not run", "no run"), (name, c["key"])
+
+
+def test_results_page_scoreboard_and_details(tmp_path, monkeypatch):
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path / "data"))
+    base = _claim("karnine2024", "clean_acc/base")
+    pgd = _claim("karnine2024", "pgd_acc/base/eps=0.3")
+    ours_base = base["rule"]["value"] - 1.0          # fails its at_least rule
+    metrics = {"clean_acc/base": ours_base, pgd["key"]: pgd["rule"]["value"] / 2,   # meets its at_most rule
+               "time_s/split_ft/base/pgd": 12.0, "extra/metric": 0.5}
+    _write_results(tmp_path / "data", "04_dominant_filters", "cpu", metrics)
+    _write_results(tmp_path / "data", "zoo", "cpu", {"test_acc/resnet18": 50.0})
+    page = rp.write_results_page(tmp_path / "book").read_text()
+
+    board = page[page.index("## Scoreboard"):page.index("## ", page.index("## Scoreboard") + 3)]
+    run = "cpu · cpu-device (test) · 2026-01-02"
+    assert papers.verdict(base, metrics) == "not reproduced"
+    assert _row(board, base["claim"], papers.fmt(ours_base, "%"), "not reproduced", run)
+    assert _row(board, pgd["claim"], papers.fmt(metrics[pgd["key"]], "%"), "| reproduced |", run)
+    other = _claim("karnine2024", "clean_acc/shallow")
+    assert _row(board, other["claim"], "not run", run)                # the run lacks that metric
+    assert _row(board, "| 05 |", "no run")                            # chapter 5 has no results
+    zoo = _claim("zoo", "test_acc/resnet18")                          # judged at the full profile only
+    assert _row(board, zoo["claim"], "not run", "judged at full only")
+    counts = _row(board, "| 04 |", run, str(len(papers.load("karnine2024")["claims"])))
+    assert counts, "the summary table counts chapter 4's claims"
+
+    details = page[page.index("## Dominant filters"):]
+    assert _row(details, "`clean_acc/base`", papers.paper_cell(base), papers.fmt(ours_base, "%"),
+                f"{ours_base - base['paper']:+.2f}", "not reproduced", papers.rule_text(base["rule"]))
+    assert "`extra/metric`" in details and "12.0 s" in details     # other numbers, in the dropdown
+    assert "`abc1234`" in details and "2026-01-02 03:04 UTC" in details
+    assert "{cite}`karnine2024efficient`" in details
+
+
+def test_results_page_prefers_the_full_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path / "data"))
+    zoo = _claim("zoo", "test_acc/resnet18")
+    _write_results(tmp_path / "data", "zoo", "cpu", {"test_acc/resnet18": 10.0})
+    _write_results(tmp_path / "data", "zoo", "full", {"test_acc/resnet18": zoo["rule"]["value"] + 1},
+                   date="2026-02-03T00:00:00+00:00")
+    rows = [r for r in rp.scoreboard_rows(["zoo"]) if r["key"] == zoo["key"]]
+    assert rows[0]["verdict"] == "reproduced" and rows[0]["run"].startswith("full · full-device (test) · 2026-02-03")
+
+
+def test_failed_copies_go_beside_a_temporary_out(tmp_path):
+    assert rb.failed_dir(rb.ROOT / "book") == rb.ROOT / "_build" / "failed"
+    assert rb.failed_dir(tmp_path / "out") == tmp_path / "out" / "_failed"
+
+
+def test_profiles_are_nrlibs():
+    from nrlib import profiles
+    assert rb.RANK is profiles.RANK and rb.PROFILES is profiles.PROFILES
 
 
 def test_interrupted_run_keeps_the_old_copy_and_exits_130(tmp_path, monkeypatch, capsys):

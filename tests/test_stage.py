@@ -1,16 +1,24 @@
-"""nrlib.stage: CIFAR-10 in parts small enough for a device call, rebuilt byte for byte.
+"""scripts/stage.py: CIFAR-10 in parts small enough for a device call, rebuilt byte for byte.
 
 All on small synthetic files in tmp_path (random bytes under CIFAR-10's file
-names); the real data folder is never read or written.
+names); the real data folder is never read or written. The script is plumbing,
+not part of a package, so it is imported from its path.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nrlib import stage
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "stage.py"
+_spec = importlib.util.spec_from_file_location("stage", SCRIPT)
+stage = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(stage)
 
 PART = 1_000_000
 
@@ -136,3 +144,17 @@ def test_cli_pack_prints_parts_and_carry_paths(src, tmp_path, capsys):
     for k, p in enumerate(manifest["parts"], 1):
         assert p["sha256"][:12] in text and f"call {k}: carry" in text
     assert "bash scripts/gpu_full.sh" in text
+
+
+def test_runs_as_a_script_from_a_checkout(src, tmp_path):
+    # as scripts/gpu_full.sh and `make stage` call it: `python scripts/stage.py ...`, no install needed
+    out = tmp_path / "gpu"
+    env = {"PATH": "/usr/bin:/bin", "NRLIB_DATA": str(tmp_path / "data_root")}
+    run = subprocess.run([sys.executable, str(SCRIPT), "pack", "--src", str(src), "--out", str(out),
+                          "--part-bytes", str(PART)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "python3 scripts/stage.py check" in run.stdout
+    run = subprocess.run([sys.executable, str(SCRIPT), "check", "--folder", str(out)], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=120)
+    assert run.returncode == 0 and "3 of 3 parts intact" in run.stdout, run.stdout + run.stderr

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nrlib import models, toggle
+from nrlib import attacks, metrics, models, toggle
 
 
 def _bimodal(rng, n=1000):
@@ -26,14 +26,23 @@ def test_kde_threshold_bimodal_lies_in_the_valley():
     assert det["density"][i] <= det["density"][det["peaks"]].min()
 
 
-@pytest.mark.parametrize("kind", ["normal", "constant", "uniform"])
-def test_kde_threshold_unimodal_takes_the_midpoint_fallback(kind):
+@pytest.mark.parametrize("kind", ["normal", "constant", "uniform", "zeros"])
+def test_kde_threshold_unimodal_takes_the_fallback(kind):
     rng = np.random.default_rng(1)
     v = {"normal": rng.normal(1.0, 2.0, 800), "constant": np.full(50, 3.0),
-         "uniform": rng.uniform(0, 1, 2000)}[kind]
-    thr, det = toggle.kde_threshold(v, return_details=True)
+         "uniform": rng.uniform(0, 1, 2000), "zeros": np.zeros(30)}[kind]
+    thr, det = toggle.kde_threshold(v, return_details=True)           # the report's rule is the default
+    assert det["fallback"] and thr == 0.0
+    thr, det = toggle.kde_threshold(v, fallback="midpoint", return_details=True)
     assert det["fallback"]
     assert thr == pytest.approx(0.5 * (v.min() + v.max()))
+
+
+def test_kde_threshold_bimodal_is_the_valley_under_either_fallback():
+    v = _bimodal(np.random.default_rng(3))
+    assert toggle.kde_threshold(v, fallback="zero") == toggle.kde_threshold(v, fallback="midpoint")
+    with pytest.raises(ValueError, match="fallback"):
+        toggle.kde_threshold(v, fallback="mean")
 
 
 def test_kde_threshold_rejects_bad_input():
@@ -43,17 +52,34 @@ def test_kde_threshold_rejects_bad_input():
         toggle.kde_threshold([1.0, float("nan"), 2.0])
 
 
-def test_vectorised_thresholds_match_scipy():
+@pytest.mark.parametrize("fallback", ["zero", "midpoint"])
+def test_vectorised_thresholds_match_scipy(fallback):
     rng = np.random.default_rng(2)
-    cols = [_bimodal(rng), rng.normal(0, 1, 1000), np.concatenate([rng.normal(0, .3, 800), rng.normal(2, .3, 200)]),
-            np.full(1000, 0.5)]
+    cols = [_bimodal(rng), rng.normal(3, 1, 1000), np.concatenate([rng.normal(0, .3, 800), rng.normal(2, .3, 200)]),
+            np.full(1000, 0.5), rng.normal(-3, 0.5, 1000)]
     V = np.stack(cols, 1)
-    thr, bim = toggle.kde_thresholds(torch.tensor(V, dtype=torch.float32))
-    ref = [toggle.kde_threshold(V[:, j], return_details=True) for j in range(V.shape[1])]
-    assert bim.tolist() == [not d["fallback"] for _, d in ref] == [True, False, True, False]
+    thr, bim = toggle.kde_thresholds(torch.tensor(V, dtype=torch.float32), fallback=fallback)
+    ref = [toggle.kde_threshold(V[:, j], fallback=fallback, return_details=True) for j in range(V.shape[1])]
+    assert bim.tolist() == [not d["fallback"] for _, d in ref] == [True, False, True, False, False]
     for j, (t, _) in enumerate(ref):
         span = V[:, j].max() - V[:, j].min() or 1.0
         assert abs(float(thr[j]) - t) < 0.03 * span    # within about two grid steps of 128
+    if fallback == "zero":
+        assert thr[[1, 3, 4]].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_ternary_rules():
+    mn, mx = torch.tensor([0.0, -3.0, 2.0]), torch.tensor([10.0, 1.0, 4.0])
+    lo, hi = toggle.ternary_thresholds(mn, mx)                     # ours: fractions of the range
+    assert lo.tolist() == [2.5, -2.0, 2.5] and hi.tolist() == [7.5, 0.0, 3.5]
+    lo, hi = toggle.ternary_thresholds(mn, mx, rule="report")      # the report's code: f·(max + min)
+    assert lo.tolist() == pytest.approx([1.0, -0.2, 0.6]) and hi.tolist() == pytest.approx([9.0, -1.8, 5.4])
+    lo, hi = toggle.ternary_thresholds(mn, mx, (0.5, 0.5))
+    assert torch.equal(lo, hi)
+    with pytest.raises(ValueError, match="ternary_rule"):
+        toggle.ternary_thresholds(mn, mx, rule="max")
+    with pytest.raises(ValueError, match="ternary"):
+        toggle.ternary_thresholds(mn, mx, (0.8, 0.2))
 
 
 def _thresholds(binary, low, high, name="a"):
@@ -117,28 +143,71 @@ def test_extrema_of_prefixes_and_merge(tiny_cifar_net, tiny_images):
             a = st[name][0][:n]
             assert torch.allclose(ext[n][name][0], a.amin(0), atol=1e-5)
             assert torch.allclose(ext[n][name][1], a.amax(0), atol=1e-5)
-    m = toggle.merge(toggle.extrema(net, x[:10], layers), toggle.extrema(net, x[10:], layers))
+    m = toggle.merge_extrema(toggle.extrema(net, x[:10], layers), toggle.extrema(net, x[10:], layers))
     for name in layers:
         assert torch.allclose(m[name][0], ext[40][name][0], atol=1e-5)
         assert torch.allclose(m[name][1], ext[40][name][1], atol=1e-5)
     # a dataset's toggle activity can only grow when images are added
-    th = toggle.profile(net, x, layers, bins=64, progress=False)
+    th = toggle.fit_thresholds(net, x, layers, bins=64, progress=False)
     assert toggle.toggle_activity(ext[5], th)["total"] <= toggle.toggle_activity(ext[40], th)["total"]
 
 
-def test_profile_thresholds_lie_in_the_historical_range(tiny_cifar_net, tiny_images):
+def test_fit_thresholds_valleys_in_range_and_fallbacks(tiny_cifar_net, tiny_images):
     net, (x, _) = tiny_cifar_net, tiny_images
-    th = toggle.profile(net, x, bins=64, progress=False, batch_size=16)
+    th = toggle.fit_thresholds(net, x, bins=64, progress=False, batch_size=16)
     assert th.layers == list(net.conv_layers()) and len(th.layers) == 17
+    assert th.fallback == "zero" and th.ternary_rule == "range" and th.ternary == (0.25, 0.75)
     ext = toggle.extrema(net, x)
+    mid = th.with_rules(fallback="midpoint")
     for name in th.layers:
         mn, mx = ext[name]
+        bim = th.bimodal[name]
         assert th.binary[name].shape == mn.shape
-        assert (th.binary[name] >= mn - 1e-4).all() and (th.binary[name] <= mx + 1e-4).all()
+        assert torch.allclose(th.min[name], mn, atol=1e-5) and torch.allclose(th.max[name], mx, atol=1e-5)
+        # a valley lies in the historical range; a neuron without one takes 0 (the report's rule)
+        assert (th.binary[name][bim] >= mn[bim] - 1e-4).all() and (th.binary[name][bim] <= mx[bim] + 1e-4).all()
+        assert (th.binary[name][~bim] == 0).all()
+        assert torch.equal(mid.binary[name][bim], th.binary[name][bim])
+        assert torch.allclose(mid.binary[name][~bim], (0.5 * (mn + mx))[~bim], atol=1e-5)
         assert (th.low[name] <= th.high[name]).all()
         assert torch.allclose(th.low[name], mn + 0.25 * (mx - mn), atol=1e-5)
+    share = th.bimodal_share()
+    assert set(share) == set(th.layers) | {"total"} and 0 <= share["total"] <= 100
+    # fitting with the midpoint rule gives what with_rules gives
+    th_mid = toggle.fit_thresholds(net, x, th.layers[:3], bins=64, progress=False, fallback="midpoint")
+    for name in th.layers[:3]:
+        assert torch.allclose(th_mid.binary[name], mid.binary[name], atol=1e-5)
     with pytest.raises(ValueError, match="layer"):
-        toggle.profile(net, x, ["no_such_layer"], progress=False)
+        toggle.fit_thresholds(net, x, ["no_such_layer"], progress=False)
+    with pytest.raises(ValueError, match="fallback"):
+        toggle.fit_thresholds(net, x, progress=False, fallback="median")
+
+
+def test_with_rules_switches_the_ternary_rule(tiny_cifar_net, tiny_images):
+    net, (x, _) = tiny_cifar_net, tiny_images
+    th = toggle.fit_thresholds(net, x, ["conv1"], bins=64, progress=False)
+    rep = th.with_rules(ternary_rule="report")
+    assert rep.ternary == (0.10, 0.90) and rep.ternary_rule == "report" and th.ternary_rule == "range"
+    mn, mx = th.min["conv1"], th.max["conv1"]
+    assert torch.allclose(rep.low["conv1"], 0.1 * (mx + mn)) and torch.allclose(rep.high["conv1"], 0.9 * (mx + mn))
+    assert torch.equal(rep.binary["conv1"], th.binary["conv1"])
+    own = th.with_rules(ternary=(0.4, 0.6))
+    assert torch.allclose(own.low["conv1"], mn + 0.4 * (mx - mn))
+    hand = _thresholds([0.0], [0.0], [0.0])
+    with pytest.raises(ValueError, match="min/max"):
+        hand.with_rules(fallback="midpoint")
+
+
+def test_neuron_values_and_the_scipy_check(tiny_cifar_net, tiny_images):
+    net, (x, _) = tiny_cifar_net, tiny_images
+    v = toggle.neuron_values(net, x, "l1b1c1", batch_size=16)
+    ext = toggle.extrema(net, x, ["l1b1c1"])
+    assert v.shape == (40, ext["l1b1c1"][0].numel())
+    assert torch.allclose(v.min(0).values, ext["l1b1c1"][0].flatten(), atol=1e-5)
+    th = toggle.fit_thresholds(net, x, ["l1b1c1"], progress=False)
+    chk = toggle.compare_with_scipy(v, th, "l1b1c1", n=12, seed=0)
+    assert chk["neurons"] == 12 and 0 <= chk["bimodal"] <= 12 and chk["agree"] >= 9
+    assert chk["median_diff_pct"] < 3
 
 
 def test_ranking_matches_activation_times_gradient(tiny_cifar_net, tiny_images):
@@ -171,3 +240,89 @@ def test_ranking_matches_activation_times_gradient(tiny_cifar_net, tiny_images):
     # weights untouched, flags restored
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert [p.requires_grad for p in net.parameters()] == flags
+
+
+# ----------------------------------------------------------------------------
+# the report's experiments
+# ----------------------------------------------------------------------------
+def _same(a, b):
+    return all(torch.allclose(a[k][0], b[k][0], atol=1e-5) and torch.allclose(a[k][1], b[k][1], atol=1e-5) for k in a)
+
+
+def test_size_sweep_nests_clean_and_attacked_datasets(tiny_cifar_net, tiny_images):
+    net, (x, y) = tiny_cifar_net, tiny_images
+    atk, layers = attacks.FGSM(8 / 255), ["conv1", "l4b2c2"]
+    ds = toggle.size_sweep(net, x, y, atk, [30, 5], layers=layers, batch_size=8)
+    assert list(ds.ext) == [("clean", 5), ("clean+fgsm", 5), ("clean", 30), ("clean+fgsm", 30)]
+    xa = atk(net, x[:30], y[:30])
+    assert torch.allclose(ds.x_adv, xa)
+    for n in (5, 30):
+        assert _same(ds.ext[("clean", n)], toggle.extrema(net, x[:n], layers))
+        both = toggle.merge_extrema(toggle.extrema(net, x[:n], layers), toggle.extrema(net, xa[:n], layers))
+        assert _same(ds.ext[("clean+fgsm", n)], both)
+        assert ds.acc[("clean+fgsm", n)] == pytest.approx(metrics.accuracy(net, xa[:n], y[:n]))
+    th = toggle.fit_thresholds(net, x, layers, bins=64, progress=False)
+    tot = ds.totals(th, "ternary")
+    assert tot[("clean+fgsm", 30)] >= tot[("clean", 30)] >= tot[("clean", 5)]   # more images never toggle less
+    assert ds.activity(th)[("clean", 5)]["total"] == pytest.approx(ds.totals(th)[("clean", 5)])
+    with pytest.raises(ValueError, match="sizes"):
+        toggle.size_sweep(net, x, y, atk, [41], layers=layers)
+
+
+def test_equal_size_keeps_the_size_and_averages_over_draws(tiny_cifar_net, tiny_images):
+    net, (x, y) = tiny_cifar_net, tiny_images
+    atk, layers = attacks.FGSM(8 / 255), ["l2b1c1"]
+    ds = toggle.equal_size(net, x, y, atk, 10, 3, seed=5, layers=layers)
+    assert list(ds.ext) == [(a, d) for d in range(3) for a in ("clean", "half+fgsm")]
+    idx = torch.from_numpy(np.random.default_rng(5).choice(40, 10, replace=False))   # the first draw
+    xc, yc = x[idx], y[idx]
+    assert _same(ds.ext[("clean", 0)], toggle.extrema(net, xc, layers))
+    half = toggle.merge_extrema(toggle.extrema(net, xc[:5], layers), toggle.extrema(net, atk(net, xc[:5], yc[:5]), layers))
+    assert _same(ds.ext[("half+fgsm", 0)], half)
+    th = toggle.fit_thresholds(net, x, layers, bins=64, progress=False)
+    ms = ds.mean_std(th)
+    per_draw = [ds.totals(th)[("clean", d)] for d in range(3)]
+    assert ms["clean"][0]["total"] == pytest.approx(np.mean(per_draw))
+    assert ms["clean"][1]["total"] == pytest.approx(np.std(per_draw))
+    assert set(ms["half+fgsm"][0]) == {"l2b1c1", "total"}
+
+
+def test_eps_sweep_at_eps_zero_adds_nothing(tiny_cifar_net, tiny_images):
+    net, (x, y) = tiny_cifar_net, tiny_images
+    ds = toggle.eps_sweep(net, x[:12], y[:12], attacks.FGSM(8 / 255), [0.0, 1.0], layers=["conv1"])
+    assert list(ds.ext) == [("clean", 0.0), ("clean+fgsm", 0.0), ("clean+fgsm", 1.0)]
+    assert _same(ds.ext[("clean+fgsm", 0.0)], ds.ext[("clean", 0.0)])
+    assert ds.acc[("clean+fgsm", 0.0)] == pytest.approx(metrics.accuracy(net, x[:12], y[:12]))
+    with pytest.raises(ValueError, match="replace"):
+        toggle.eps_sweep(net, x[:4], y[:4], lambda m, a, b: a, [0.1], layers=["conv1"])
+
+
+def test_resnet20_layers_are_numbered_from_0_as_in_the_report():
+    torch.manual_seed(0)
+    net = models.build("resnet20", "cifar10").eval()
+    tab = toggle.layer_table(net)
+    assert [r["layer_no"] for r in tab] == list(range(19))
+    assert tab[0]["layer"] == "conv1" and tab[-1]["layer"] == "l3b3c2"
+    no = {r["layer"]: r["layer_no"] for r in tab}
+    assert no["l2b1c1"] == 7 and no["l3b3c1"] == 17
+    assert all((r["h"], r["w"]) == (8, 8) and r["c"] == 64 for r in tab if r["layer"].startswith("l3"))
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    rk = toggle.rank_neurons(net, x)
+    assert rk.layers == [r["layer"] for r in tab]
+    # the report's Table 2, rank 1: neuron (21, 4, 6) of layer 17 — make it the top neuron
+    rk.score["l3b3c1"][21, 4, 6] = 1e6
+    top = rk.top(1)[0]
+    assert (top["layer_no"], top["layer"], top["c"], top["h"], top["w"]) == (17, "l3b3c1", 21, 4, 6)
+    rows = rk.top(50)
+    assert all(0 <= r["layer_no"] <= 18 and rk.layers[r["layer_no"]] == r["layer"] for r in rows)
+    assert all(r["h"] < 8 and r["w"] < 8 for r in rows if r["layer"].startswith("l3"))
+    assert rk.mean_layer(50) == pytest.approx(np.mean([r["layer_no"] for r in rows]))
+    assert rk.top_set(5) == {(r["layer"], r["c"], r["h"], r["w"]) for r in rows[:5]}
+
+
+def test_attack_names_make_the_arm_names():
+    assert toggle._attack_name(attacks.FGSM(0.1)) == "fgsm"
+    assert toggle._attack_name(attacks.PGD(0.1, steps=2)) == "pgd"
+    def noise(m, x, y):
+        return x
+    assert toggle._attack_name(noise) == "noise" and toggle._attack_name(lambda m, x, y: x) == "adv"

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import nrlib.data as nrdata
+from nrlib import results as nrresults
 from nrlib import train
 from nrlib.attacks import fgsm
 from nrlib.models import build
@@ -281,17 +282,20 @@ def test_cifar_zoo_learns_and_keeps_snapshots(tmp_path, monkeypatch):
     assert m.conv1.out_channels == 8 and meta["n_train"] == 2000 and meta["n_test"] == 500
     assert meta["test_acc"] > 18.0, meta["test_acc"]          # chance is 10% (measured ~30%)
     assert meta["history"]["train_acc"][-1] > meta["history"]["train_acc"][0]
+    # the checkpoint says which code trained it and how
+    assert meta["git_commit"] == nrresults.git_commit() and meta["git_commit"] != ""
+    assert meta["settings"] == train.recipe_settings("resnet18", "cifar", "smoke")
     key = train.zoo_key("resnet18", "cifar10", "cifar", "smoke", 0)
     snaps = sorted(p.name for p in (tmp_path / "checkpoints" / "cifar10" / "resnet18").glob("*@*.pt"))
     assert snaps == [f"{key.split('/')[-1]}@0.10.pt", f"{key.split('/')[-1]}@0.50.pt"]
-    half, hmeta = train.zoo_get("resnet18", "cifar10", "cifar", "smoke", stage=0.5, device="cpu")
-    assert hmeta["cached"] is True and hmeta["stage"] == 0.5 and hmeta["epoch"] == 2
+    half, hmeta = train.zoo_get("resnet18", "cifar10", "cifar", "smoke", snapshot=0.5, device="cpu")
+    assert hmeta["cached"] is True and hmeta["snapshot"] == 0.5 and hmeta["epoch"] == 2
     assert 0.0 <= hmeta["test_acc"] <= 100.0
     assert not _equal(_state(half), _state(m))                  # an earlier model, not the final one
-    again, ameta = train.zoo_get("resnet18", "cifar10", "cifar", "smoke", stage=1.0, device="cpu")
+    again, ameta = train.zoo_get("resnet18", "cifar10", "cifar", "smoke", snapshot=1.0, device="cpu")
     assert ameta["cached"] is True and _equal(_state(again), _state(m))
-    with pytest.raises(ValueError, match=r"^stage="):
-        train.zoo_get("resnet18", "cifar10", "cifar", "smoke", stage=0.3)
+    with pytest.raises(ValueError, match=r"^snapshot="):
+        train.zoo_get("resnet18", "cifar10", "cifar", "smoke", snapshot=0.3)
 
 
 def test_zoo_command_records_test_accuracy(tmp_path, monkeypatch, capsys):

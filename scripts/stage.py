@@ -1,34 +1,40 @@
+#!/usr/bin/env python3
 """Stage CIFAR-10 for a lent GPU machine in parts small enough to travel.
 
-Why this exists: ``shared/GPU.md`` sets the limits of a call to the lent GPU
-machine. At most 64 MiB travels with one call (the tracked tree, untracked
-files git does not ignore and the ignored paths named in ``carry``), yet
-CIFAR-10's torchvision folder ``cifar-10-batches-py/`` is about 186 MB. Ignored
-files already on the machine are kept between calls while it stays warm, so
-the dataset goes over in parts, one per call, in calls made back to back, and
-is rebuilt byte for byte on the machine before the work starts.
+Plumbing for one environment, not part of the library: the workplace lends a
+GPU machine, without a network, through calls that each carry at most 64 MiB
+(the tracked tree, untracked files git does not ignore and the ignored paths
+named in ``carry``), yet CIFAR-10's torchvision folder ``cifar-10-batches-py/``
+is about 186 MB. Ignored files already on the machine are kept between calls
+while it stays warm, so the dataset goes over in parts, one per call, in calls
+made back to back, and is rebuilt byte for byte on the machine before the work
+starts.
 
 ``pack`` concatenates the files of ``FILES`` (a fixed, sorted list; the small
 ``readme.html`` too when present) into one gzip stream (zlib level 1: ~91% of
 the size here, smaller and faster than the higher levels on pickled pixels,
 so ~168 MB: four parts), cuts it into ``cifar10.part<k>of<n>.bin`` of at most
 ``part_bytes`` each (45,000,000 by default: with the tree, MNIST (11 MB) and the
-wheels of the packages the GPU image lacks (~15 MB) no call exceeds 64 MiB) and writes ``cifar10.manifest.json`` last, with each
-original file's size and md5 and each part's size and sha256. ``check`` lists
-the parts that are missing or damaged; ``unpack`` rebuilds the files, checking
-every md5. The concatenated parts are a plain gzip file
-(``cat cifar10.part*of4.bin | gunzip``), the files back to back in the
-manifest's order.
+wheels of the packages the GPU image lacks (~15 MB) no call exceeds 64 MiB)
+and writes ``cifar10.manifest.json`` last, with each original file's size and
+md5 and each part's size and sha256. ``check`` lists the parts that are
+missing or damaged; ``unpack`` rebuilds the files, checking every md5. The
+concatenated parts are a plain gzip file (``cat cifar10.part*of4.bin |
+gunzip``), the files back to back in the manifest's order.
 
-    python -m nrlib.stage pack   [--src DIR] [--out DIR] [--part-bytes N]
-    python -m nrlib.stage check  [--folder DIR]
-    python -m nrlib.stage unpack [--folder DIR] [--dest DIR]
+    python scripts/stage.py pack   [--src DIR] [--out DIR] [--part-bytes N]
+    python scripts/stage.py check  [--folder DIR]
+    python scripts/stage.py unpack [--folder DIR] [--dest DIR]
 
 ``pack`` prints the ``carry`` paths of each device call. MNIST (11 MB, four
 ``.gz`` files) is not packed: ``make stage`` copies ``data/MNIST/raw/*.gz``
 into ``data/gpu/MNIST/raw/`` (``cp -L``, since ``data/MNIST`` is usually a
 symbolic link, and a link travels only as a link) and that folder is carried
 whole with one call; ``scripts/gpu_full.sh`` puts it back in place.
+
+It uses ``nrlib.data.data_root`` (``$NRLIB_DATA``, default ``data/``) and two
+helpers of ``nrlib.utils``; run from a checkout without ``pip install``, it puts
+the repository root on ``sys.path`` itself (the GPU machine has no install).
 """
 from __future__ import annotations
 
@@ -41,19 +47,22 @@ import sys
 import zlib
 from pathlib import Path
 
-from .data import data_root
-from .utils import atomic_write_bytes, check_int
-
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:    # `python scripts/stage.py` from a checkout that is not installed
+    sys.path.insert(0, str(ROOT))
+
+from nrlib.data import data_root  # noqa: E402
+from nrlib.utils import atomic_write_bytes, check_int  # noqa: E402
+
 NAME = "cifar10"
 MANIFEST = f"{NAME}.manifest.json"
-FORMAT = "nrlib.stage/1"
+FORMAT = "nrlib.stage/1"     # the manifest's format (named when this lived in nrlib; packs stay valid)
 FILES = ("batches.meta", "data_batch_1", "data_batch_2", "data_batch_3",
          "data_batch_4", "data_batch_5", "test_batch")  # required, in stream order
 OPTIONAL = ("readme.html",)                              # packed when present
 PART_BYTES = 45_000_000      # default: 4 parts; the last call also has room for MNIST and the wheels
 MIN_PART_BYTES = 100_000     # low enough for the unit tests' small parts
-CALL_BYTES = 64 * 2**20      # what may travel with one device call (shared/GPU.md)
+CALL_BYTES = 64 * 2**20      # what may travel with one device call
 LEVEL = 1                    # zlib level: see the module docstring
 CHUNK = 1 << 22              # 4 MiB reads keep memory modest
 _GZIP = 16 + zlib.MAX_WBITS  # wbits for a gzip header and trailer
@@ -92,7 +101,7 @@ def read_manifest(folder: Path | None = None) -> dict:
     folder = Path(folder) if folder is not None else default_folder()
     path = folder / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in folder={str(folder)!r}: run `python -m nrlib.stage pack` "
+        raise FileNotFoundError(f"no {MANIFEST} in folder={str(folder)!r}: run `python scripts/stage.py pack` "
                                 f"(make stage) here, and carry the manifest with every device call")
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
@@ -228,7 +237,7 @@ def unpack(folder: Path | None = None, dest: Path | None = None) -> Path:
             f"{MANIFEST}, in calls made back to back")
     if damaged:
         raise ValueError(f"damaged parts in {folder}: {damaged}; re-send them (or re-run "
-                         f"`python -m nrlib.stage pack` if the manifest is stale)")
+                         f"`python scripts/stage.py pack` if the manifest is stale)")
 
     todo = [f for f in manifest["files"]
             if not ((dest / f["name"]).is_file() and (dest / f["name"]).stat().st_size == f["bytes"]
@@ -250,7 +259,7 @@ def unpack(folder: Path | None = None, dest: Path | None = None) -> Path:
                 digest = hashlib.md5(cur).hexdigest()
                 if digest != f["md5"]:
                     raise ValueError(f"{f['name']} rebuilt from {folder} has md5 {digest}, the manifest "
-                                     f"says {f['md5']}; re-run `python -m nrlib.stage pack` and re-send "
+                                     f"says {f['md5']}; re-run `python scripts/stage.py pack` and re-send "
                                      f"the parts")
                 atomic_write_bytes(dest / f["name"], cur)
             cur.clear()
@@ -339,7 +348,7 @@ def _print_calls(folder: Path, manifest: dict) -> None:
           f"at most {CALL_BYTES / 1e6:.1f} MB per call in all):")
     for k, c in enumerate(calls, 1):
         last = ("   command: bash scripts/gpu_full.sh" if k == len(calls)
-                else f"   command: python3 -m nrlib.stage check --folder {_rel(folder)} || true")
+                else f"   command: python3 scripts/stage.py check --folder {_rel(folder)} || true")
         warn = "   TOO BIG for one call" if c["bytes"] > budget else ""
         print(f"  call {k}: carry {json.dumps(c['carry'])}  ({c['bytes'] / 1e6:.1f} MB){warn}{last}")
     if not (folder / "MNIST").exists():
@@ -350,7 +359,7 @@ def _print_calls(folder: Path, manifest: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nrlib.stage", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python scripts/stage.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("verb", choices=["pack", "check", "unpack"])
     ap.add_argument("--src", type=Path, help="pack: the CIFAR-10 folder (default: data/cifar-10-batches-py)")
     ap.add_argument("--out", type=Path, help="pack: where the parts go (default: data/gpu)")
