@@ -42,13 +42,20 @@ def device_name(device: str | torch.device | None = None) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+# What a run writes (executed copies, the results page, results JSON): a change
+# there does not make the code that produced a number differ from the commit.
+OUTPUT_PATHS = (":(exclude)book/*.ipynb", ":(exclude)book/results.md", ":(exclude)data/results")
+
+
 def git_commit() -> str:
+    """The short commit of the code, ``-dirty`` when tracked files other than
+    the run outputs (``OUTPUT_PATHS``) differ from it; ``unknown`` outside git."""
     try:
         root = Path(__file__).resolve().parent.parent
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                              text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *OUTPUT_PATHS],
+                               cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"

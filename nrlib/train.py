@@ -536,7 +536,12 @@ def main(argv: list[str] | None = None) -> int:
         old = nrresults.read("zoo", profile)
     except FileNotFoundError:
         old = {}
-    metrics, seconds, params = dict(old.get("metrics", {})), dict(old.get("seconds", {})), dict(old.get("params", {}))
+    # keep the earlier entries of models whose settings have not changed since (same cache key)
+    current = {a for r, rc in RECIPES.items() for a in rc["archs"]
+               if (old.get("params", {}).get(a) or {}).get("key") == zoo_key(a, rc["dataset"], r, profile, args.seed)}
+    metrics = {k: v for k, v in old.get("metrics", {}).items() if k.split("/")[-1] in current}
+    seconds = {k: v for k, v in old.get("seconds", {}).items() if k in current}
+    params = {k: v for k, v in old.get("params", {}).items() if k in current}
     print(f"zoo: recipe={args.recipe} profile={profile} device={nrresults.device_name(dev)}")
     for arch in archs:
         model, meta = zoo_get(arch, dataset, args.recipe, profile, args.seed, device=dev)
@@ -544,12 +549,13 @@ def main(argv: list[str] | None = None) -> int:
         metrics[f"test_acc/{arch}"] = acc
         metrics[f"train_s/{arch}"] = meta["train_seconds"]
         seconds[arch] = meta["train_seconds"]
-        params[arch] = {"trained_on": meta.get("device_name", meta["device"]), "epochs": len(meta["history"]["epoch"]),
+        params[arch] = {"key": meta["key"], "recipe": args.recipe, "git_commit": meta.get("git_commit"),
+                        "trained_on": meta.get("device_name", meta["device"]), "epochs": len(meta["history"]["epoch"]),
                         "n_train": meta.get("n_train"), "n_test": meta.get("n_test"),
                         "params": nrmodels.count_params(model), **meta.get("model_kwargs", {})}
         print(f"  {arch:10s} test {acc:6.2f}%  {nrmodels.count_params(model):>11,} params  "
               f"trained {meta['train_seconds']:7.1f} s on {meta.get('device_name', meta['device'])}{'  (cached)' if meta['cached'] else ''}")
-    path = nrresults.write("zoo", profile, metrics, seconds=seconds, params={"recipe": args.recipe, **params},
+    path = nrresults.write("zoo", profile, metrics, seconds=seconds, params=params,
                            device=dev)
     print(f"wrote {path}")
     return 0
