@@ -57,7 +57,7 @@ from nrlib import data as nrdata
 from nrlib import models as nrmodels
 from nrlib import results as nrresults
 from nrlib import train as nrtrain
-from nrlib.utils import atomic_write_bytes, get_device, seed_everything
+from nrlib.utils import batches, atomic_write_bytes, get_device, seed_everything
 
 EPS, ALPHA, STEPS = 8 / 255, 2 / 255, 10
 GOALS = {"pgd_amp_gap": 0.5, "dropout_speedup": 5.0}    # the benchmarks' own goals
@@ -218,9 +218,9 @@ def _torchattacks_pgd(model, x, y, batch, dev, seed, progress):
     if hasattr(atk, "set_device"):
         atk.set_device(dev)
     torch.manual_seed(seed)  # its random start draws from the global generator
-    chunks = range(0, x.shape[0], batch)
-    return torch.cat([atk(x[i:i + batch], y[i:i + batch])
-                      for i in tqdm(chunks, desc="torchattacks PGD", disable=not progress, leave=False)])
+    chunks = list(batches(x, y, batch_size=batch))
+    return torch.cat([atk(xb, yb) for xb, yb in tqdm(chunks, desc="torchattacks PGD", disable=not progress,
+                                                      leave=False)])
 
 
 def bench_pgd(model, p: dict, dev, *, seed: int = 0, progress: bool = True):

@@ -54,7 +54,7 @@ from nrlib.profiles import PROFILES, RANK, resolve
 from nrlib.utils import make_readable
 
 from . import NOTEBOOKS, ROOT
-from .results_page import write_results_page
+from .results_page import write_readme_section, write_results_page
 
 BANNER_TAG = "nrbook-banner"
 
@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.results_only:
         print(f"runbook: wrote {_rel(write_results_page(out_dir))}")
+        if out_dir.resolve() == (ROOT / "book").resolve() and write_readme_section():
+            print("runbook: wrote the results section of README.md")
         return 0
 
     profile = resolve(args.profile)
@@ -238,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
                              f"runbook: {args.out}/{src.name} was left as it was.") from None
         print(f"runbook: {src.stem}: done in {meta['seconds']:.0f} s -> {args.out}/{src.name}")
     print(f"runbook: wrote {_rel(write_results_page(out_dir))}")
+    if out_dir.resolve() == (ROOT / "book").resolve() and write_readme_section():
+        print("runbook: wrote the results section of README.md")
     if refused:
         print(f"runbook: ERROR: refused to overwrite higher-profile runs of {refused}; "
               f"pass --force (make ... FORCE=1) to replace them", file=sys.stderr)

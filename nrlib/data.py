@@ -29,6 +29,7 @@ import torch
 from .utils import check_choice, check_int, get_device
 
 DATASETS = ("mnist", "cifar10")
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.uint8)
 SPLITS = ("train", "test")
 
 CLASS_NAMES = {
@@ -76,12 +77,20 @@ def class_names(name: str) -> list[str]:
     return list(CLASS_NAMES[name])
 
 
-def md5(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.md5()
+def file_digest(path: str | os.PathLike, algo: str = "md5", chunk: int = 1 << 22) -> str:
+    """Hex digest of a file (``algo``: any ``hashlib`` name), read in chunks —
+    the one file-hash helper of the project (the dataset checks here, the GPU
+    staging script)."""
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def md5(path: str | os.PathLike) -> str:
+    """md5 of a file, as torchvision's dataset lists give them."""
+    return file_digest(path, "md5")
 
 
 @functools.lru_cache(maxsize=None)
@@ -181,6 +190,11 @@ def load(name: str, split: str = "train", n: int | None = None, seed: int = 0, *
     """
     check_choice("name", name, DATASETS)
     check_choice("split", split, SPLITS)
+    check_int("seed", seed, low=0)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} is not allowed; choose one of {list(DTYPES)} "
+                         "(floats hold pixels in [0, 1], uint8 the raw bytes)")
+    dev = get_device(device)
     x, y = _load_uint8(name, split, str(data_root().resolve()))
     if n is not None:
         check_int("n", n, low=1, high=len(y))
@@ -189,16 +203,26 @@ def load(name: str, split: str = "train", n: int | None = None, seed: int = 0, *
     # the cached arrays are read-only; hand torch its own copy
     xt = torch.from_numpy(np.array(x))
     yt = torch.from_numpy(np.array(y))
-    dev = get_device(device)
     xt, yt = xt.to(dev), yt.to(dev)
     if dtype != torch.uint8:
         xt = xt.to(dtype).div_(255.0)
     return xt, yt
 
 
+def _class_labels(y, name: str = "y") -> np.ndarray:
+    """``y`` as a non-empty 1-D NumPy array of integer class labels (a tensor or an array)."""
+    yn = y.detach().cpu().numpy() if torch.is_tensor(y) else np.asarray(y)
+    if yn.ndim != 1 or yn.size == 0 or not np.issubdtype(yn.dtype, np.integer):
+        raise ValueError(f"{name} must be a 1-D integer array of class labels, not empty; got shape "
+                         f"{tuple(yn.shape)} and dtype {yn.dtype}")
+    return yn
+
+
 def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     """Indices of a random subset of size ``n`` with classes as balanced as possible."""
-    y = np.asarray(y)
+    y = _class_labels(y)
+    check_int("n", n, low=1, high=len(y))
+    check_int("seed", seed, low=0)
     rng = np.random.default_rng(seed)
     classes = np.unique(y)
     per = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
@@ -211,7 +235,9 @@ def stratified_subset(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 def per_class(y: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
     """Indices of the first ``k`` examples of each class after a seeded shuffle
     (Karnine et al. 2024, §3.4: 100 test images per class)."""
-    yn = y.detach().cpu().numpy()
+    yn = _class_labels(y)
+    check_int("k", k, low=1)
+    check_int("seed", seed, low=0)
     rng = np.random.default_rng(seed)
     out = []
     for c in np.unique(yn):
@@ -219,11 +245,13 @@ def per_class(y: torch.Tensor, k: int, seed: int = 0) -> torch.Tensor:
         if len(idx) < k:
             raise ValueError(f"k={k} is larger than the {len(idx)} examples of class {c}")
         out.append(np.sort(idx[:k]))
-    return torch.from_numpy(np.concatenate(out)).to(y.device)
+    return torch.from_numpy(np.concatenate(out)).to(y.device if torch.is_tensor(y) else "cpu")
 
 
 def train_val_split(n_total: int, n_val: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random split of ``range(n_total)`` into train and validation indices."""
+    check_int("n_total", n_total, low=2)
     check_int("n_val", n_val, low=1, high=n_total - 1)
+    check_int("seed", seed, low=0)
     perm = np.random.default_rng(seed).permutation(n_total)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])

@@ -47,7 +47,7 @@ from .precision import autocast
 from .hooks import capture, layer_names
 from .models import frozen
 from .metrics import accuracy, mean_pairwise_jaccard
-from .utils import check_indices, check_int, check_labels, check_number, check_pixels
+from .utils import batches, check_indices, check_int, check_labels, check_number, check_pixels
 
 
 def n_top(channels: int, frac: float) -> int:
@@ -73,8 +73,8 @@ def filter_differences(model: nn.Module, layers: list[str], x: torch.Tensor, x_a
         raise ValueError(f"x and x_adv must have the same shape, got {tuple(x.shape)} and {tuple(x_adv.shape)}")
     out = OrderedDict((n, []) for n in layers)
     with frozen(model):
-        for i in range(0, x.shape[0], batch_size):
-            xb = torch.cat([x[i:i + batch_size], x_adv[i:i + batch_size]])
+        for xc, xa in batches(x, x_adv, batch_size=batch_size):
+            xb = torch.cat([xc, xa])
             with capture(model, layers) as acts, autocast(x.device):
                 model(xb)
             for n in layers:

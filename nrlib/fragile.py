@@ -14,10 +14,10 @@ This module holds, for now, that nodal-dropout sweep:
   the layers before ``layer`` once; a forward hook on ``layer`` repeats its
   output K times along the batch axis with copy k's channel k zeroed, so the
   rest of the network scores K dropped kernels in one pass (K·N samples).
-  Measured by ``python -m nrlib.bench`` (section c).
+  Measured by the book's benchmarks, ``python -m nrbook.bench`` (section c).
 * ``kernel_dropout_accuracy_naive`` — the reference: a Python loop that
   zeroes one kernel with ``nrlib.hooks.zero_channels`` and re-runs the whole
-  model in fp32 each time. The tests and ``python -m nrlib.bench`` check the
+  model in fp32 each time. The tests and ``python -m nrbook.bench`` check the
   two agree, and the bench measures how much faster the first one is.
 
 Dropping a kernel means zeroing that channel of the layer's output; for a
@@ -113,7 +113,7 @@ def kernel_dropout_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
     on CUDA the passes run under bf16 autocast (``amp``, as in
     ``nrlib.attacks``) with channels_last inputs, so a few predictions near a
     tie may differ from the fp32 ``kernel_dropout_accuracy_naive``; on the CPU
-    (fp32 both) they agree exactly in the tests and in ``nrlib.bench``.
+    (fp32 both) they agree exactly in the tests and in ``nrbook.bench``.
     """
     y, module, idx = _validate(model, x, y, layer, kernels, progress)
     n, dev = x.shape[0], x.device

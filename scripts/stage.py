@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:    # `python scripts/stage.py` from a checkout that is not installed
     sys.path.insert(0, str(ROOT))
 
-from nrlib.data import data_root  # noqa: E402
+from nrlib.data import data_root, file_digest  # noqa: E402
 from nrlib.utils import atomic_write_bytes, check_int  # noqa: E402
 
 NAME = "cifar10"
@@ -78,14 +78,6 @@ def default_folder() -> Path:
 
 def part_name(k: int, n: int) -> str:
     return f"{NAME}.part{k}of{n}.bin"
-
-
-def _hash(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _sources(src: Path) -> list[str]:
@@ -118,7 +110,7 @@ def _problems(folder: Path, manifest: dict) -> dict[str, str]:
             bad[part["name"]] = "missing"
         elif path.stat().st_size != part["bytes"]:
             bad[part["name"]] = f"{path.stat().st_size} bytes, expected {part['bytes']}"
-        elif _hash(path, "sha256") != part["sha256"]:
+        elif file_digest(path, "sha256") != part["sha256"]:
             bad[part["name"]] = "sha256 differs from the manifest's"
     return bad
 
@@ -139,7 +131,7 @@ def _up_to_date(src: Path, names: list[str], folder: Path, part_bytes: int) -> d
         return None
     if any((src / f["name"]).stat().st_size != f["bytes"] for f in files):
         return None
-    if any(_hash(src / f["name"], "md5") != f["md5"] for f in files):
+    if any(file_digest(src / f["name"], "md5") != f["md5"] for f in files):
         return None
     return None if _problems(folder, manifest) else manifest
 
@@ -241,7 +233,7 @@ def unpack(folder: Path | None = None, dest: Path | None = None) -> Path:
 
     todo = [f for f in manifest["files"]
             if not ((dest / f["name"]).is_file() and (dest / f["name"]).stat().st_size == f["bytes"]
-                    and _hash(dest / f["name"], "md5") == f["md5"])]
+                    and file_digest(dest / f["name"], "md5") == f["md5"])]
     if not todo:
         return dest
     wanted = {f["name"] for f in todo}

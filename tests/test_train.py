@@ -303,7 +303,8 @@ def test_zoo_command_records_test_accuracy(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("NRLIB_DATA", str(tmp_path))
     assert train.main(["--recipe", "karnine", "--profile", "smoke", "--archs", "shallow"]) == 0
     rec = json.loads((tmp_path / "results" / "zoo" / "smoke.json").read_text())
-    assert rec["profile"] == "smoke" and rec["params"]["recipe"] == "karnine"
+    assert rec["profile"] == "smoke" and rec["params"]["shallow"]["recipe"] == "karnine"
+    assert rec["params"]["shallow"]["key"] == train.zoo_key("shallow", "mnist", "karnine", "smoke", 0)
     assert 30.0 < rec["metrics"]["test_acc/shallow"] <= 100.0 and rec["metrics"]["train_s/shallow"] > 0
     assert "shallow" in capsys.readouterr().out
     with pytest.raises(ValueError, match="archs"):

@@ -11,7 +11,7 @@ list of ``claims``. A claim is::
      "where": "Table 5, Fig. 3",            # where the paper prints or states it
      "claim": "Untargeted PGD at ε = 0.3 leaves the base CNN 0.58% accurate.",
      "rule": {"type": "at_most", "value": 5.0},   # when we call it reproduced
-     "unit": "%",                           # optional: "%", "pts", "s" or "" (how numbers print)
+     "unit": "%",                           # optional: "%", "pts", "s", "count" or "" (how numbers print)
      "paper_text": "≈ 5",                   # optional: how the paper states it, when not as a number
      "profiles": ["cpu", "full"]}           # optional: the profiles at which the claim is judged
 
@@ -75,7 +75,7 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 FILE_FIELDS = ("citation", "bibtex", "notebook", "source", "claims")
 CLAIM_FIELDS = ("key", "paper", "where", "claim", "rule")
 OPTIONAL_CLAIM_FIELDS = ("unit", "paper_text", "profiles")
-UNITS = ("%", "pts", "s", "")
+UNITS = ("%", "pts", "s", "count", "")
 
 
 def names() -> list[str]:
@@ -308,9 +308,12 @@ def scoreboard(notebook_or_name: str, metrics: dict | None, profile: str | None 
 # a markdown table
 # ----------------------------------------------------------------------------
 def fmt(v, unit: str = "") -> str:
-    """A number as the tables print it: two decimals, then the unit (``"99.06%"``, ``"12.18 pts"``)."""
+    """A number as the tables print it: two decimals, then the unit (``"99.06%"``, ``"12.18 pts"``);
+    a count (``unit="count"``) as an integer with thousands separators (``"120,042"``)."""
     if v is None:
         return "—"
+    if unit == "count":
+        return f"{v:,.0f}"
     text = f"{v:.1f}" if unit == "s" else f"{v:.2f}"
     return text + ("%" if unit == "%" else f" {unit}" if unit else "")
 
