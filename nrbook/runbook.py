@@ -42,6 +42,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -117,6 +118,29 @@ def failed_dir(out_dir: Path) -> Path:
     return ROOT / "_build" / "failed" if Path(out_dir).resolve() == book else Path(out_dir) / "_failed"
 
 
+PROGRESS = re.compile(r"^[^\n]*\d+%\|[^\n]*\|\s*\d+/\d+")   # tqdm's text: "desc:  40%|████  | 2/5 [...]"
+
+
+def strip_progress(nb) -> int:
+    """Remove the progress bars (``tqdm.auto`` widgets and their text) that an
+    executed notebook keeps as outputs — a rendered page shows results, not
+    the bars of the run that made them; slider panels stay. Returns how many."""
+    removed = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        keep = []
+        for o in cell.get("outputs", []):
+            text = o.get("data", {}).get("text/plain", "") if o.get("output_type") == "display_data" else (
+                o.get("text", "") if o.get("output_type") == "stream" and o.get("name") == "stderr" else "")
+            if text and all(PROGRESS.match(line) or not line.strip() for line in str(text).replace("\r", "\n").splitlines()):
+                removed += 1
+                continue
+            keep.append(o)
+        cell["outputs"] = keep
+    return removed
+
+
 def execute(src: Path, out_dir: Path, profile: str, device: str) -> dict:
     """Run ``src`` with papermill into ``out_dir/src.name`` atomically; return the nrbook metadata."""
     import papermill as pm
@@ -135,6 +159,7 @@ def execute(src: Path, out_dir: Path, profile: str, device: str) -> dict:
                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "seconds": round(seconds, 1)}
         nb.metadata["nrbook"] = meta
+        strip_progress(nb)
         nb.cells = [c for c in nb.cells if BANNER_TAG not in c.get("metadata", {}).get("tags", [])]
         banner = nbformat.v4.new_markdown_cell(banner_text(meta), metadata={"tags": [BANNER_TAG]})
         if (nb.nbformat, nb.nbformat_minor) < (4, 5):

@@ -161,3 +161,23 @@ def test_interrupted_run_keeps_the_old_copy_and_exits_130(tmp_path, monkeypatch,
     assert rb.main(["--profile", "smoke", "--out", str(out)]) == 130
     assert (out / "05_x.ipynb").read_text() == "old copy"
     assert "interrupted while executing 05_x.ipynb" in capsys.readouterr().err
+
+
+def test_strip_progress_removes_bars_and_keeps_results_and_sliders():
+    """The rendered book shows no progress bars: tqdm.auto's widget outputs and
+    stderr bars are dropped from executed copies; prints and slider panels stay."""
+    import nbformat
+
+    from nrbook.runbook import strip_progress
+
+    widget = {"application/vnd.jupyter.widget-view+json": {"model_id": "x", "version_major": 2, "version_minor": 0}}
+    bar = nbformat.v4.new_output("display_data", data={**widget, "text/plain": "thresholds 1/2:   0%|          | 0/4 [00:00<?, ?it/s]"})
+    slider = nbformat.v4.new_output("execute_result", data={**widget, "text/plain": "VBox(children=(HBox(...)))"},
+                                    execution_count=1)
+    err_bar = nbformat.v4.new_output("stream", name="stderr", text="train:  40%|████      | 2/5 [00:03<00:04]\r")
+    printed = nbformat.v4.new_output("stream", name="stdout", text="accuracy 99.1%\n")
+    warning = nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something real\n")
+    cell = nbformat.v4.new_code_cell("x = 1", outputs=[bar, slider, err_bar, printed, warning])
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t"), cell])
+    assert strip_progress(nb) == 2
+    assert nb.cells[1].outputs == [slider, printed, warning]
