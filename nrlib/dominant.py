@@ -17,11 +17,10 @@ the original channel order before the next layer (Fig. 7). Here the split is
 done on the weights, not on the outputs: one convolution with the weight
 ``cat([w_train, w_frozen])[inverse]`` gives exactly the outputs of the two
 parallel convs re-assembled, and gradients reach ``w_train`` only. Table 12's
-percentages match this split for the shallow and base models exactly when the
-top ``ceil(p·C)`` filters of each layer train and the dense layers train too
-(e.g. base, 10%: 4 + 7 filters, 2,126 conv weights frozen-out of 19,328,
-14.33% of 120,042 parameters frozen); that is the default here
-(``train_dense=True``). Layers are found by the paper's names
+percentages (in ``nrlib/papers/karnine2024.json``) match this split exactly
+when the top ``ceil(p·C)`` filters of each layer train and the dense layers
+train too (e.g. base, 10%: 4 + 7 filters train, 2,126 of the 19,328 conv
+weights do not); that is the default here (``train_dense=True``). Layers are found by the paper's names
 (``conv1``, ``l1b1c1``, …) and replaced at their module path, so nested
 convs (a ResNet's ``stages.0.0.c1``) split too.
 

@@ -8,7 +8,8 @@ returns the conv / ReLU / dense layers under the names the papers use:
   filters), ``base`` (32/64) and ``dense`` (32/64/128): conv 5×5 'same', then
   conv 3×3 'same', each followed by ReLU, 2×2 max-pool and dropout; flatten,
   dense 32 + ReLU, dense 10. Layer names ``conv1``, ``relu1``, …, ``fc1``,
-  ``fc2``. The base model has 120,042 parameters, as in Table 1.
+  ``fc2``. The base model has Table 1's parameter count (the tests check it
+  against ``nrlib/papers/karnine2024.json``).
 * CIFAR-style ResNet-18/50/101 (3×3 stem, no max-pool; the ImageNet ResNets
   of He et al. 2016 adapted to 32×32 inputs): ``conv1``, ``l1b1c1`` (stage 1,
   block 1, conv 1), …, ``fc``; ReLUs ``relu1``, ``l1b1r1``, …

@@ -349,7 +349,7 @@ RECIPES = {
             "cpu": {"n_train": 42000, "n_val": 18000, "n_test": 10000, "epochs": 10},
             "full": {"n_train": 42000, "n_val": 18000, "n_test": 10000, "epochs": 30},
         },
-        "evidence": {   # data/results/zoo/cpu.json; paper: 98.94 / 99.33 / 99.36% (nrlib/papers)
+        "evidence": {   # data/results/zoo/cpu.json; the paper's accuracies: nrlib/papers/karnine2024.json
             "cpu": "shallow 98.99%, base 99.14%, dense 99.14% test accuracy after 10 / 6 / 8 epochs "
                    "(early stopping); 277 / 115 / 474 s; 2-core CPU shared with other jobs, 1 seed, 2026-11-25",
         },

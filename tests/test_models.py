@@ -5,12 +5,19 @@ import pytest
 import torch
 import torch.nn as nn
 
-from nrlib import models
+from nrlib import models, papers
 from nrlib.models import ARCHS, build, count_params, frozen
 
 
-@pytest.mark.parametrize("arch,n", [("shallow", 55_594), ("base", 120_042), ("dense", 130_410)])
+def _table1_base() -> int:
+    """Table 1's parameter count of the base CNN, from the paper's data file."""
+    return next(c["paper"] for c in papers.load("karnine2024")["claims"] if c["key"] == "params/base")
+
+
+# shallow and dense are the paper's variants (§3.3); only the base model's count is printed (Table 1)
+@pytest.mark.parametrize("arch,n", [("shallow", 55_594), ("base", None), ("dense", 130_410)])
 def test_mnist_cnn_parameter_counts_match_karnine_table1(arch, n):
+    n = _table1_base() if n is None else n
     m = build(arch, "mnist")
     assert count_params(m) == n
     assert sum(r[2] for r in models.param_table(m)) == n  # every parameter sits in a conv/dense layer
@@ -134,3 +141,25 @@ def test_frozen_restores_flags_and_mode():
             raise RuntimeError("inside")
     assert not m.training
     assert {n: p.requires_grad for n, p in m.named_parameters()} == flags
+
+
+def test_resnet20_is_he_et_al_cifar_network():
+    """He et al. 2016 §4.2: 3 stages × 3 basic blocks, 16/32/64 channels,
+    parameter-free option-A shortcuts (so all 19 convs are on the main path),
+    0.27 M parameters, 8×8 maps in the last stage (Prattico's Table 2 fits it)."""
+    m = build("resnet20", "cifar10").eval()
+    assert count_params(m) == 269_722
+    convs = m.conv_layers()
+    assert len(convs) == 19 and len([x for x in m.modules() if isinstance(x, nn.Conv2d)]) == 19
+    assert [c.out_channels for c in convs.values()] == [16] * 7 + [32] * 6 + [64] * 6
+    from nrlib.hooks import capture
+    with torch.no_grad(), capture(m, ["l1b3c2", "l3b1c1", "l3b3c2"]) as out:
+        m(torch.rand(2, 3, 32, 32))
+    assert [tuple(out[k][0].shape[1:]) for k in ("l1b3c2", "l3b1c1", "l3b3c2")] == [(16, 32, 32), (64, 8, 8), (64, 8, 8)]
+    # option A: the shortcut subsamples and zero-pads; it has no weights
+    blk = m.stages[1][0]
+    x = torch.rand(1, 16, 32, 32)
+    s = blk.shortcut(x)
+    assert s.shape == (1, 32, 16, 16) and torch.equal(s[:, 8:24], x[:, :, ::2, ::2])
+    assert float(s[:, :8].abs().sum()) == 0.0 and float(s[:, 24:].abs().sum()) == 0.0
+    assert count_params(build("resnet20", "cifar10", width=4)) < count_params(m)
