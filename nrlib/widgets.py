@@ -1,15 +1,25 @@
-"""Slider panels for JupyterLab (ε, β, top-k).
+"""Slider panels (ε, β, top-k): live in JupyterLab, precomputed in the static book.
 
 A panel is a set of sliders and a ``render(**values)`` function that draws
 into an output area. Sliders use ``continuous_update=False`` so a drag sends
 one update when released; ``render`` should only read cached arrays or do a
-few forward passes, so a move answers within about a second on a CPU. In the
-static HTML book sliders do nothing, so each chapter also draws the same
-sweep as a precomputed figure.
+few forward passes, so a move answers within about a second on a CPU.
+ipywidgets need a kernel, so when a notebook is executed for the book
+(``NRBOOK_STATIC`` set) the same ``panel`` call precomputes the figure on a
+grid of slider values and returns a browser-side slider over those frames
+(``StaticPanel``), which moves in the static HTML book with no kernel.
 """
 from __future__ import annotations
 
+import base64
+import html
+import io
+import json
+import os
+import uuid
 from typing import Callable
+
+import numpy as np
 
 from .utils import check_callable, check_int, check_number
 
@@ -61,9 +71,23 @@ def topk_slider(value: int = 10, *, low: int = 1, high: int = 100, step: int = 1
                             continuous_update=False)
 
 
-def panel(render: Callable, **controls):
+STATIC_ENV = "NRBOOK_STATIC"   # set (to 1) by the book's runbook when it executes a notebook for the book
+MAX_FRAMES = 60                # frames of one static panel: the product of its sliders' grids
+
+
+def panel(render: Callable, *, static: bool | None = None, grid: dict | None = None, points: int = 5, **controls):
     """Sliders above an output area that ``render(**values)`` draws into.
-    Returns the ``VBox``; display it as the last expression of a cell."""
+
+    Live (JupyterLab): returns the ipywidgets ``VBox``; display it as the last
+    expression of a cell. Static (``static=True``, or by default when the
+    environment variable ``NRBOOK_STATIC`` is set, as it is when the book's
+    runbook executes a notebook): ``render`` is called on a grid of slider
+    values and the figures are returned as one self-contained HTML slider
+    panel (``StaticPanel``) that moves in a browser with no kernel. The grid
+    of a control is ``grid[name]`` when given, else the slider's options (a
+    selection slider) or ``points`` evenly spaced values of its range, always
+    with its current value; at most ``MAX_FRAMES`` combinations in all.
+    """
     ipw = _ipw()
     check_callable("render", render, "a function render(**values) that draws the panel")
     if not controls:
@@ -71,5 +95,97 @@ def panel(render: Callable, **controls):
     for k, c in controls.items():
         if not isinstance(c, ipw.ValueWidget):
             raise ValueError(f"{k}={c!r} must be a slider (an ipywidgets value widget, e.g. eps_slider())")
-    out = ipw.interactive_output(render, controls)
-    return ipw.VBox([ipw.HBox(list(controls.values())), out])
+    if static is None:
+        static = bool(os.environ.get(STATIC_ENV))
+    if not static:
+        out = ipw.interactive_output(render, controls)
+        return ipw.VBox([ipw.HBox(list(controls.values())), out])
+    check_int("points", points, low=2, high=MAX_FRAMES)
+    grid = dict(grid or {})
+    unknown = set(grid) - set(controls)
+    if unknown:
+        raise ValueError(f"grid names {sorted(unknown)}, which are not controls of this panel ({list(controls)})")
+    values = {k: _grid_values(k, c, grid.get(k), points) for k, c in controls.items()}
+    n = int(np.prod([len(v) for v in values.values()]))
+    if n > MAX_FRAMES:
+        raise ValueError(f"grid: {n} slider combinations ({ {k: len(v) for k, v in values.items()} }) exceed "
+                         f"MAX_FRAMES={MAX_FRAMES}; pass fewer grid values or a smaller points")
+    labels = {k: getattr(c, "description", k) or k for k, c in controls.items()}
+    return StaticPanel(render, values, labels, {k: c.value for k, c in controls.items()})
+
+
+def _grid_values(name, control, given, points):
+    """The values a static panel precomputes for one control (sorted, current value included)."""
+    if given is not None:
+        vals = list(given)
+        if not vals:
+            raise ValueError(f"grid[{name!r}] is empty; give at least one value")
+    elif hasattr(control, "options") and control.options is not None:
+        opts = list(control.options)
+        vals = [o[1] if isinstance(o, tuple) else o for o in opts]
+        if len(vals) > points:
+            vals = [vals[round(i)] for i in np.linspace(0, len(vals) - 1, points)]
+    else:
+        lo, hi = control.min, control.max
+        vals = [float(v) for v in np.linspace(lo, hi, points)]
+        if isinstance(control.value, int) and not isinstance(control.value, bool):
+            vals = [int(round(v)) for v in vals]
+    if control.value not in vals:
+        vals.append(control.value)
+    try:
+        return sorted(set(vals))
+    except TypeError:       # unorderable options: keep their order
+        return list(dict.fromkeys(vals))
+
+
+class StaticPanel:
+    """A slider panel for the static book: one ``<input type="range">`` per
+    control over figures precomputed for every combination of the grid values,
+    as PNG data URIs with a few lines of JavaScript — no kernel, no network."""
+
+    def __init__(self, render: Callable, values: dict, labels: dict, current: dict, *, dpi: int = 100):
+        import itertools
+
+        import matplotlib.pyplot as plt
+
+        self.values, self.labels = values, labels
+        self.frames: list[str] = []
+        names = list(values)
+        show = plt.show
+        plt.show = lambda *a, **k: None          # render() ends with plt.show(): keep the figure instead
+        try:
+            for combo in itertools.product(*values.values()):
+                plt.close("all")
+                render(**dict(zip(names, combo)))
+                fig = plt.gcf()
+                buf = io.BytesIO()
+                fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+                plt.close("all")
+                self.frames.append(base64.b64encode(buf.getvalue()).decode())
+        finally:
+            plt.show = show
+        self.start = [values[k].index(current[k]) for k in names]
+
+    def _repr_html_(self) -> str:
+        uid = "nrp" + uuid.uuid4().hex[:10]
+        names = list(self.values)
+        sizes = [len(self.values[k]) for k in names]
+        rows = "".join(
+            f'<label style="display:block;margin:2px 0">{html.escape(str(self.labels[k]))} '
+            f'<input type="range" min="0" max="{len(self.values[k]) - 1}" step="1" value="{self.start[i]}" '
+            f'data-i="{i}" style="vertical-align:middle;width:220px"> '
+            f'<output>{html.escape(_fmt(self.values[k][self.start[i]]))}</output></label>'
+            for i, k in enumerate(names))
+        labels = json.dumps([[_fmt(v) for v in self.values[k]] for k in names])
+        frames = json.dumps(self.frames)
+        return (f'<div id="{uid}" class="nrlib-static-panel">{rows}'
+                f'<img alt="precomputed figure" style="max-width:100%"></div>'
+                f"<script>(function(){{var r=document.getElementById('{uid}'),F={frames},L={labels},S={sizes};"
+                "var ins=r.querySelectorAll('input'),img=r.querySelector('img');"
+                "function show(){var k=0;ins.forEach(function(e,i){k=k*S[i]+(+e.value);"
+                "e.nextElementSibling.textContent=L[i][+e.value];});img.src='data:image/png;base64,'+F[k];}"
+                "ins.forEach(function(e){e.addEventListener('input',show);});show();})();</script>")
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

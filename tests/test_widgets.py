@@ -1,0 +1,82 @@
+"""nrlib.widgets: one panel call, live sliders in JupyterLab, a precomputed
+browser-side slider when the notebook is executed for the static book."""
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import re
+
+import matplotlib
+
+matplotlib.use("Agg")
+import ipywidgets as ipw  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from nrlib import widgets  # noqa: E402
+
+
+def render(eps=0.1, k=3):
+    fig, ax = plt.subplots(figsize=(2, 1.5))
+    ax.plot([0, 1], [0, eps * k])
+    ax.set_title(f"eps={eps:.3f} k={k}")
+    plt.show()
+
+
+def _png(**values) -> bytes:
+    plt.close("all")
+    show = plt.show
+    plt.show = lambda *a, **k: None
+    try:
+        render(**values)
+    finally:
+        plt.show = show
+    buf = io.BytesIO()
+    plt.gcf().savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close("all")
+    return buf.getvalue()
+
+
+def _controls():
+    return dict(eps=widgets.eps_slider(0.1, high=0.5, step=0.05), k=widgets.topk_slider(3, high=10))
+
+
+def test_live_panel_is_an_ipywidgets_box(monkeypatch):
+    monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
+    box = widgets.panel(render, **_controls())
+    assert isinstance(box, ipw.VBox)
+
+
+def test_static_panel_precomputes_every_combination_in_order(monkeypatch):
+    monkeypatch.setenv(widgets.STATIC_ENV, "1")         # what the runbook sets for the book
+    p = widgets.panel(render, grid={"eps": [0.0, 0.1, 0.4]}, points=3, **_controls())
+    assert isinstance(p, widgets.StaticPanel)
+    assert p.values == {"eps": [0.0, 0.1, 0.4], "k": [1, 3, 6, 10]}    # 3 points of [1, 10] and the current 3
+    assert len(p.frames) == 12 and len(set(p.frames)) == 12               # one distinct figure per combination
+    # frame j is the figure of the j-th combination in row-major order, which the page's script indexes
+    for j, (e, k) in enumerate(itertools.product(p.values["eps"], p.values["k"])):
+        if j in (0, 5, 11):
+            assert base64.b64decode(p.frames[j]) == _png(eps=e, k=k)
+    assert p.start == [1, 1]                                              # opens at the sliders' values
+
+
+def test_static_panel_html_is_self_contained():
+    p = widgets.panel(render, static=True, grid={"eps": [0.1, 0.2]}, **_controls())
+    page = p._repr_html_()
+    assert page.count('type="range"') == 2
+    assert page.count("data:image/png;base64,") == 1 and "<script>" in page
+    assert not re.search(r"(src|href)=[\"']https?://", page), "no network: everything is inline"
+    sizes = re.search(r"S=(\[[^\]]*\])", page).group(1)
+    assert sizes == f"[{len(p.values['eps'])}, {len(p.values['k'])}]"
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(grid={"beta": [0.1]}), "beta"),
+    (dict(grid={"eps": []}), r"grid\['eps'\]"),
+    (dict(points=1), "points"),
+    (dict(grid={"eps": [i / 100 for i in range(40)]}), "MAX_FRAMES"),
+])
+def test_static_panel_bad_grids_are_named(kw, match):
+    with pytest.raises(ValueError, match=match):
+        widgets.panel(render, static=True, **kw, **_controls())
