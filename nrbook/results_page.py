@@ -85,9 +85,7 @@ def _other_fmt(key: str, v) -> str:
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
-    cell = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-    return (["| " + " | ".join(header) + " |", "|" + "|".join([" --- "] * len(header)) + "|"]
-            + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows] + [""])
+    return papers.pipe_table(header, rows).splitlines() + [""]
 
 
 def scoreboard_rows(names: list[str] | None = None) -> list[dict]:

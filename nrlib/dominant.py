@@ -46,7 +46,7 @@ from .precision import autocast
 from .hooks import capture, layer_names
 from .models import frozen
 from .metrics import accuracy, mean_pairwise_jaccard
-from .utils import batches, check_indices, check_int, check_labels, check_number, check_pixels
+from .utils import batches, check_bool, check_indices, check_int, check_labels, check_number, check_pixels
 
 
 def n_top(channels: int, frac: float) -> int:
@@ -271,6 +271,14 @@ def conv_paths(model: nn.Module) -> "OrderedDict[str, str]":
     return OrderedDict((n, path_of[id(m)]) for n, m in convs.items())
 
 
+def _copy(model: nn.Module, *, trainable: bool) -> nn.Module:
+    """A deep copy of ``model`` with every parameter's ``requires_grad`` set to ``trainable``."""
+    m = copy.deepcopy(model)
+    for p in m.parameters():
+        p.requires_grad_(trainable)
+    return m
+
+
 def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
     parent, _, attr = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attr, new)
@@ -288,11 +296,8 @@ def split_model(model: nn.Module, dominant: Mapping[str, object], *, train_dense
     ``model.train()`` pass, update their running statistics (the paper's MNIST
     CNNs have none).
     """
-    if not isinstance(train_dense, bool):
-        raise ValueError(f"train_dense={train_dense!r} must be True or False")
-    m = copy.deepcopy(model)
-    for p in m.parameters():
-        p.requires_grad_(False)
+    check_bool("train_dense", train_dense)
+    m = _copy(model, trainable=False)
     paths = conv_paths(m)
     unknown = sorted(set(dominant) - set(paths))
     if unknown:
@@ -313,12 +318,10 @@ def merge_split(model: nn.Module) -> nn.Module:
     """The plain model again (chapter 4 §6): every :class:`SplitConv2d`, at
     whatever depth, put back as an ``nn.Conv2d`` at its path, so the result
     has the original's ``state_dict`` keys; every parameter trainable."""
-    m = copy.deepcopy(model)
+    m = _copy(model, trainable=True)
     for path, mod in list(m.named_modules()):
         if isinstance(mod, SplitConv2d):
-            _set_module(m, path, mod.to_conv())
-    for p in m.parameters():
-        p.requires_grad_(True)
+            _set_module(m, path, mod.to_conv())      # a new nn.Conv2d: its parameters train too
     return m
 
 
@@ -378,9 +381,7 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Te
     if dominant is not None:
         m = split_model(model, dominant, train_dense=train_dense)
     else:
-        m = copy.deepcopy(model)
-        for p in m.parameters():
-            p.requires_grad_(True)
+        m = _copy(model, trainable=True)
     if x_val is not None and x_val_adv is not None:
         x_val, y_val = (x_val_adv, y_val) if mix == "adv" else (torch.cat([x_val, x_val_adv]), torch.cat([y_val, y_val]))
     if adversary is not None:
@@ -423,10 +424,7 @@ def epoch_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dominant: 
     from .train import fit
 
     rounds = check_int("rounds", rounds, low=1)
-    full = copy.deepcopy(model)
-    for p in full.parameters():
-        p.requires_grad_(True)
-    nets = {"split": split_model(model, dominant, train_dense=train_dense), "full": full}
+    nets = {"split": split_model(model, dominant, train_dense=train_dense), "full": _copy(model, trainable=True)}
     out = {"split": [], "full": []}
     for r in range(rounds):
         for name in ("split", "full", "full", "split"):

@@ -18,6 +18,11 @@ def predict(model, x: torch.Tensor, *, batch_size: int = 8192, amp: bool | None 
     fp32 unless ``amp`` (see ``nrlib.precision``)."""
     check_input(model, x)
     check_bool("amp", amp, allow_none=True)
+    return _predict(model, x, batch_size=batch_size, amp=amp)
+
+
+def _predict(model, x, *, batch_size, amp) -> torch.Tensor:
+    """``predict`` without its checks, for callers that made them already."""
     out = []
     with frozen(model):
         for xb in batches(x, batch_size=batch_size):
@@ -32,10 +37,11 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 8192,
     return _accuracy(model, x, y, batch_size=batch_size, amp=amp)
 
 
-def _accuracy(model, x, y, *, x_name="x", y_name="y", **kw) -> float:
+def _accuracy(model, x, y, *, x_name="x", y_name="y", batch_size=8192, amp=EVAL_AMP) -> float:
     check_input(model, x, x_name)
     y = check_labels(y, x.shape[0], num_classes(model), name=y_name).to(x.device)
-    return 100.0 * (predict(model, x, **kw) == y).float().mean().item()
+    check_bool("amp", amp, allow_none=True)
+    return 100.0 * (_predict(model, x, batch_size=batch_size, amp=amp) == y).float().mean().item()
 
 
 def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
@@ -47,9 +53,7 @@ def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
     if not isinstance(attack, Attack):
         raise ValueError(f"attack={attack!r} must be an attack object of nrlib.attacks, e.g. attacks.PGD(8/255) "
                          "or attacks.FGSM(0.3) (not the function fgsm/pgd)")
-    check_input(model, x)
-    check_labels(y, x.shape[0], num_classes(model), name="target" if attack.targeted else "y")
-    check_bool("amp", amp, allow_none=True)
+    check_bool("amp", amp, allow_none=True)     # x and y: the attack checks them
     if attack.amp is None:
         attack = attack.replace(amp=amp)
     return accuracy(model, attack(model, x, y), y, amp=amp)

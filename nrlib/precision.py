@@ -43,7 +43,5 @@ def describe(device: torch.device | str | None = None) -> dict:
     from .utils import get_device
 
     dev = get_device(device)
-    fast = "bf16 autocast" if amp_enabled(dev) else "fp32"
-    return {"training": fast, "attacks": fast,
-            "evaluation": "bf16 autocast" if amp_enabled(dev, EVAL_AMP) else "fp32",
-            "robust_accuracy": "bf16 autocast" if amp_enabled(dev, EVAL_AMP) else "fp32"}
+    fast, ev = ("bf16 autocast" if amp_enabled(dev, on) else "fp32" for on in (None, EVAL_AMP))
+    return {"training": fast, "attacks": fast, "evaluation": ev, "robust_accuracy": ev}

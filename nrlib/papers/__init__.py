@@ -354,8 +354,12 @@ def markdown_table(rows: list[dict], columns=DEFAULT_COLUMNS) -> str:
     order: the row fields of ``COLUMNS`` (formatted as the book prints them), or any other field
     of the rows, printed as it is (e.g. a ``run`` column the results page adds)."""
     heads = [COLUMNS[c][0] if c in COLUMNS else c for c in columns]
-    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join([" --- "] * len(heads)) + "|"]
-    for r in rows:
-        cells = [COLUMNS[c][1](r) if c in COLUMNS else r.get(c, "") for c in columns]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return pipe_table(heads, [[COLUMNS[c][1](r) if c in COLUMNS else r.get(c, "") for c in columns] for r in rows])
+
+
+def pipe_table(header: list, rows: list[list]) -> str:
+    """A Markdown pipe table of ``header`` and ``rows`` (cells as ``str``, with '|'
+    escaped and newlines folded) — the one table writer of the book's pages."""
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "|".join([" --- "] * len(header)) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
