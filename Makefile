@@ -3,6 +3,7 @@
 #   make setup        .venv (unless a virtualenv/conda env is active) + pip install -e '.[book,dev]'
 #   make data         link MNIST and CIFAR-10 from an offline copy when present (SHARED_DATA=DIR; data/README.md)
 #   make test         unit tests + papermill smoke run of every notebook
+#   make test-browser chapter 5 (smoke) in JupyterLab in headless Chromium: run all cells, move a live slider
 #   make book         execute stale notebooks (cpu profile, full on a CUDA GPU) + build _build/html
 #   make run          re-run notebooks: make run PROFILE=cpu NB=04 [FORCE=1], then rebuild the book
 #   make full         make run PROFILE=full (a GPU; the numbers the book publishes)
@@ -37,7 +38,7 @@ VENV_BIN := $(ENV_DIR)/bin/
 PY := $(VENV_BIN)python
 STAMP := $(ENV_DIR)/.nrbook-installed
 
-.PHONY: help setup data test book run full stage html check bench clean-book
+.PHONY: help setup data test test-browser book run full stage html check bench clean-book
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -63,6 +64,10 @@ data:
 
 test: setup data
 	$(PY) -m pytest -q
+
+# JupyterLab + the system's Chromium (apt: chromium, chromium-driver); tests/test_jupyterlab.py
+test-browser: setup data
+	$(PY) -m pytest -q -m jupyterlab tests/test_jupyterlab.py
 
 book: setup data
 	$(PY) -m nrbook.runbook --profile auto --only-stale

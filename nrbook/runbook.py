@@ -9,8 +9,18 @@ default), the copy the Jupyter Book renders (it builds with ``execute_notebooks:
 ``auto`` is ``full`` when a CUDA GPU is present, else ``cpu`` (``nrlib.profiles.resolve``). Each
 executed copy gets
 
-* ``metadata.nrbook = {source_sha256, profile, device, date, seconds}``, and
-* a first markdown cell tagged ``nrbook-banner`` saying which profile ran where and when.
+* ``metadata.nrbook = {source_sha256, profile, device, date, seconds}``;
+* its first cell (the source's ``# Title`` and introduction, tagged ``nrbook-banner``) rewritten as
+  the title, a banner saying which profile ran where and when (and plainly when no ``full`` run
+  exists), and a box with the paper, the claim and how to run the chapter, with the measured time
+  of each profile (``opening_cell``);
+* papermill's ``parameters`` and ``injected-parameters`` cells collapsed (``hide-cell``), and no
+  progress bars or ipywidgets state left (``strip_progress``, ``strip_widgets``);
+* slider panels as browser-side sliders over precomputed frames: the runbook sets
+  ``NRBOOK_STATIC=1`` for the kernel (``nrlib.widgets.panel``).
+
+The whole run's wall time also goes into the notebook's results file (``wall_seconds``), so the
+banner and the results page show the same number.
 
 The copy is written atomically: papermill writes a hidden temp file in ``<out>/``, which replaces
 the old copy only once the run succeeded and the labels are in; a failed run leaves the old copy
@@ -51,11 +61,13 @@ from pathlib import Path
 
 import nbformat
 
+from nrlib import results as _results
 from nrlib.profiles import PROFILES, RANK, resolve
 from nrlib.utils import make_readable
+from nrlib.widgets import STATIC_ENV
 
 from . import NOTEBOOKS, ROOT
-from .results_page import write_readme_section, write_results_page
+from .results_page import run_info, run_time_text, write_readme_section, write_results_page
 
 BANNER_TAG = "nrbook-banner"
 
@@ -102,13 +114,85 @@ def decide(state: str, recorded: str | None, profile: str, *, only_stale: bool, 
 # executing one notebook
 # ---------------------------------------------------------------------------
 def banner_text(meta: dict) -> str:
+    """The line on top of a chapter that says which run it shows, and whether a ``full`` run exists."""
     text = (f"This page was executed with the **{meta['profile']}** profile on {meta['device']} on "
             f"{meta['date'][:10]} ({meta['seconds']:.0f} s); see the [results page](results.md) "
             f"for how it compares with the paper.")
     if meta["profile"] != "full":
-        text += (" The `full` profile (a GPU, the paper's scale) gives the numbers the book compares with "
-                 "the paper; smaller profiles show the method's behaviour on smaller models and subsets.")
+        text += (" **No `full` run of this chapter exists yet**: the `full` profile (a GPU, the paper's scale) "
+                 "gives the numbers the book compares with the paper; this smaller profile shows the method's "
+                 "behaviour on smaller models and subsets.")
     return text
+
+
+def parameter_names(nb) -> list[str]:
+    """The names assigned in the notebook's ``parameters`` cell."""
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    return re.findall(r"^([A-Za-z_]\w*)\s*=", cell.source, flags=re.M) if cell else []
+
+
+def opening_cell(source: str, meta: dict, stem: str, params: list[str], runs: dict) -> str:
+    """The first cell of an executed chapter: its title, the banner (which run this page shows) as an
+    admonition, and a box with the paper, the claim, what is reproduced and how to run the chapter
+    (the commands and the measured time of each profile). ``source`` is the source notebook's first
+    cell: ``# Title`` and the paragraphs that introduce the paper, which go in the box; ``runs``:
+    ``results_page.run_info(stem)``."""
+    lines = source.strip().splitlines()
+    title, body = (lines[0], "\n".join(lines[1:])) if lines and lines[0].startswith("# ") else ("", source)
+    boxed = [p.strip() for p in re.split(r"\n\s*\n", body) if p.strip()]
+    kind = "note" if meta["profile"] == "full" else "warning"
+    head = "This page shows a `full` run" if meta["profile"] == "full" else "No `full` run yet"
+    shown = ", ".join(f"`{n}`" for n in params[:4]) + (", …" if len(params) > 4 else "")
+    num = stem.split("_")[0]
+    run = (f"**How to run it.** In JupyterLab, open `notebooks/{stem}.ipynb` and run all cells; its parameters "
+           f"({shown}) are in the first code cell, shown collapsed below. From a shell, `make run PROFILE=cpu "
+           f"NB={num}` re-executes this chapter for the book and rebuilds it (`PROFILE=full` on a GPU), and "
+           f"`papermill notebooks/{stem}.ipynb out.ipynb --cwd notebooks -p profile cpu` runs it on its own; "
+           f"`-p name value` changes any parameter. Measured run times of the whole notebook:")
+    rows = ["| profile | run time | device | date |", "| --- | --- | --- | --- |"]
+    for prof in ("cpu", "full"):
+        r = runs.get(prof)
+        if prof == meta["profile"]:
+            r = dict(r or {}, seconds=meta["seconds"], device=meta["device"], date=meta["date"])
+        rows.append(f"| `{prof}` | {run_time_text(r)} | {r.get('device', '—')} | {str(r.get('date'))[:10]} |"
+                    if r else f"| `{prof}` | not run yet | {'a CUDA GPU' if prof == 'full' else 'a CPU'} | — |")
+    out = [title, "", f":::{{admonition}} {head}", f":class: {kind}", banner_text(meta), ":::", "",
+           "::::{admonition} The paper, the claim, and how to run this chapter", ":class: tip",
+           *[x for p in boxed for x in (p, "")], run, "", *rows, "::::"]
+    return "\n".join(out) + "\n"
+
+
+HIDE_TAG = "hide-cell"                                  # myst-nb: the cell is collapsed, a click shows it
+PARAMETER_TAGS = ("parameters", "injected-parameters")  # the source's defaults and papermill's values
+
+
+def hide_parameters(nb) -> int:
+    """Collapse papermill's cells (the ``parameters`` cell and the injected one) in the book; returns how many."""
+    n = 0
+    for c in nb.cells:
+        tags = c.get("metadata", {}).get("tags", [])
+        if any(t in tags for t in PARAMETER_TAGS):
+            if HIDE_TAG not in tags:
+                c.metadata["tags"] = [*tags, HIDE_TAG]
+            n += 1
+    return n
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def strip_widgets(nb) -> int:
+    """Remove ipywidgets from an executed copy: the saved widget state (which makes the book load the
+    widget scripts from a CDN) and any output that is a widget view (it needs a kernel; the slider
+    panels of a book run are static HTML, ``nrlib.widgets.StaticPanel``). Returns the outputs removed."""
+    nb.metadata.pop("widgets", None)
+    removed = 0
+    for c in nb.cells:
+        if c.cell_type == "code":
+            keep = [o for o in c.get("outputs", []) if WIDGET_VIEW not in o.get("data", {})]
+            removed += len(c.outputs) - len(keep)
+            c["outputs"] = keep
+    return removed
 
 
 def failed_dir(out_dir: Path) -> Path:
@@ -160,11 +244,18 @@ def execute(src: Path, out_dir: Path, profile: str, device: str) -> dict:
                 "seconds": round(seconds, 1)}
         nb.metadata["nrbook"] = meta
         strip_progress(nb)
-        nb.cells = [c for c in nb.cells if BANNER_TAG not in c.get("metadata", {}).get("tags", [])]
-        banner = nbformat.v4.new_markdown_cell(banner_text(meta), metadata={"tags": [BANNER_TAG]})
-        if (nb.nbformat, nb.nbformat_minor) < (4, 5):
-            banner.pop("id", None)            # cell ids exist from nbformat 4.5 on
-        nb.cells.insert(0, banner)
+        strip_widgets(nb)
+        hide_parameters(nb)
+        try:                                  # the run's wall time, beside its per-stage seconds
+            _results.set_wall_seconds(src.stem, profile, seconds)
+        except FileNotFoundError:             # a notebook that writes no results file
+            pass
+        first = nb.cells[0]
+        if first.cell_type != "markdown" or not first.source.lstrip().startswith("# "):
+            raise ValueError(f"{src.name}: the first cell must be the markdown cell with the chapter's "
+                             f"'# Title' (and its Paper/Claim paragraphs)")
+        first.source = opening_cell(first.source, meta, src.stem, parameter_names(nb), run_info(src.stem))
+        first.metadata["tags"] = [*first.metadata.get("tags", []), BANNER_TAG]
         nbformat.write(nb, tmp)
         make_readable(tmp)
         os.replace(tmp, out_dir / src.name)
@@ -233,11 +324,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     profile = resolve(args.profile)
-    from nrlib import results as _results
     device = _results.device_name()
     # the kernel imports this checkout's nrlib even without `pip install -e .`
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    # slider panels become browser-side sliders over precomputed frames (nrlib.widgets.panel)
+    os.environ[STATIC_ENV] = "1"
     print(f"runbook: profile={profile} on {device}; {len(notebooks)} notebook(s) -> {out_dir}")
+    commit = _results.git_commit()
+    if commit.endswith("-dirty") and out_dir.resolve() == (ROOT / "book").resolve():
+        print(f"runbook: WARNING: the code has uncommitted changes, so the results will record the commit "
+              f"{commit}; commit first for a book whose every number names the code that made it",
+              file=sys.stderr)
 
     refused = []
     for src in notebooks:

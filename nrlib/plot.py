@@ -16,12 +16,85 @@ notebook; anything two chapters draw lives here.
 * ``training_curves`` — train / validation accuracy per epoch of several runs.
 * ``scoreboard`` — the paper-vs-ours table with each claim's verdict, read
   from ``nrlib.papers`` and the run's metrics.
+
+``use_style()``, called once in each chapter's setup cell, gives every chapter
+the same look: a seaborn theme, font sizes that stay readable when the book
+shrinks a figure to its text column, and sharp (retina) inline PNGs.
 """
 from __future__ import annotations
 
 from typing import Mapping, Sequence
 
 import numpy as np
+
+
+# The book's text column is about CONTENT_PX CSS pixels wide, and the inline backend shows a
+# figure figure.dpi CSS pixels per inch: at STYLE_DPI a figure up to CONTENT_PX / STYLE_DPI
+# inches wide is shown at its own size, a wider one is shrunk to the column, its text with it.
+CONTENT_PX = 700
+STYLE_DPI = 100
+MAX_FIG_WIDTH = 11.0      # inches: the widest figure a chapter should draw
+MIN_TEXT_PX = 9.0         # the smallest text (tick labels) of a MAX_FIG_WIDTH figure, shrunk
+
+# On top of seaborn's "notebook" context (12 pt text, 11 pt ticks and legends).
+STYLE_RC = {
+    "figure.dpi": STYLE_DPI,
+    "savefig.dpi": "figure",
+    "figure.figsize": (6.8, 4.2),     # fits the text column unshrunk
+    "axes.titlesize": 13,
+    "figure.titlesize": 14,
+}
+
+
+def shown_text_px(points: float, fig_width: float) -> float:
+    """CSS pixels that text of ``points`` pt measures in the book, in a figure ``fig_width``
+    inches wide at ``STYLE_DPI``: shown at its own size up to the text column's width
+    (``CONTENT_PX``), shrunk to the column beyond it."""
+    width_px = fig_width * STYLE_DPI
+    return points / 72 * STYLE_DPI * min(1.0, CONTENT_PX / width_px)
+
+
+def use_style(*, font_scale: float = 1.0, retina: bool = True) -> None:
+    """One figure style for every chapter; call it once in a chapter's setup cell.
+
+    * a seaborn theme: white background with a light grid (``whitegrid``) and the
+      colour-blind-safe ``colorblind`` palette;
+    * font sizes for the book's text column (about ``CONTENT_PX`` = 700 CSS pixels):
+      seaborn's ``notebook`` context (12 pt text, 11 pt ticks and legends, 13 pt
+      titles) at ``figure.dpi`` = 100. A figure up to 7 in wide is shown at its own
+      size; a wider one is shrunk to the column, so keep figures at most
+      ``MAX_FIG_WIDTH`` = 11 in wide, where 11 pt tick labels still measure about
+      10 pixels (``shown_text_px``). ``font_scale`` scales all of them;
+    * in IPython/Jupyter (a chapter's kernel), inline figures as ``retina`` PNGs:
+      twice the pixels, shown at the same size, so they are sharp on high-density
+      screens while a page stays light (PNG, not SVG, whose size grows with every
+      point drawn). Outside IPython this part does nothing.
+
+    Text sizes set explicitly in a call (``fontsize=7``) keep their value. Resetting:
+    ``matplotlib.rcdefaults()``.
+    """
+    import seaborn as sns
+
+    if not font_scale > 0:
+        raise ValueError(f"font_scale={font_scale!r} must be > 0")
+    sns.set_theme(context="notebook", style="whitegrid", palette="colorblind", font_scale=font_scale,
+                  rc={k: (v * font_scale if k in ("axes.titlesize", "figure.titlesize") else v)
+                      for k, v in STYLE_RC.items()})
+    if retina:
+        _inline_retina()
+
+
+def _inline_retina() -> None:
+    """Inline figures as retina PNGs, when running under IPython (else nothing)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the book's kernel
+        return
+    if get_ipython() is None:
+        return
+    from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+    set_matplotlib_formats("retina")
 
 
 def _ax(ax, figsize=(6, 3.6)):
@@ -47,7 +120,7 @@ def accuracy_vs_eps(eps: Sequence[float], curves: Mapping[str, Sequence[float]],
     ax.set(title=title + (" (x: paper)" if paper else ""), xlabel=xlabel, ylabel=ylabel)
     if logx:
         ax.set_xscale("log")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize="x-small", ncol=2)
     return ax
 
 
@@ -72,9 +145,9 @@ def layer_bars(values: Mapping[str, Mapping[str, float] | Sequence[float]], *, l
         ax.bar(i + (j - (len(labels) - 1) / 2) * w, ys, w, yerr=err, capsize=2 if err is not None else 0, label=lab)
     ax.set_xticks(i)
     ax.set_xticklabels([str(t) for t in (tick_labels if tick_labels is not None else layers)],
-                       rotation=90 if tick_labels is None and len(layers) > 8 else 0, fontsize=7)
+                       rotation=90 if tick_labels is None and len(layers) > 8 else 0, fontsize="x-small")
     ax.set(title=title, ylabel=ylabel, xlabel=xlabel)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize="small")
     return ax
 
 
@@ -87,7 +160,7 @@ def heatmap(matrix, *, ax=None, title: str = "", xlabel: str = "", ylabel: str =
     ax = _ax(ax, (5.5, 4.2))
     m = np.asarray(matrix, dtype=float)
     sns.heatmap(m, annot=annot, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, ax=ax, cbar=cbar,
-                annot_kws={"size": 7}, cbar_kws={"label": cbar_label} if cbar and cbar_label else None)
+                annot_kws={"size": "x-small"}, cbar_kws={"label": cbar_label} if cbar and cbar_label else None)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     return ax
 
@@ -107,7 +180,7 @@ def image_strip(images, titles: Sequence[str] | None = None, *, axes=None, cmap:
         a.imshow(img, cmap=cmap or ("gray" if img.ndim == 2 else None), vmin=0, vmax=1)
         a.set_axis_off()
         if titles is not None:
-            a.set_title(titles[k], fontsize=8)
+            a.set_title(titles[k], fontsize="small")
     return axes
 
 
@@ -126,7 +199,7 @@ def training_curves(histories: Mapping[str, dict], *, axes=None, title: str = "T
             a.plot(h["epoch"], h["val_acc"], "s-", label="validation")
         a.set(title=name, xlabel="epoch")
     axes[0].set_ylabel("accuracy (%)")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize="small")
     return axes
 
 

@@ -93,7 +93,7 @@ def _clean(v):
 
 
 RECORD_FIELDS = ("notebook", "profile", "date", "device", "torch", "python", "git_commit", "precision",
-                 "params", "seconds", "metrics")
+                 "params", "seconds", "metrics", "wall_seconds")
 
 
 def _path(notebook: str, profile: str) -> Path:
@@ -149,6 +149,19 @@ def write(notebook: str, profile: str, metrics: dict, *, seconds: dict | None = 
                          "use numbers, strings, lists and dicts") from None
     atomic_write_bytes(path, (text + "\n").encode())
     return path
+
+
+def set_wall_seconds(notebook: str, profile: str, seconds: float) -> Path:
+    """Record in a results file the wall time of the whole notebook run that
+    wrote it (``wall_seconds``: imports, plotting and the slider frames
+    included, which the per-stage ``seconds`` leave out), atomically. The
+    book's runbook calls it after executing a notebook; the chapter's banner
+    and the results page both show this number."""
+    seconds = check_number("seconds", seconds, low=0.0)
+    rec = read(notebook, profile)
+    rec["wall_seconds"] = round(float(seconds), 1)
+    atomic_write_bytes(_path(notebook, profile), (json.dumps(rec, indent=1, allow_nan=False) + "\n").encode())
+    return _path(notebook, profile)
 
 
 def read(notebook: str, profile: str) -> dict:

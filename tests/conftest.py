@@ -129,3 +129,120 @@ def batch(mnist_test_small):
     x, y = mnist_test_small
     return x[:64].clone(), y[:64].clone()
 
+
+
+# --- headless Chromium for the browser tests (tests/test_browser.py, tests/test_jupyterlab.py) ---
+# The system's Chromium and its driver, never a browser or driver Selenium downloads itself.
+CHROMIUM = Path(os.environ.get("NRBOOK_CHROMIUM", "/usr/bin/chromium"))
+CHROMEDRIVER = Path(os.environ.get("NRBOOK_CHROMEDRIVER", "/usr/bin/chromedriver"))
+
+
+def absent_in_ci(why: str) -> None:
+    """Skip the calling test with ``why`` — or fail it under CI (``$CI`` set), where what is
+    missing (Chromium, its driver, selenium) is installed by ``.ci/run`` and must be there."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{why} (CI is set: .ci/run installs chromium, chromium-driver and the dev extra)")
+    pytest.skip(why)
+
+
+def _chromium_options(webdriver, *, offline: bool, loopback: bool, size: tuple[int, int]):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-default-apps", "--metrics-recording-only", f"--window-size={size[0]},{size[1]}"):
+        opts.add_argument(arg)
+    if offline:
+        # no name resolves and every http(s) request goes to a closed port (IP literals too);
+        # file:// pages load, and 127.0.0.1 where `loopback` (a local JupyterLab)
+        opts.add_argument("--host-resolver-rules=MAP * ~NOTFOUND" + (" , EXCLUDE 127.0.0.1" if loopback else ""))
+        opts.add_argument("--proxy-server=http://127.0.0.1:9")
+        opts.add_argument("--proxy-bypass-list=" + ("127.0.0.1" if loopback else "<-loopback>"))
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return opts
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A factory of headless system-Chromium sessions driven by Selenium: ``chromium(offline=True,
+    loopback=False, size=(1280, 1000))`` returns a ``selenium.webdriver.Chrome`` with the network
+    blocked (``loopback``: except 127.0.0.1) and the console log kept (``driver.get_log("browser")``).
+    Every session is closed at the end of the test session. Skips (fails under CI) when selenium,
+    Chromium or chromedriver is missing; never lets Selenium Manager fetch a browser or driver."""
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.common import selenium_manager
+    except ImportError:
+        absent_in_ci("selenium is not installed (pip install -e '.[dev]')")
+    for path, pkg in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            absent_in_ci(f"{path} not found: install the Debian package {pkg} (apt-get install {pkg})")
+
+    def no_manager(*args, **kwargs):
+        raise RuntimeError("Selenium Manager is not used here: the tests drive the system's Chromium")
+
+    drivers = []
+
+    def start(*, offline: bool = True, loopback: bool = False, size: tuple[int, int] = (1280, 1000)):
+        mp = pytest.MonkeyPatch()
+        mp.setattr(selenium_manager.SeleniumManager, "binary_paths", no_manager)
+        try:
+            driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)),
+                                      options=_chromium_options(webdriver, offline=offline, loopback=loopback,
+                                                                size=size))
+        finally:
+            mp.undo()
+        drivers.append(driver)
+        return driver
+
+    yield start
+    for driver in drivers:                     # those a test left open
+        process = getattr(driver.service, "process", None)
+        if process is not None and process.poll() is None:
+            driver.quit()
+
+
+# --- the HTML book, built once per test session (tests/test_book_html.py, tests/test_browser.py) ---
+BOOK_PAGES = ("_config.yml", "_toc.yml", "book")     # what the book is built from
+BOOK_BUILD_TIMEOUT = 600                            # s; a build takes about 10 s on the 2-core box
+
+
+@pytest.fixture(scope="session")
+def built_book(tmp_path_factory) -> Path:
+    """The HTML book built from the repository's pages — ``_config.yml``, ``_toc.yml`` and
+    ``book/`` (the executed notebooks as they are; nothing is executed) — copied into a
+    temporary folder and built there by ``jupyter-book build --warningiserror --keep-going``,
+    as ``make html`` does: any Sphinx warning fails the fixture, with the build's log. Returns
+    the ``_build/html`` folder. Nothing is written into the repository. Skips when jupyter-book
+    is not installed (the ``book`` extra), except under CI (``$CI`` set), where it fails."""
+    import shutil
+    import subprocess
+    import time
+
+    exe = Path(sys.executable).with_name("jupyter-book")
+    if not exe.is_file():
+        found = shutil.which("jupyter-book")
+        if found is None:
+            why = "jupyter-book is not installed (pip install -e '.[book]')"
+            if os.environ.get("CI"):
+                pytest.fail(why)
+            pytest.skip(why)
+        exe = Path(found)
+    src = tmp_path_factory.mktemp("book_src")
+    for name in BOOK_PAGES:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, src / name, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+        else:
+            shutil.copy2(path, src / name)
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(exe), "build", "--warningiserror", "--keep-going", str(src)],
+                          cwd=src, capture_output=True, text=True, timeout=BOOK_BUILD_TIMEOUT)
+    seconds = time.perf_counter() - t0
+    html = src / "_build" / "html"
+    if proc.returncode != 0 or not (html / "index.html").is_file():
+        log = (proc.stdout + proc.stderr)[-6000:]
+        pytest.fail(f"jupyter-book build failed (exit {proc.returncode}, {seconds:.0f} s); end of its log:\n{log}")
+    return html

@@ -31,7 +31,8 @@ def pyproject() -> dict:
 
 
 EXTRAS = ("book", "dev")                  # environment.yml installs the library with both
-BOOK_TOOLING = {"jupyter-book", "papermill", "nbformat", "nbclient", "ipykernel", "jupyterlab"}
+BOOK_TOOLING = {"jupyter-book", "papermill", "nbformat", "nbclient", "ipykernel", "jupyterlab",
+                "sphinx-mathjax-offline"}
 
 
 def pip_requirements(extras=EXTRAS) -> dict[str, str]:

@@ -50,6 +50,20 @@ def test_source_notebook_is_clean_and_parametrised(path):
             assert c.execution_count is None, f"{path.name}: cell {i} has an execution count"
 
 
+MAX_CELL_LINES, MAX_LINE = 15, 100      # a short cell; code that fits the book's page without scrolling
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_cells_are_short_and_fit_the_page(path):
+    nb = nbformat.read(path, as_version=4)
+    long_cells = {i: len(c.source.splitlines()) for i, c in enumerate(nb.cells)
+                  if c.cell_type == "code" and len(c.source.splitlines()) > MAX_CELL_LINES}
+    wide = [(i, len(line)) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for line in c.source.splitlines() if len(line) > MAX_LINE]
+    assert not long_cells, f"{path.name}: cells over {MAX_CELL_LINES} lines (cell: lines): {long_cells}"
+    assert not wide, f"{path.name}: code lines over {MAX_LINE} characters (cell, length): {wide}"
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_at_smoke_profile(path, tmp_path, isolated_data_root):
@@ -72,11 +86,27 @@ def test_notebook_runs_at_smoke_profile(path, tmp_path, isolated_data_root):
     assert not errors
     assert nb.metadata["nrbook"]["profile"] == "smoke"
     assert runbook.BANNER_TAG in nb.cells[0].metadata.get("tags", [])
+    assert nb.cells[0].source.startswith("# ") and "How to run it" in nb.cells[0].source
+
+    # the book's copy: static slider panels, no ipywidgets, papermill's cells collapsed
+    src = nbformat.read(path, as_version=4)
+    n_panels = sum(c.source.count("widgets.panel(") for c in src.cells if c.cell_type == "code")
+    html = [o.data["text/html"] for c in nb.cells if c.cell_type == "code" for o in c.outputs
+            if "text/html" in o.get("data", {})]
+    assert sum(h.count('class="nrlib-static-panel"') for h in html) == n_panels >= 1
+    assert "widgets" not in nb.metadata
+    assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                if runbook.WIDGET_VIEW in o.get("data", {})]
+    tagged = [c.metadata.get("tags", []) for c in nb.cells]
+    assert sum(("parameters" in t or "injected-parameters" in t) and runbook.HIDE_TAG in t for t in tagged) == 2
     assert "## Scoreboard" in (out / "results.md").read_text()
 
     # the last cell writes the headline numbers of the smoke run, into the temporary data root
     res = json.loads((isolated_data_root / "results" / path.stem / "smoke.json").read_text())
     assert res["profile"] == "smoke" and res["metrics"], "results file has no metrics"
+    assert res["wall_seconds"] == nb.metadata["nrbook"]["seconds"] >= sum(res["seconds"].values())
+    # every slider panel recorded how long its redraws took (the cpu profile's are checked below)
+    assert len([k for k in res["metrics"] if k.startswith("widget_s/")]) == n_panels
     pct = [v for k, v in res["metrics"].items() if k.split("/")[0].endswith("_acc")]
     assert all(0.0 <= v <= 100.0 for v in pct), "accuracies must be percentages"
     # every metric the chapter's paper file names (what the scoreboard reads) was written
@@ -87,3 +117,23 @@ def test_notebook_runs_at_smoke_profile(path, tmp_path, isolated_data_root):
     # nothing was written into the repository's book/ or data/
     assert (book_copy.stat().st_mtime_ns if book_copy.exists() else None) == before
     assert (repo_results.stat().st_mtime_ns if repo_results.exists() else None) == repo_before
+
+
+# A slider move answers within about a second on a 2-core CPU at the cpu profile: the slowest
+# redraw (a call of the panel's render at a new value, figure drawn) of each panel of the
+# committed cpu run of each chapter, where that run has them.
+SLIDER_BUDGET_S = 1.5
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_slider_redraws_are_fast_at_the_cpu_profile(path):
+    res_path = ROOT / "data" / "results" / path.stem / "cpu.json"
+    if not res_path.exists():
+        pytest.skip(f"no committed cpu run of {path.stem}")
+    res = json.loads(res_path.read_text())
+    times = {k: v for k, v in res["metrics"].items() if k.startswith("widget_s/")}
+    src = nbformat.read(path, as_version=4)
+    n_panels = sum(c.source.count("widgets.panel(") for c in src.cells if c.cell_type == "code")
+    assert len(times) == n_panels, f"{path.stem}: the cpu run recorded {sorted(times)} for {n_panels} panels"
+    slow = {k: round(v, 2) for k, v in times.items() if v > SLIDER_BUDGET_S}
+    assert not slow, f"{path.stem}: slider redraws slower than {SLIDER_BUDGET_S} s at the cpu profile: {slow}"

@@ -181,3 +181,56 @@ def test_strip_progress_removes_bars_and_keeps_results_and_sliders():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t"), cell])
     assert strip_progress(nb) == 2
     assert nb.cells[1].outputs == [slider, printed, warning]
+
+
+META = {"profile": "cpu", "device": "cpu (x86_64, 2 threads)", "date": "2026-01-02T03:04:05+00:00",
+        "seconds": 2973.4}
+SOURCE = ("# Dominant filters\n\n**Paper.** A. Author, *Title* (2024) {cite}`key`.\n\n"
+          "**Claim.** Something holds.\n\nAll ε are in pixel units.")
+
+
+def test_opening_cell_title_banner_and_box():
+    text = rb.opening_cell(SOURCE, META, "04_dominant_filters", ["profile", "seed", "eps"], {})
+    assert text.startswith("# Dominant filters\n")
+    assert "No `full` run yet" in text and ":class: warning" in text          # said plainly
+    box = text[text.index("::::{admonition}"):]
+    for part in ("**Paper.**", "**Claim.**", "All ε are in pixel units.", "make run PROFILE=cpu NB=04",
+                 "papermill notebooks/04_dominant_filters.ipynb", "`profile`, `seed`, `eps`"):
+        assert part in box, part
+    # the banner and the box give the same run time, this run's
+    assert "(2973 s)" in text and "| `cpu` | 2973 s (50 min) | cpu (x86_64, 2 threads) | 2026-01-02 |" in text
+    assert "| `full` | not run yet |" in text
+    assert text.rstrip().endswith("::::")
+
+
+def test_opening_cell_lists_the_other_profiles_run():
+    runs = {"cpu": {"seconds": 600.0, "device": "cpu (4 threads)", "date": "2026-01-01T00:00:00+00:00"}}
+    meta = dict(META, profile="full", device="NVIDIA H100", seconds=420.0)
+    text = rb.opening_cell(SOURCE, meta, "04_dominant_filters", ["profile"], runs)
+    assert "No `full` run yet" not in text and ":class: note" in text
+    assert "| `cpu` | 600 s (10 min) | cpu (4 threads) | 2026-01-01 |" in text
+    assert "| `full` | 420 s (7 min) | NVIDIA H100 | 2026-01-02 |" in text
+
+
+def test_parameter_cells_are_collapsed_and_named():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# T"),
+                nbformat.v4.new_code_cell("profile = 'cpu'   # a comment\nseed = 0\n  x = 1",
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("profile = 'smoke'", metadata={"tags": ["injected-parameters"]}),
+                nbformat.v4.new_code_cell("y = 2")]
+    assert rb.parameter_names(nb) == ["profile", "seed"]
+    assert rb.hide_parameters(nb) == 2
+    assert [c.metadata.get("tags", []) for c in nb.cells[1:]] == [
+        ["parameters", rb.HIDE_TAG], ["injected-parameters", rb.HIDE_TAG], []]
+
+
+def test_strip_widgets_drops_widget_state_and_views():
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    view = nbformat.v4.new_output("display_data", data={rb.WIDGET_VIEW: {"model_id": "m"},
+                                                        "text/plain": "VBox(children=(...))"})
+    html = nbformat.v4.new_output("display_data", data={"text/html": "<div class='nrlib-static-panel'></div>"})
+    nb.cells = [nbformat.v4.new_code_cell("panel", outputs=[view, html])]
+    assert rb.strip_widgets(nb) == 1
+    assert "widgets" not in nb.metadata and nb.cells[0].outputs == [html]

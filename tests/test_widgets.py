@@ -32,10 +32,9 @@ def _png(**values) -> bytes:
         render(**values)
     finally:
         plt.show = show
-    buf = io.BytesIO()
-    plt.gcf().savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    png, _ = widgets.frame_png(plt.gcf())
     plt.close("all")
-    return buf.getvalue()
+    return png
 
 
 def _controls():
@@ -80,3 +79,39 @@ def test_static_panel_html_is_self_contained():
 def test_static_panel_bad_grids_are_named(kw, match):
     with pytest.raises(ValueError, match=match):
         widgets.panel(render, static=True, **kw, **_controls())
+
+
+def test_frames_are_retina_palette_pngs_at_their_css_width():
+    from PIL import Image
+
+    p = widgets.panel(render, static=True, grid={"eps": [0.1, 0.2], "k": [3]}, **_controls())
+    im = Image.open(io.BytesIO(base64.b64decode(p.frames[0])))
+    assert im.mode == "P"                                   # 256-colour palette
+    assert p.width == im.width // 2 and 150 <= p.width <= 260   # figsize 2 in at 100 dpi, drawn at 2x
+    assert f'width="{p.width}"' in p._repr_html_()
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_panels_time_each_redraw(monkeypatch, static):
+    import time
+
+    def slow(eps=0.1, k=3):
+        time.sleep(0.05)
+        render(eps, k)
+
+    monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
+    p = widgets.panel(slow, static=static, grid={"eps": [0.1, 0.2], "k": [3]} if static else None, **_controls())
+    assert len(p.seconds) == (2 if static else 1)           # live: the first draw when the panel is made
+    assert all(0.05 <= s < 5 for s in p.seconds)
+
+
+def test_selection_sliders_show_their_option_labels():
+    sel = ipw.SelectionSlider(options=[("2/255", 2 / 255), ("8/255", 8 / 255)], value=8 / 255, description="ε")
+
+    def draw(eps):
+        render(eps=eps)
+
+    p = widgets.panel(draw, static=True, eps=sel)
+    page = p._repr_html_()
+    assert p.values == {"eps": [2 / 255, 8 / 255]} and p.start == [1]
+    assert '<output>8/255</output>' in page and '"2/255"' in page

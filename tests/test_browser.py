@@ -1,0 +1,192 @@
+"""The static HTML book in a real browser: its slider panels move, and no page logs an error.
+
+The book is built from the repository's committed pages (``_config.yml``, ``_toc.yml``, ``book/``)
+by the session fixture ``built_book`` (jupyter-book, ``--warningiserror``, into a temporary folder)
+and opened from ``file://`` in the system's headless Chromium (``/usr/bin/chromium`` driven through
+``/usr/bin/chromedriver`` by Selenium; ``conftest.chromium``) with the network blocked, as a reader
+without a connection would open it.
+
+- Every chapter page has one static slider panel (``div.nrlib-static-panel``, written by
+  ``nrlib.widgets.panel`` when the runbook executes a notebook for the book) per ``widgets.panel(``
+  call in the chapter's source notebook in ``notebooks/``. Each panel's range inputs are moved with
+  real key presses: the figure (``<img>``, a PNG data URI) and the value shown (``<output>``) change,
+  and moving back restores both.
+- No page of the book logs a SEVERE console entry (a JavaScript error, or a resource that failed to
+  load: with the network blocked, anything fetched from a CDN).
+- The notation page's math is typeset by MathJax from the build itself (no network).
+
+``NRBOOK_TEST_HTML=DIR`` tests an HTML book already built in ``DIR`` (``_build/html`` of a
+``jupyter-book build``) instead, e.g. one built from chapters executed at the smoke profile.
+Without Chromium, chromedriver or selenium these tests are skipped, except under CI (``$CI`` set),
+where they fail.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+HTML_ENV = "NRBOOK_TEST_HTML"
+PANEL_CALL = "widgets.panel("
+
+
+def toc_pages() -> list[str]:
+    """The book's pages in ``_toc.yml`` order, as paths without suffix (``book/intro``, ...)."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                pages.append(e["file"])
+            for key in ("chapters", "sections", "parts"):
+                walk(e.get(key))
+
+    walk(toc.get("chapters"))
+    walk(toc.get("parts"))
+    return [str(Path(p).with_suffix("")) for p in pages]
+
+
+PAGES = toc_pages()
+# the chapter pages: those executed from a source notebook in notebooks/
+CHAPTERS = [p for p in PAGES if (ROOT / "notebooks" / f"{Path(p).name}.ipynb").is_file()]
+# Sphinx's own pages, which every book has too
+EXTRA_PAGES = ["genindex", "search"]
+
+
+def panel_calls(page: str) -> int:
+    """How many ``widgets.panel(`` calls the code cells of the page's source notebook make."""
+    nb = nbformat.read(ROOT / "notebooks" / f"{Path(page).name}.ipynb", as_version=4)
+    return sum(c.source.count(PANEL_CALL) for c in nb.cells if c.cell_type == "code")
+
+
+@pytest.fixture(scope="module")
+def html_dir(request) -> Path:
+    """The HTML book under test: ``$NRBOOK_TEST_HTML`` when set, else ``built_book``."""
+    given = os.environ.get(HTML_ENV)
+    if given:
+        path = Path(given).resolve()
+        assert (path / f"{PAGES[0]}.html").is_file(), f"{HTML_ENV}={given}: not the html folder of a built book"
+        return path
+    return Path(request.getfixturevalue("built_book"))
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    driver = chromium(offline=True)
+    yield driver
+    driver.quit()
+
+
+def open_page(driver, html_dir: Path, page: str, *, settle: float = 0.3) -> None:
+    """Load ``page`` from file:// as a first-time reader would (no local storage left by earlier pages),
+    wait for the document and for MathJax's typesetting when the page loads it, and drop the console
+    entries of earlier pages."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    path = html_dir / f"{page}.html"
+    assert path.is_file(), f"{path} was not built"
+    driver.execute_script("try { localStorage.clear(); sessionStorage.clear(); } catch (e) {}")
+    driver.get_log("browser")                     # what earlier pages logged is theirs
+    driver.get(path.as_uri())
+    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    driver.set_script_timeout(30)
+    driver.execute_async_script(
+        "var done = arguments[arguments.length - 1];"
+        "var m = window.MathJax;"
+        "if (m && m.startup && m.startup.promise) { m.startup.promise.then(function () { done(1); },"
+        " function () { done(0); }); } else { done(0); }")
+    time.sleep(settle)                            # late script errors (timers, failed loads)
+
+
+def severe(driver) -> list[str]:
+    return [f"[{e.get('source', '?')}] {e['message']}" for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_the_book_has_chapters():
+    assert CHAPTERS, "_toc.yml names no page built from a notebook in notebooks/"
+    assert "book/notation" in PAGES
+
+
+@pytest.mark.parametrize("page", PAGES + EXTRA_PAGES)
+def test_page_logs_no_console_error(page, html_dir, browser):
+    open_page(browser, html_dir, page, settle=1.0)
+    errors = severe(browser)
+    assert not errors, (f"{page}.html, opened from file:// with the network blocked, logs "
+                        f"{len(errors)} console error(s):\n" + "\n".join(errors))
+
+
+@pytest.mark.parametrize("page", CHAPTERS)
+def test_static_panels_move(page, html_dir, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    open_page(browser, html_dir, page)
+    browser.get_log("browser")                    # what loading logs is test_page_logs_no_console_error's
+    panels = browser.find_elements(By.CSS_SELECTOR, "div.nrlib-static-panel")
+    expected = panel_calls(page)
+    assert len(panels) == expected, (
+        f"{page}.html has {len(panels)} static slider panel(s) (div.nrlib-static-panel); its source "
+        f"notebook notebooks/{Path(page).name}.ipynb calls widgets.panel( {expected} time(s) — executed "
+        f"without NRBOOK_STATIC, or before the panels were static? (python -m nrbook.runbook sets it)")
+
+    def shown(img):
+        return browser.execute_script(
+            "var i = arguments[0]; return [i.getAttribute('src') || '', i.complete && i.naturalWidth > 0];", img)
+
+    for n, panel in enumerate(panels, 1):
+        where = f"{page}.html, panel {n}"
+        img = panel.find_element(By.TAG_NAME, "img")
+        inputs = panel.find_elements(By.CSS_SELECTOR, "input[type=range]")
+        assert inputs, f"{where}: no range input"
+        src, loaded = shown(img)
+        png = src.startswith("data:image/png;base64,") and loaded
+        assert png, f"{where}: the figure is not a PNG that loads"
+        for i, inp in enumerate(inputs, 1):
+            out = inp.find_element(By.XPATH, "following-sibling::output[1]")
+            lo, hi, v = (int(inp.get_attribute(a)) for a in ("min", "max", "value"))
+            assert hi > lo, f"{where}, slider {i}: has a single position, nothing to move"
+            fwd, back = (Keys.ARROW_RIGHT, Keys.ARROW_LEFT) if v < hi else (Keys.ARROW_LEFT, Keys.ARROW_RIGHT)
+            browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", inp)
+            src0, text0 = shown(img)[0], out.text
+            assert text0, f"{where}, slider {i}: its <output> shows nothing"
+
+            inp.send_keys(fwd)                    # a key press: the browser fires `input`
+            WebDriverWait(browser, 5).until(lambda d: int(inp.get_attribute("value")) != v,
+                                            f"{where}, slider {i}: the arrow key did not move it")
+            src1, loaded = shown(img)
+            changed = src1 != src0                # (not in the assert: data URIs are long)
+            assert changed, f"{where}, slider {i}: moved from {v}, but the figure did not change"
+            assert loaded, f"{where}, slider {i}: the new figure does not load"
+            assert out.text and out.text != text0, (
+                f"{where}, slider {i}: moved from {v}, but its <output> still shows {out.text!r}")
+
+            inp.send_keys(back)
+            WebDriverWait(browser, 5).until(lambda d: int(inp.get_attribute("value")) == v,
+                                            f"{where}, slider {i}: the arrow key did not move it back")
+            restored = shown(img)[0] == src0 and out.text == text0
+            assert restored, (
+                f"{where}, slider {i}: moving back to {v} did not restore its figure and value")
+    errors = severe(browser)
+    assert not errors, f"{page}.html logs console errors while its sliders move:\n" + "\n".join(errors)
+
+
+def test_notation_math_is_typeset_offline(html_dir, browser):
+    from selenium.webdriver.common.by import By
+
+    open_page(browser, html_dir, "book/notation")
+    maths = browser.find_elements(By.CSS_SELECTOR, "div.math, span.math")
+    assert maths, "notation.html has no math element (div.math / span.math)"
+    raw = [m.get_attribute("textContent")[:80] for m in maths
+           if not m.find_elements(By.CSS_SELECTOR, "mjx-container")]
+    text = browser.execute_script("return document.body.innerText")
+    assert not raw, (f"notation.html, opened with the network blocked: {len(raw)} of {len(maths)} math elements "
+                     f"were not typeset by MathJax (no mjx-container), e.g. {raw[:3]} — does the build ship "
+                     f"MathJax (not a CDN)?")
+    assert "$$" not in text, "notation.html shows raw $$ in its text"
