@@ -67,7 +67,7 @@ test: setup data
 
 # JupyterLab + the system's Chromium (apt: chromium, chromium-driver); tests/test_jupyterlab.py
 test-browser: setup data
-	$(PY) -m pytest -q -m jupyterlab tests/test_jupyterlab.py
+	$(PY) -m pytest -q -rP -m jupyterlab tests/test_jupyterlab.py
 
 book: setup data
 	$(PY) -m nrbook.runbook --profile auto --only-stale

@@ -494,9 +494,16 @@ class Datasets:
     acc: dict[tuple[str, Any], float] = field(default_factory=dict)
     x_adv: torch.Tensor | None = None
 
-    def activity(self, th: Thresholds, kind: str = "binary") -> dict[tuple[str, Any], dict[str, float]]:
-        """``toggle_activity`` of every dataset: key → {layer: %, "total": %}."""
-        return {k: toggle_activity(e, th, kind) for k, e in self.ext.items()}
+    def activity(self, th: Thresholds, kind: str = "binary",
+                 keys: Sequence[tuple[str, Any]] | None = None) -> dict[tuple[str, Any], dict[str, float]]:
+        """``toggle_activity`` of every dataset, or of ``keys`` only, in their order:
+        key → {layer: %, "total": %}."""
+        if keys is None:
+            keys = list(self.ext)
+        missing = [k for k in keys if k not in self.ext]
+        if missing:
+            raise KeyError(f"keys {missing} are not datasets here; there are {list(self.ext)}")
+        return {k: toggle_activity(self.ext[k], th, kind) for k in keys}
 
     def totals(self, th: Thresholds, kind: str = "binary") -> dict[tuple[str, Any], float]:
         """The total toggle activity (%) of every dataset."""

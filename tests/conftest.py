@@ -151,7 +151,8 @@ def _chromium_options(webdriver, *, offline: bool, loopback: bool, size: tuple[i
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--no-first-run", "--no-default-browser-check", "--disable-extensions",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-default-apps", "--metrics-recording-only", f"--window-size={size[0]},{size[1]}"):
+                "--disable-default-apps", "--disable-breakpad", "--disable-crash-reporter",
+                f"--window-size={size[0]},{size[1]}"):
         opts.add_argument(arg)
     if offline:
         # no name resolves and every http(s) request goes to a closed port (IP literals too);

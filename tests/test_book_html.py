@@ -249,3 +249,49 @@ def test_citations_read_like_the_reference_labels(built_book, pages):
     assert checked, "no citation links to the reference list"
     assert not wrong, "citations and reference labels differ:\n" + "\n".join(wrong[:20])
     assert exact, "no parenthetical citation reads exactly like its reference label"
+
+
+# ---------------------------------------------------------------------------------------------
+# a chapter page as a reader meets it: light, opened by the run's banner and the how-to-run box,
+# with papermill's cells collapsed and no progress-bar or widget debris
+# ---------------------------------------------------------------------------------------------
+MAX_PAGE_BYTES = 10 * 2**20
+PROGRESS_TEXT = re.compile(r"\d+%\|[^|\n]*\|\s*\d+/\d+")        # tqdm's "40%|████  | 2/5"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_page_is_light(built_book, chapter):
+    size = (built_book / f"{chapter}.html").stat().st_size
+    assert size <= MAX_PAGE_BYTES, f"{chapter}.html is {size / 2**20:.1f} MB, over {MAX_PAGE_BYTES / 2**20:.0f} MB"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_chapter_opens_with_the_run_banner_and_how_to_run_box(built_book, pages, chapter):
+    page = pages[built_book / f"{chapter}.html"]
+    body = page.find("article") or page
+    boxes = body.find_all(class_="admonition")[:2]
+    assert len(boxes) == 2, f"{chapter}: the page does not open with the banner and the box"
+    banner, box = text_of(boxes[0]), text_of(boxes[1])
+    assert "This page was executed with the" in banner
+    # said plainly whether a full run exists
+    assert ("This page shows a full run" in banner) != ("No full run of this chapter exists yet" in banner)
+    for part in ("Paper.", "How to run it", "papermill notebooks/", "make run PROFILE="):
+        assert part in box, f"{chapter}: the opening box lacks {part!r}"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_papermill_cells_are_collapsed(built_book, pages, chapter):
+    page = pages[built_book / f"{chapter}.html"]
+    cells = [c for c in page.find_all(class_="cell")
+             if {"tag_parameters", "tag_injected-parameters"} & set(c.get("class", []))]
+    assert cells, f"{chapter}: no parameters cell found"
+    for c in cells:
+        assert "tag_hide-cell" in c.get("class", []), f"{chapter}: a papermill cell is shown expanded"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_no_progress_bars_or_widget_placeholders(built_book, chapter):
+    html = (built_book / f"{chapter}.html").read_text(encoding="utf-8")
+    assert not PROGRESS_TEXT.search(html), f"{chapter}: a progress bar's text is in the page"
+    assert "application/vnd.jupyter.widget-view+json" not in html, f"{chapter}: an ipywidgets placeholder"
+    assert "application/vnd.jupyter.widget-state+json" not in html, f"{chapter}: saved widget state"

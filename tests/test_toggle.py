@@ -326,3 +326,14 @@ def test_attack_names_make_the_arm_names():
     def noise(m, x, y):
         return x
     assert toggle._attack_name(noise) == "noise" and toggle._attack_name(lambda m, x, y: x) == "adv"
+
+
+def test_activity_of_chosen_datasets_only(tiny_cifar_net, tiny_images):
+    net, (x, y) = tiny_cifar_net, tiny_images
+    ds = toggle.eps_sweep(net, x[:12], y[:12], attacks.FGSM(8 / 255), [0.0, 1.0], layers=["conv1"])
+    th = toggle.fit_thresholds(net, x, layers=["conv1"], bins=32)
+    keys = [("clean+fgsm", 1.0), ("clean", 0.0)]
+    some = ds.activity(th, "binary", keys=keys)
+    assert list(some) == keys and some == {k: v for k, v in ds.activity(th, "binary").items() if k in keys}
+    with pytest.raises(KeyError, match="0.5"):
+        ds.activity(th, "binary", keys=[("clean+fgsm", 0.5)])
