@@ -10,7 +10,7 @@ system's headless Chromium (Selenium; network blocked except 127.0.0.1) opens th
 cells from the Run menu, waits until the last cell has run, finds the chapter's slider panel (the
 last output holding ipywidgets 8 sliders: the chapter's last ``widgets.panel(``), moves its first
 slider (ε) one step and back with the arrow keys on its handle, and measures how long the panel's
-figure takes to change after each key press (at most ``$NRBOOK_LAB_BUDGET_S`` seconds, default 3).
+figure takes to change after each key press (at most ``$NRBOOK_LAB_BUDGET_S`` seconds, default 2).
 JupyterLab, its kernels and the browser are stopped at the end, whatever happens.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTER = ROOT / "notebooks" / "05_toggle_activity.ipynb"
 PANEL_CALL = "widgets.panel("
-BUDGET_S = float(os.environ.get("NRBOOK_LAB_BUDGET_S", "3"))   # slider move -> new figure
+BUDGET_S = float(os.environ.get("NRBOOK_LAB_BUDGET_S", "2"))   # slider move -> new figure
 RUN_TIMEOUT_S = 540                                               # every cell of the chapter at smoke
 
 pytestmark = [pytest.mark.jupyterlab, pytest.mark.timeout(900)]
