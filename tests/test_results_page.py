@@ -262,3 +262,25 @@ def test_intro_tables_are_generated_and_up_to_date(tmp_path):
     assert new.startswith("before\n") and new.endswith(f"{end}\nafter\n")
     (tmp_path / "plain.md").write_text("no markers\n")
     assert rp.write_intro_section(tmp_path / "plain.md") is None
+
+
+def test_readme_bench_tables_come_from_the_bench_files(tmp_path, data):
+    assert "No benchmark has been run" in "\n".join(rp.bench_section())
+    bench = data / "results" / "bench" / "some-device.json"
+    bench.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"section": "PGD-10 img/s", "nrlib": "108.8", "reference": "111.5", "ratio": "0.98×", "goal": "—",
+             "met": "—"},
+            {"section": "max |Δacc| pts", "nrlib": "0", "reference": "0", "ratio": "—", "goal": "0", "met": "yes"}]
+    bench.write_text(json.dumps({"device": "some device", "profile": "cpu", "date": "2026-01-02T00:00:00+00:00",
+                                 "git_commit": "abc1234", "torch": "2.x", "sizes": {"repeats": 3}, "table": rows}))
+    md = "\n".join(rp.bench_section())
+    assert "**some device** — `cpu` profile, 2026-01-02, commit `abc1234`, best of 3" in md
+    assert "| PGD-10 img/s | 108.8 | 111.5 | 0.98× | — | — |" in md
+    assert "| max \\|Δacc\\| pts |" in md                     # a | in a cell does not split the row
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{rp.BENCH_START}\nold numbers\n{rp.BENCH_END}\nrest\n"
+                      f"{rp.README_START}\n{rp.README_END}\n")
+    rp.write_readme_section(readme)
+    text = readme.read_text()
+    assert "old numbers" not in text and "| PGD-10 img/s | 108.8 |" in text
+    assert text.startswith(f"intro\n{rp.BENCH_START}\n") and f"{rp.BENCH_END}\nrest\n" in text
