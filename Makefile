@@ -7,7 +7,7 @@
 #   make book         execute stale notebooks (cpu profile, full on a CUDA GPU) + build _build/html
 #   make run          re-run notebooks: make run PROFILE=cpu NB=04 [FORCE=1], then rebuild the book
 #   make full         make run PROFILE=full (a GPU; the numbers the book publishes)
-#   make stage        CIFAR-10 in 45 MB parts + MNIST into data/gpu/, wheels into .whl/, for a lent GPU
+#   make stage        CIFAR-10 in 45 MB parts + MNIST into data/gpu/, wheels into .whl/, for an offline GPU machine
 #   make html         only rebuild the HTML from the executed notebooks in book/
 #   make check        which executed notebooks are missing, stale or fresh
 #   make bench        nrlib vs reference timings on this device -> data/results/bench/ (BENCH_ARGS="--profile smoke")

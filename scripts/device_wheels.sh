@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Wheels of the packages the lent GPU machine's image lacks (it has torch, numpy, scipy, pandas,
+# Wheels of the packages the offline GPU machine's image lacks (it has torch, numpy, scipy, pandas,
 # matplotlib, seaborn, tqdm, pyyaml, requests, ...), for its Python 3.12 on x86-64, into .whl/
 # (git-ignored): papermill (and nbformat, nbclient, ...), ipykernel and ipywidgets, which nrbook's
 # runbook and the notebooks need. scripts/gpu_full.sh installs them with --no-deps into /tmp/site

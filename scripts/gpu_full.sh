@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the book's `full` profile on a lent GPU machine and put what must come back in $OUT.
+# Run the book's `full` profile on an offline GPU machine and put what must come back in $OUT.
 # The machine has PyTorch but no network and no `pip install` of this repository: the repository is
 # copied there, and this script puts its root on PYTHONPATH so that `nrlib` and `nrbook` import from
 # the copy (the notebooks' kernels inherit it; nrbook.runbook adds it too).

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Stage CIFAR-10 for a lent GPU machine in parts small enough to travel.
+"""Stage CIFAR-10 for an offline GPU machine in parts small enough to travel.
 
-Plumbing for one environment, not part of the library: the workplace lends a
-GPU machine, without a network, through calls that each carry at most 64 MiB
+Plumbing for one environment, not part of the library: a GPU machine without a
+network, reached through calls that each carry at most 64 MiB
 (the tracked tree, untracked files git does not ignore and the ignored paths
 named in ``carry``), yet CIFAR-10's torchvision folder ``cifar-10-batches-py/``
 is about 186 MB. Ignored files already on the machine are kept between calls
