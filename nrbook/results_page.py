@@ -558,32 +558,43 @@ def _fmt_setting(v) -> str:
     return str(v)
 
 
+DATASET_NAMES = {"mnist": "MNIST", "cifar10": "CIFAR-10"}
+
+
 def recipe_table(recipe: str) -> list[str]:
-    """Markdown lines: per profile (full, cpu, smoke) and group of architectures that share their
-    settings, the settings ``nrlib.train.recipe_settings`` gives them — width (channels of the first
-    stage), training images (and validation images), epochs (at most, with early stopping), batch
-    and peak learning rate — then one line of the recipe's shared settings."""
+    """Markdown lines: per profile (full, cpu, smoke), dataset (for a recipe that trains on several)
+    and group of architectures that share their settings, the settings
+    ``nrlib.train.recipe_settings`` gives them — width (channels of the first stage), conv1's
+    kernels where a recipe sets them apart, training images (and validation images), epochs (at
+    most, with early stopping), batch and peak learning rate — then one line of the recipe's shared
+    settings."""
     from nrlib import train
 
     rc = train.RECIPES[recipe]
-    archs = list(rc["archs"])
-    per = {(p, a): train.recipe_settings(a, recipe, p) for p in PROFILES for a in archs}
+    archs, datasets = list(rc["archs"]), train.recipe_datasets(recipe)
+    per = {(p, d, a): train.recipe_settings(a, recipe, p, d) for p in PROFILES for d in datasets for a in archs}
     has = lambda k: any(k in s for s in per.values())        # noqa: E731
     cols = [("width", "width (first-stage channels)")] if has("width") else []
+    cols += [("stem", "conv1 kernels")] if has("stem") else []
     cols += [("n_train", "training images")]
     if any(s.get("n_val") for s in per.values()):
         cols += [("n_val", "validation images")]
     early = any(s.get("patience") for s in per.values())
     cols += [("epochs", "epochs (at most; early stopping)" if early else "epochs"), ("batch_size", "batch"),
              ("lr", "peak lr" if has("schedule") else "lr")]
+    multi = len(datasets) > 1
     rows = []
     for profile in reversed(PROFILES):
-        groups: dict[tuple, list[str]] = {}
-        for a in archs:
-            groups.setdefault(tuple(per[(profile, a)].get(k) for k, _ in cols), []).append(a)
-        for values, group in groups.items():
-            rows.append([f"`{profile}`", ", ".join(ARCH_NAMES.get(a, a) for a in group),
-                         *["—" if v is None else _fmt_setting(v) for v in values]])
+        for d in datasets:
+            groups: dict[tuple, list[str]] = {}
+            for a in archs:
+                st = per[(profile, d, a)]
+                groups.setdefault(tuple(st.get(k) if k != "stem" else st.get("stem") or st.get("width")
+                                        for k, _ in cols), []).append(a)
+            for values, group in groups.items():
+                rows.append([f"`{profile}`", *([DATASET_NAMES.get(d, d)] if multi else []),
+                             ", ".join(ARCH_NAMES.get(a, a) for a in group),
+                             *["—" if v is None else _fmt_setting(v) for v in values]])
     shown = {k for k, _ in cols} | {"archs", "profiles", "evidence", "dataset"}
     said = []
     for k, v in rc.items():
@@ -593,10 +604,15 @@ def recipe_table(recipe: str) -> list[str]:
             said.append("snapshots at " + ", ".join(f"{f:.0%}" for f in v) + " of training")
         elif k == "n_val_split":
             said.append(f"the validation images are drawn from a split of {v:,} training images held out")
+        elif isinstance(v, dict) and "default" in v:
+            said.append(f"{k.replace('_', ' ')} " + ", ".join(
+                f"{DATASET_NAMES.get(c, c) if c != 'default' else 'otherwise'}: "
+                + (f"`{w}`" if isinstance(w, str) else _fmt_setting(w)) for c, w in v.items()))
         else:
             said.append(f"{k.replace('_', ' ')} " + (f"`{v}`" if isinstance(v, str) else _fmt_setting(v)))
-    note = f"`nrlib.train.RECIPES[\"{recipe}\"]` ({rc['dataset']}), every profile: " + "; ".join(said) + "."
-    return _table(["profile", "models", *[h for _, h in cols]], rows) + [note, ""]
+    on = ", ".join(datasets)
+    note = f"`nrlib.train.RECIPES[\"{recipe}\"]` ({on}), every profile: " + "; ".join(said) + "."
+    return _table(["profile", *(["dataset"] if multi else []), "models", *[h for _, h in cols]], rows) + [note, ""]
 
 
 def write_intro_section(intro: Path = BOOK / "intro.md") -> Path | None:

@@ -43,7 +43,8 @@ SHAPES = {"mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
 MNIST_CNNS = {"shallow": (16, 32), "base": (32, 64), "dense": (32, 64, 128)}
 ARCHS = tuple(MNIST_CNNS) + ("resnet20", "resnet18", "resnet50", "resnet101", "vgg16", "vgg19")
 WIDTH_ARCHS = ("resnet20", "resnet18", "resnet50", "resnet101", "vgg16", "vgg19")  # take ``width=``
-BUILD_OPTIONS = {"mnist_cnn": ("dropout", "hidden", "num_classes"), "width": ("width", "num_classes")}
+BUILD_OPTIONS = {"mnist_cnn": ("dropout", "hidden", "num_classes"), "width": ("width", "num_classes"),
+                 "resnet": ("width", "stem", "num_classes")}
 
 
 def _check_data(dataset, num_classes) -> tuple[str, int]:
@@ -195,25 +196,35 @@ class _PadShortcut(nn.Module):
 
 
 class ResNet(NRModel):
-    """CIFAR-style ResNet (He et al. 2016): 3×3 stem, four stages, global pool, fc."""
+    """CIFAR-style ResNet (He et al. 2016): 3×3 stem, four stages, global pool, fc.
+
+    ``width`` is the first stage's channels (64 for ResNet-18/50/101, 16 for
+    ResNet-20); ``stem`` the kernels of ``conv1`` (default: ``width``, as in
+    He et al.). A stem wider than a reduced ``width`` keeps more first-layer
+    kernels to study (Pravin et al. 2021 study ``conv1``) in a cheaper body;
+    the first block's shortcut then projects stem → stage-1 channels."""
 
     # block, blocks per stage, shortcut option, default width
     CONFIGS = {"resnet20": (_Block, (3, 3, 3), "A", 16), "resnet18": (_Block, (2, 2, 2, 2), "B", 64),
                "resnet50": (_Bottleneck, (3, 4, 6, 3), "B", 64),
                "resnet101": (_Bottleneck, (3, 4, 23, 3), "B", 64)}
 
-    def __init__(self, arch="resnet18", dataset="cifar10", width=None, num_classes=10):
+    def __init__(self, arch="resnet18", dataset="cifar10", width=None, stem=None, num_classes=10):
         super().__init__()
         check_choice("arch", arch, tuple(self.CONFIGS))
         dataset, num_classes = _check_data(dataset, num_classes)
         block, counts, option, default_width = self.CONFIGS[arch]
         width = default_width if width is None else check_int("width", width, low=1)
+        stem = width if stem is None else check_int("stem", stem, low=1)
+        if option == "A" and stem != width:
+            raise ValueError(f"stem={stem} must equal width={width} for {arch}, whose parameter-free shortcuts "
+                             "cannot change the number of channels")
         c = SHAPES[dataset][0]
         self.normalize = Normalize(*STATS[dataset])
-        self.conv1 = nn.Conv2d(c, width, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
+        self.conv1 = nn.Conv2d(c, stem, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(stem)
         self.relu1 = nn.ReLU()
-        cin, stages = width, []
+        cin, stages = stem, []
         for s, n in enumerate(counts):
             planes = width * 2 ** s
             blocks = []
@@ -292,7 +303,8 @@ def build(arch: str, dataset: str = "mnist", **kw) -> NRModel:
     """Build ``arch`` for ``dataset``; see the module docstring for the names."""
     check_choice("arch", arch, ARCHS)
     check_choice("dataset", dataset, tuple(STATS))
-    allowed = BUILD_OPTIONS["mnist_cnn" if arch in MNIST_CNNS else "width"]
+    allowed = BUILD_OPTIONS["mnist_cnn" if arch in MNIST_CNNS else "resnet" if arch.startswith("resnet")
+                            else "width"]
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
         raise ValueError(f"build({arch!r}) got unknown keyword argument(s) {unknown}; "

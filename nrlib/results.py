@@ -3,7 +3,8 @@
 ``write(notebook, profile, metrics, ...)`` stores
 ``data/results/<notebook>/<profile>.json`` atomically with the device, torch
 version, git commit, date and seconds per stage; ``read`` loads it back.
-``Timer`` collects the seconds per stage as a notebook runs.
+``Timer`` collects the seconds per stage as a notebook runs; ``tag`` writes
+a setting into a metric key (``eps=0.0314``, ``snapshot=0.1``).
 """
 from __future__ import annotations
 
@@ -33,6 +34,17 @@ class CorruptResultsError(ValueError):
 
 def results_dir() -> Path:
     return data_root() / "results"
+
+
+def tag(name: str, value) -> str:
+    """A setting as it appears in a metric key: ``name=value`` with a float written to at most
+    four decimals and no trailing zeros (``tag("eps", 8/255)`` → ``eps=0.0314``, ``tag("eps", 0.3)``
+    → ``eps=0.3``) but keeping one decimal (``tag("snapshot", 1.0)`` → ``snapshot=1.0``)."""
+    check_name("name", name)
+    if isinstance(value, (float, np.floating)):
+        text = f"{float(value):.4f}".rstrip("0")
+        value = text + "0" if text.endswith(".") else text
+    return f"{name}={value}"
 
 
 def device_name(device: str | torch.device | None = None) -> str:

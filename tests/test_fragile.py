@@ -105,3 +105,210 @@ def test_bad_arguments_name_the_parameter(tiny, kw, param):
     if "chunk" not in kw:
         with pytest.raises(ValueError, match=param):
             fragile.kernel_dropout_accuracy_naive(model, x, y, **kw)
+
+
+# ----------------------------------------------------------------------------
+# §3.3: the fragile / null split
+# ----------------------------------------------------------------------------
+def test_split_by_the_mean_line():
+    acc = [90.0, 80.0, 85.0, 70.0, 95.0]                       # mean 84
+    assert fragile.split_kernels(acc) == ([1, 3], [0, 2, 4])
+    assert fragile.split_kernels(torch.tensor([1.0, 2.0, 3.0])) == ([0], [1, 2])   # on the mean: null
+    assert fragile.split_kernels(acc, n_fragile=3) == ([1, 2, 3], [0, 4])           # the 3 lowest
+    assert fragile.split_kernels([5.0, 5.0, 5.0, 1.0], n_fragile=2) == ([0, 3], [1, 2])   # ties: lower index
+    with pytest.raises(ValueError, match="n_fragile="):
+        fragile.split_kernels(acc, n_fragile=5)
+    with pytest.raises(ValueError, match="acc"):
+        fragile.split_kernels([1.0])
+
+
+# ----------------------------------------------------------------------------
+# §4.3, Algorithm 1 on a hand-built layer
+# ----------------------------------------------------------------------------
+class _TwoKernels(torch.nn.Module):
+    """conv1 with kernel 0 = all ones and kernel 1 = all 0.1 (3×3, no bias), then a linear head."""
+
+    def __init__(self, strong: int = 0):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 2, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv1.weight.fill_(0.1)
+            self.conv1.weight[strong] = 1.0
+        self.head = torch.nn.Linear(2 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.conv1(x)).flatten(1))
+
+
+def test_kernel_differences_and_decision_on_a_known_layer():
+    x = torch.zeros(2, 1, 8, 8)
+    x_adv = x.clone()
+    x_adv[0, 0, 3:5, 3:5] = 0.5                                 # image 0: a 2×2 bump
+    x_adv[1] = 0.25                                             # image 1: a uniform shift
+    d = fragile.kernel_differences(_TwoKernels(0), x, x_adv)
+    # by hand: |conv(δ)| averaged over the 8×8 positions; kernel 0 is 10× kernel 1
+    bump = 0.5 * torch.nn.functional.conv2d(torch.zeros(1, 1, 8, 8).index_put_(
+        (torch.tensor([0]), torch.tensor([0]), torch.tensor([3, 3, 4, 4]), torch.tensor([3, 4, 3, 4])),
+        torch.ones(4)), torch.ones(1, 1, 3, 3), padding=1).abs().mean()
+    assert torch.allclose(d[0], torch.stack([bump, 0.1 * bump]), rtol=1e-5)
+    assert torch.allclose(d[1, 1], 0.1 * d[1, 0], rtol=1e-5)
+    assert fragile.attacks_fragile(d, [0], [1]).tolist() == [True, True]
+    assert fragile.attacks_fragile(d, [1], [0]).tolist() == [False, False]
+    # the strong kernel in the null set: no example attacks the fragile one
+    d2 = fragile.kernel_differences(_TwoKernels(1), x, x_adv)
+    assert fragile.attacks_fragile(d2, [0], [1]).tolist() == [False, False]
+
+
+def test_adversarial_targeting_shares(tiny):
+    model, x, y = tiny
+    acc = fragile.kernel_dropout_accuracy(model, x, y)
+    fr, nu = fragile.split_kernels(acc)
+    t = fragile.adversarial_targeting(model, x, y, fr, nu, [0.0, 0.01, 0.05])
+    assert t.share[0] == 0.0 and t.fragile_diff[0] == 0.0       # ε = 0: no difference, no example counts
+    assert all(0.0 <= s <= 100.0 for s in t.share)
+    assert t.accuracy[0] == metrics.accuracy(model, x, y)
+    assert t.accuracy[2] < t.accuracy[0]                        # FGSM lowers accuracy
+    assert t.share_for(fr, nu) == t.share                       # the cached differences give the same answer
+    flipped = t.share_for(nu, fr)
+    assert all(a + b <= 100.0 + 1e-9 for a, b in zip(t.share[1:], flipped[1:]))
+    assert t.kernel_means(0.05).shape == (4,)
+    with pytest.raises(ValueError, match="both fragile and null"):
+        fragile.adversarial_targeting(model, x, y, [0, 1], [1, 2], [0.1])
+    with pytest.raises(ValueError, match=r"eps\[0\]"):
+        fragile.adversarial_targeting(model, x, y, fr, nu, [-0.1])
+
+
+# ----------------------------------------------------------------------------
+# §4.1: Gavish–Donoho
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("beta", [0.05, 0.25, 0.5, 0.75, 1.0])
+def test_gd_lambda_is_the_closed_form(beta):
+    w = (beta + 1) + (beta ** 2 + 14 * beta + 1) ** 0.5
+    assert fragile.gd_lambda(beta) == pytest.approx((2 * (beta + 1) + 8 * beta / w) ** 0.5, rel=1e-12)
+
+
+def test_gd_constants_at_known_points():
+    assert fragile.gd_lambda(1.0) == pytest.approx(4 / 3 ** 0.5, rel=1e-12)   # Gavish & Donoho: 4/√3
+    assert fragile.gd_omega(1.0) == pytest.approx(2.86, abs=0.01)              # ≈ 2.858 in their Table
+    for bad in (0.0, 1.5, -1.0):
+        with pytest.raises(ValueError, match="beta="):
+            fragile.gd_lambda(bad)
+
+
+def _low_rank_plus_noise(m=120, n=300, rank=4, sigma=0.5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u, _ = torch.linalg.qr(torch.randn(m, rank, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(n, rank, generator=g, dtype=torch.float64))
+    s = torch.tensor([60.0, 45.0, 35.0, 28.0], dtype=torch.float64)[:rank]
+    return (u * s) @ v.T + sigma * torch.randn(m, n, generator=g, dtype=torch.float64)
+
+
+def test_known_sigma_threshold_keeps_the_true_rank():
+    x = _low_rank_plus_noise()
+    s = torch.linalg.svdvals(x)
+    tau = fragile.gd_threshold(s, x.shape, sigma=0.5)
+    assert tau == pytest.approx(fragile.gd_lambda(120 / 300) * 300 ** 0.5 * 0.5)
+    assert fragile.svd_filter(x, tau).rank == 4
+    assert fragile.gd_threshold(s, x.T.shape, sigma=0.5) == tau       # orientation does not matter
+
+
+def test_unknown_sigma_threshold_is_close_to_the_known_one():
+    x = _low_rank_plus_noise()
+    s = torch.linalg.svdvals(x)
+    known, unknown = fragile.gd_threshold(s, x.shape, sigma=0.5), fragile.gd_threshold(s, x.shape)
+    assert unknown == pytest.approx(known, rel=0.05)
+    assert fragile.svd_filter(x, unknown).rank == 4
+
+
+def test_both_clamp_modes():
+    x = _low_rank_plus_noise(m=30, n=40, rank=4, sigma=1.0)
+    s = torch.linalg.svdvals(x).numpy()
+    tau = float((s[3] + s[4]) / 2)
+    hard, cap = fragile.svd_filter(x, tau, "hard"), fragile.svd_filter(x, tau, "cap")
+    assert hard.rank == hard.kept == 4 and cap.kept == 4 and cap.rank == 30
+    assert list(hard.s_filtered[:4]) == pytest.approx(list(s[:4])) and not hard.s_filtered[4:].any()
+    assert list(cap.s_filtered) == pytest.approx([min(v, tau) for v in s])
+    u, sv, vh = torch.linalg.svd(x, full_matrices=False)
+    assert torch.allclose(hard.matrix, (u[:, :4] * sv[:4]) @ vh[:4])        # the rank-4 truncation
+    assert torch.linalg.svdvals(cap.matrix).max().item() == pytest.approx(tau)
+    with pytest.raises(ValueError, match="clamp="):
+        fragile.svd_filter(x, tau, "soft")
+
+
+@pytest.mark.parametrize("rule", ["ratio", "energy", "none"])
+def test_amplification_restores_the_stated_energy(tiny, rule):
+    model, _, _ = tiny
+    w = model.conv1.weight.detach().double()
+    fr, nu = [0], [1, 2, 3]
+    s = torch.linalg.svdvals(w[nu].reshape(3, -1))
+    new, info = fragile.filter_kernels(model, fr, nu, tau=float(s[1]) * 1.001, amplify=rule)
+    w2 = new.conv1.weight.detach().double()
+    n0, n1 = w[nu].norm().item(), w2[nu].norm().item()
+    assert n1 < n0 and info["rank"] == 1                       # the null kernels lost energy
+    alpha = {"ratio": n0 / n1, "energy": None, "none": 1.0}[rule]
+    if rule == "energy":
+        assert w2.norm().item() == pytest.approx(w.norm().item(), rel=1e-6)   # the layer's energy kept
+    else:
+        assert info["alpha"] == pytest.approx(alpha)
+        assert w2[fr].norm().item() == pytest.approx(alpha * w[fr].norm().item(), rel=1e-6)
+    assert torch.allclose(w2[fr], w[fr] * info["alpha"], rtol=1e-6)
+
+
+def test_filtering_leaves_the_original_model_unchanged(tiny):
+    model, x, y = tiny
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    s = torch.linalg.svdvals(fragile.null_matrix(model, [2, 3]))
+    new, info = fragile.filter_kernels(model, [0, 1], [2, 3], tau=float(s[0]) * 0.99)
+    assert info["rank"] == 1
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert new is not model and not torch.equal(new.conv1.weight, model.conv1.weight)
+    assert {k for k in before} == set(new.state_dict())
+    assert all(torch.equal(before[k], v) for k, v in new.state_dict().items() if k != "conv1.weight")
+    with pytest.raises(ValueError, match="not both"):
+        fragile.filter_kernels(model, [0], [1, 2], sigma=0.1, tau=1.0)
+
+
+def test_sigma_search_picks_by_its_stated_objective(tiny):
+    from nrlib import attacks
+    model, x, y = tiny
+    fr, nu = [0, 1], [2, 3]
+    grid = fragile.sigma_grid(fragile.null_matrix(model, nu), points=5)
+    assert len(grid) == 5 and grid == sorted(grid)
+    r = fragile.sigma_search(model, x, y, fr, nu, grid, attack=attacks.FGSM(0.02), max_clean_drop=100.0)
+    assert [row["sigma"] for row in r["rows"]] == grid
+    assert r["rows"][-1]["rank"] == 0                           # the largest σ removes every direction
+    assert r["best"]["attacked_acc"] == max(row["attacked_acc"] for row in r["rows"])
+    strict = fragile.sigma_search(model, x, y, fr, nu, grid, attack=attacks.FGSM(0.02), max_clean_drop=0.0)
+    c0 = strict["original"]["clean_acc"]
+    allowed = [row for row in strict["rows"] if row["clean_acc"] >= c0] or strict["rows"][:1]
+    assert strict["best"] in allowed
+
+
+def test_pravin_recipe_snapshots_differ_and_load_back(isolated_data_root):
+    from nrlib import train
+    m, meta = train.zoo_get("resnet18", "mnist", "pravin", "smoke", progress=False)
+    assert meta["model_kwargs"] == {"width": 8} and m.conv1.out_channels == 8
+    assert meta["settings"]["schedule"] == "cosine" and meta["settings"]["augment"] is None
+    snaps = {s: train.zoo_get("resnet18", "mnist", "pravin", "smoke", snapshot=s)[0] for s in (0.1, 0.5, 1.0)}
+    w = {s: mm.conv1.weight.detach().clone() for s, mm in snaps.items()}
+    assert not torch.equal(w[0.1], w[0.5]) and not torch.equal(w[0.5], w[1.0])
+    assert torch.equal(w[1.0], m.conv1.weight)
+    again = train.zoo_get("resnet18", "mnist", "pravin", "smoke", snapshot=0.1)[0]
+    assert torch.equal(again.conv1.weight, w[0.1])
+    with pytest.raises(ValueError, match="dataset="):
+        train.zoo_get("resnet18", "svhn", "pravin", "smoke")
+    assert train.recipe_settings("resnet18", "pravin", "cpu", "cifar10")["augment"] == "crop_flip"
+
+
+def test_persistent_kernels_and_the_mean_line():
+    accs = {0.1: [50.0, 60.0, 40.0, 70.0], 0.5: [80.0, 70.0, 60.0, 90.0], 1.0: [80.0, 95.0, 70.0, 95.0]}
+    # fragile (below the mean): {0, 2}, {1, 2}, {0, 2}  -> persistent {2}
+    assert fragile.persistent_fragile(accs) == [2]
+    inf = fragile.training_influence(accs)
+    assert inf["fragile"] == {0.1: [0, 2], 0.5: [1, 2], 1.0: [0, 2]} and inf["persistent"] == [2]
+    assert inf["mean"] == {0.1: 55.0, 0.5: 75.0, 1.0: 85.0} and inf["peak"] == 1.0
+    assert inf["early_rise"] == 20.0 and inf["late_rise"] == 10.0
+    falls = fragile.training_influence({0.1: [1.0, 3.0], 0.5: [5.0, 7.0], 1.0: [4.0, 4.0]})
+    assert falls["peak"] == 0.5 and falls["late_rise"] == -2.0
+    with pytest.raises(ValueError, match="different lengths"):
+        fragile.persistent_fragile([[1.0, 2.0], [1.0, 2.0, 3.0]])

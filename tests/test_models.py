@@ -163,3 +163,15 @@ def test_resnet20_is_he_et_al_cifar_network():
     assert s.shape == (1, 32, 16, 16) and torch.equal(s[:, 8:24], x[:, :, ::2, ::2])
     assert float(s[:, :8].abs().sum()) == 0.0 and float(s[:, 24:].abs().sum()) == 0.0
     assert count_params(build("resnet20", "cifar10", width=4)) < count_params(m)
+
+
+def test_resnet_stem_sets_the_first_layer_apart():
+    """``stem``: conv1's kernels (Pravin et al. study them) apart from the body's width."""
+    m = models.build("resnet50", "mnist", width=8, stem=16)
+    assert m.conv1.weight.shape == (16, 1, 3, 3) and m.bn1.num_features == 16
+    assert m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert models.build("resnet18", "cifar10", width=8).conv1.out_channels == 8      # default: the width
+    with pytest.raises(ValueError, match="stem="):
+        models.build("resnet20", "cifar10", stem=32)
+    with pytest.raises(ValueError, match="stem"):
+        models.build("vgg16", "cifar10", stem=32)

@@ -216,13 +216,15 @@ def test_recipe_table_says_what_the_recipe_says(recipe):
     lines = rp.recipe_table(recipe)
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     seen = set()
+    names = {v: k for k, v in rp.DATASET_NAMES.items()}
     for row in _rows(lines):
         cells = dict(zip(header, row))
         profile = cells["profile"].strip("`")
+        dataset = names[cells["dataset"]] if "dataset" in cells else train.recipe_datasets(recipe)[0]
         archs = [a for a in rc["archs"] if rp.ARCH_NAMES[a] in cells["models"].split(", ")]
         assert archs, row
         for a in archs:
-            s = train.recipe_settings(a, recipe, profile)
+            s = train.recipe_settings(a, recipe, profile, dataset)
             assert cells["training images"] == f"{s['n_train']:,}"
             assert cells["batch"] == f"{s['batch_size']:,}"
             assert float(cells.get("peak lr", cells.get("lr"))) == s["lr"]
@@ -230,8 +232,11 @@ def test_recipe_table_says_what_the_recipe_says(recipe):
             assert int(epochs) == s["epochs"]
             if "width (first-stage channels)" in cells:
                 assert int(cells["width (first-stage channels)"]) == s["width"]
-            seen.add((profile, a))
-    assert seen == {(p, a) for p in rc["profiles"] for a in rc["archs"]}, "every profile and model once"
+            if "conv1 kernels" in cells:
+                assert cells["conv1 kernels"] == f"{s.get('stem') or s['width']:,}"
+            seen.add((profile, dataset, a))
+    assert seen == {(p, d, a) for p in rc["profiles"] for d in train.recipe_datasets(recipe)
+                    for a in rc["archs"]}, "every profile, dataset and model once"
 
 
 def test_recipe_table_changes_with_the_recipe(monkeypatch):

@@ -115,3 +115,34 @@ def test_selection_sliders_show_their_option_labels():
     page = p._repr_html_()
     assert p.values == {"eps": [2 / 255, 8 / 255]} and p.start == [1]
     assert '<output>8/255</output>' in page and '"2/255"' in page
+
+
+def test_live_redraws_reuse_the_first_layout_and_show_a_retina_png(monkeypatch):
+    """A live move: tight_layout runs for real on the panel's first draw only, later draws reuse its
+    margins, and plt.show() displays one PNG at twice the figure's pixels, shown at its size."""
+    import IPython.display
+
+    shown, tight = [], []
+    monkeypatch.setattr(IPython.display, "display", lambda obj: shown.append(obj))
+    real_tight = plt.tight_layout
+    monkeypatch.setattr(plt, "tight_layout", lambda *a, **k: (tight.append(1), real_tight(*a, **k)))
+
+    def draw(eps=0.1, k=3):
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.set_title(f"eps={eps:.3f}")
+        plt.tight_layout()
+        plt.show()
+        return fig
+
+    layout = {}
+    margins = []
+    for e in (0.1, 0.3, 0.2):
+        with widgets._fast_redraw(layout):
+            fig = draw(e)
+            margins.append((fig.subplotpars.left, fig.subplotpars.top))
+    assert len(tight) == 1 and len(set(margins)) == 1       # measured once, then reused
+    assert len(shown) == 3 and not plt.get_fignums()        # one image per draw, the figure closed
+    from PIL import Image
+    im = Image.open(io.BytesIO(shown[0].data))
+    assert (im.width, im.height) == (600, 400) and (shown[0].width, shown[0].height) == (300, 200)
+    assert plt.tight_layout is not widgets._fast_redraw     # pyplot restored after each draw
