@@ -250,9 +250,9 @@ def split_kernels(acc, *, n_fragile: int | None = None) -> tuple[list[int], list
 def _check_split(fragile, null, n_kernels: int) -> tuple[list[int], list[int]]:
     fragile = check_indices("fragile", fragile, n_kernels)
     null = check_indices("null", null, n_kernels)
-    if not fragile or not null:
-        raise ValueError(f"fragile={fragile} and null={null} must both be non-empty (a layer of {n_kernels} "
-                         "kernels split by split_kernels)")
+    if not fragile and not null:
+        raise ValueError(f"fragile={fragile} and null={null} are both empty; give the split of a layer of "
+                         f"{n_kernels} kernels (split_kernels)")
     for nm, ids in (("fragile", fragile), ("null", null)):
         if len(set(ids)) != len(ids):
             raise ValueError(f"{nm}={ids} repeats a kernel; each kernel may appear once")
@@ -350,12 +350,19 @@ def kernel_differences(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, l
 def attacks_fragile(diff: torch.Tensor, fragile, null) -> torch.Tensor:
     """Algorithm 1's decision per example (Pravin et al. 2021, §4.3): True
     where the fragile kernels' mean difference exceeds the null kernels'
-    (``diff``: the N×K output of ``kernel_differences``)."""
+    (``diff``: the N×K output of ``kernel_differences``). An empty set's mean
+    counts as 0 — a layer whose dropout accuracies are all equal has no kernel
+    below their mean, so no fragile kernel, and no example attacks one."""
     if not isinstance(diff, torch.Tensor) or diff.dim() != 2:
         raise ValueError(f"diff must be an N×K tensor of kernel differences (kernel_differences), got "
                          f"{tuple(diff.shape) if isinstance(diff, torch.Tensor) else type(diff).__name__}")
     fragile, null = _check_split(fragile, null, diff.shape[1])
-    return diff[:, fragile].mean(1) > diff[:, null].mean(1)
+    return _set_mean(diff, fragile) > _set_mean(diff, null)
+
+
+def _set_mean(diff: torch.Tensor, kernels: list[int]) -> torch.Tensor:
+    """Each row's mean over ``kernels`` (0 for an empty set)."""
+    return diff[:, kernels].mean(1) if kernels else diff.new_zeros(diff.shape[0])
 
 
 @dataclass
@@ -419,8 +426,8 @@ def adversarial_targeting(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fr
         res.diff[e] = d
         res.share.append(100.0 * attacks_fragile(d, fragile, null).float().mean().item())
         res.accuracy.append(accuracy(model, x_adv, y, amp=False))
-        res.fragile_diff.append(d[:, fragile].mean().item())
-        res.null_diff.append(d[:, null].mean().item())
+        res.fragile_diff.append(_set_mean(d, fragile).mean().item())
+        res.null_diff.append(_set_mean(d, null).mean().item())
     return res
 
 
@@ -570,6 +577,8 @@ def filter_kernels(model: nn.Module, fragile, null, *, sigma: float | None = Non
         raise ValueError(f"layer={layer!r} is a {type(conv).__name__}; filtering works on a Conv2d's kernels")
     w = conv.weight.detach()
     fragile, null = _check_split(fragile, null, w.shape[0])
+    if not null:
+        raise ValueError("null=[]: there are no null kernels to filter")
     if sigma is not None and tau is not None:
         raise ValueError(f"give sigma={sigma!r} or tau={tau!r}, not both")
     wn = w[null].reshape(len(null), -1)

@@ -203,16 +203,18 @@ def training_curves(histories: Mapping[str, dict], *, axes=None, title: str = "T
     return axes
 
 
-def scoreboard(notebook: str, metrics: Mapping[str, float], *, keys: Sequence[str] | None = None):
+def scoreboard(notebook: str, metrics: Mapping[str, float], *, keys: Sequence[str] | None = None,
+               profile: str | None = None):
     """The paper-vs-ours table of a chapter as Markdown, one row per claim of
     its paper file (``nrlib.papers``): the claim, where the paper prints it,
     the paper's value, ours and the verdict by the claim's rule. ``keys``
-    limits it to some claims (a section's table)."""
+    limits it to some claims (a section's table); ``profile``, the run's, makes
+    the claims judged only at other profiles read "not run"."""
     from IPython.display import Markdown
 
     from . import papers
 
-    rows = papers.scoreboard(notebook, dict(metrics))
+    rows = papers.scoreboard(notebook, dict(metrics), profile)
     if keys is not None:
         rows = [r for r in rows if r["key"] in set(keys)]
     return Markdown(papers.markdown_table(rows))

@@ -400,7 +400,7 @@ RECIPES = {
         "optimizer": "sgd", "schedule": "cosine", "weight_decay": 5e-4,
         "augment": {"default": None, "cifar10": "crop_flip"}, "snapshots": [0.1, 0.5],
         "profiles": {
-            "smoke": {"n_train": 300, "n_test": 200, "width": 8, "batch_size": 100, "lr": 0.05, "epochs": 3},
+            "smoke": {"n_train": 100, "n_test": 100, "width": 8, "batch_size": 50, "lr": 0.05, "epochs": 3},
             "cpu": {"n_train": 2000, "n_test": 1000, "width": 8, "stem": 16,
                     "batch_size": 64, "lr": 0.05, "epochs": 10},
             "full": {"n_train": {"default": 50000, "mnist": 60000}, "n_test": 10000, "width": 64,

@@ -157,6 +157,9 @@ def test_kernel_differences_and_decision_on_a_known_layer():
     # the strong kernel in the null set: no example attacks the fragile one
     d2 = fragile.kernel_differences(_TwoKernels(1), x, x_adv)
     assert fragile.attacks_fragile(d2, [0], [1]).tolist() == [False, False]
+    # no fragile kernel (all drops cost the same): no example attacks one
+    assert fragile.split_kernels([70.0, 70.0]) == ([], [0, 1])
+    assert fragile.attacks_fragile(d, [], [0, 1]).tolist() == [False, False]
 
 
 def test_adversarial_targeting_shares(tiny):

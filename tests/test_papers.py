@@ -12,7 +12,8 @@ import pytest
 from nrlib import papers
 from nrlib.profiles import PROFILES
 
-NOTEBOOKS = {"karnine2024": "04_dominant_filters", "prattico2022": "05_toggle_activity", "zoo": "zoo"}
+NOTEBOOKS = {"karnine2024": "04_dominant_filters", "prattico2022": "05_toggle_activity",
+             "pravin2021": "01_fragile_kernels", "zoo": "zoo"}
 
 
 def claim(rule, paper=10.0, key="m", **extra):

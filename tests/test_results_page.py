@@ -50,7 +50,8 @@ def _board(page):
 # the scoreboard and its links
 # ----------------------------------------------------------------------------
 def test_the_scoreboard_comes_first(tmp_path, data):
-    _write_results(data, CHAPTERS[0], "cpu", _metrics(CHAPTERS[0], 0.5))
+    numeric = next(c for c in CHAPTERS if _metrics(c, 0.0))     # a chapter whose paper prints numbers
+    _write_results(data, numeric, "cpu", _metrics(numeric, 0.5))
     page = _page(tmp_path)
     headings = [ln for ln in page.splitlines() if ln.startswith("## ")]
     assert headings[0] == "## Scoreboard"

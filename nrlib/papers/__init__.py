@@ -35,7 +35,7 @@ rule compares it with, is missing from the run, or the run's profile is not amon
 or ``"—"`` (reported only). RobustBench keeps a
 model's *reported* robust accuracy beside the one it measures in the same way.
 
-API: ``names()``, ``load(name)``, ``for_notebook(notebook)``, ``verdict(claim, metrics)``,
+API: ``names()``, ``load(name)``, ``for_notebook(notebook)``, ``claim_keys(notebook_or_name)``, ``verdict(claim, metrics)``,
 ``rule_text(rule)``, ``claim_metrics(claim)``, ``scoreboard(notebook_or_name, metrics)`` and
 ``markdown_table(rows)``.
 No paper number is typed anywhere else in the book: notebooks, the results page and the tests
@@ -179,6 +179,16 @@ def load(name: str) -> dict:
         raise ValueError(f"name={name!r} is not a paper file; choose one of {allowed}")
     path = HERE / f"{name}.json"
     return copy.deepcopy(_load(str(path), path.stat().st_mtime_ns))
+
+
+def claim_keys(notebook_or_name: str) -> list[str]:
+    """The metric keys of a paper file's claims, in the file's order (by file stem or by the notebook
+    it belongs to), e.g. to pick a section's rows of the scoreboard."""
+    doc = load(notebook_or_name) if notebook_or_name in names() else for_notebook(notebook_or_name)
+    if doc is None:
+        raise ValueError(f"notebook_or_name={notebook_or_name!r} is neither a paper file ({names()}) nor a "
+                         "notebook one of them belongs to")
+    return list(dict.fromkeys(c["key"] for c in doc["claims"]))
 
 
 def for_notebook(notebook: str) -> dict | None:
