@@ -668,6 +668,9 @@ def _chapter_section(name: str, out_dir: Path) -> tuple[list[str], bool]:
         path = write_figure(name, out_dir, shown)
         if path is not None:
             md += _figure_md(name, path, shown)
+        elif all(c["paper"] is None for c in doc["claims"]):
+            md += [f"No figure of ours against the paper's values: none of the {len(doc['claims'])} claims has "
+                   "a number in the paper; each is a direction or a comparison, judged in the scoreboard.", ""]
     if doc is not None:
         cite = f" {{cite}}`{doc['bibtex']}`" if doc.get("bibtex") else ""
         md += [f"**The paper's values.** {doc['citation']}{cite}. {doc['source']}", ""]
