@@ -28,8 +28,8 @@ What it holds, in the paper's order:
   kernels (§4.2, eqs. 8–9): ``amplification``; the whole edit on a copy of the
   model: ``filter_kernels``; and the search for the noise level σ that the
   paper leaves to "a systematic search": ``sigma_grid``, ``sigma_search``.
-  The reconstruction of the equations lost from the paper's text is the
-  book's (its ``DESIGN`` notes): Gavish & Donoho 2014, eqs. (4) and (11).
+  The equations lost from the paper's text are the book's reconstruction,
+  stated in chapter 1: Gavish & Donoho 2014, eqs. (4), (5) and (11).
 
 Dropping a kernel means zeroing that channel of the layer's output; for a
 convolution without bias (the ResNets' ``conv1``) this is exactly zeroing the
@@ -401,7 +401,9 @@ def adversarial_targeting(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fr
     whether the fragile kernels' mean difference exceeds the null kernels'
     (``attacks_fragile``). ``share``: the percentage of examples that do —
     the paper's "percentage of examples attacking fragile kernels" — and
-    ``accuracy``: the model's accuracy on x′ (fp32), from the same pass.
+    ``accuracy``: the model's accuracy on x′ (fp32). The differences need
+    only the layers up to ``layer`` (``layer_output`` stops the forward pass
+    there), so Algorithm 1 costs little beyond the attack itself.
 
     The paper counts every tested example; so do we (correctly classified or
     not). The model's weights are frozen throughout and left as they were."""

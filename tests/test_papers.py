@@ -260,3 +260,11 @@ def test_markdown_table():
     assert lines[4] == "| faster | §4 | not reported | — | not run | < y |"
     extra = papers.markdown_table(rows[2:], ("key", "ours", "run")).strip().splitlines()
     assert extra[0] == "| metric | ours | run |" and extra[2] == "| `t` | — | cpu · here · 2026-01-02 |"
+
+
+def test_claim_keys_in_file_order():
+    doc = papers.load("pravin2021")
+    assert papers.claim_keys("pravin2021") == papers.claim_keys(doc["notebook"])
+    assert papers.claim_keys("pravin2021")[0] == doc["claims"][0]["key"]
+    with pytest.raises(ValueError, match="notebook_or_name="):
+        papers.claim_keys("no_such_chapter")

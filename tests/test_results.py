@@ -96,3 +96,10 @@ def test_timer_accumulates_per_stage():
             raise KeyError("stage fails")
     assert set(timer.seconds) == {"a", "b"}
     assert 0.035 < timer.seconds["a"] < 1.0 and timer.seconds["b"] >= 0.0
+
+
+def test_tag_writes_a_setting_into_a_metric_key():
+    assert results.tag("eps", 8 / 255) == "eps=0.0314"
+    assert results.tag("eps", 0.3) == "eps=0.3"
+    assert results.tag("snapshot", 1.0) == "snapshot=1.0" and results.tag("snapshot", 0.1) == "snapshot=0.1"
+    assert results.tag("n", 5) == "n=5"

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
 
 import nrlib.data as nrdata
 from nrlib import results as nrresults
-from nrlib import train
+from nrlib import models, train
 from nrlib.attacks import fgsm
 from nrlib.models import build
 from nrlib.train import CorruptCheckpointError, fit, load_checkpoint, save_checkpoint
@@ -309,3 +310,46 @@ def test_zoo_command_records_test_accuracy(tmp_path, monkeypatch, capsys):
     assert "shallow" in capsys.readouterr().out
     with pytest.raises(ValueError, match="archs"):
         train.main(["--recipe", "karnine", "--profile", "smoke", "--archs", "resnet18"])
+
+
+def test_multi_dataset_recipe_entries_are_named_by_dataset():
+    """The zoo's results name a model of a recipe with several datasets ``<dataset>/<arch>``, so that
+    chapter 1's ResNet-18s never overwrite the CIFAR recipe's ``resnet18``; settings resolve per dataset."""
+    assert train.zoo_entry("resnet18", "cifar10", "cifar") == "resnet18"
+    assert train.zoo_entry("resnet18", "mnist", "pravin") == "mnist/resnet18"
+    assert train.recipe_datasets("pravin") == ["mnist", "cifar10"]
+    assert train.zoo_key("resnet18", "mnist", "pravin", "cpu", 0) != train.zoo_key("resnet18", "cifar10", "pravin",
+                                                                                    "cpu", 0)
+    assert train.recipe_settings("resnet50", "pravin", "cpu", "mnist")["augment"] is None
+    assert train.model_kwargs("resnet50", "pravin", "cpu", "mnist") == {"width": 8, "stem": 16}
+    with pytest.raises(ValueError, match="dataset=None"):
+        train.recipe_settings("resnet18", "pravin", "cpu")
+    with pytest.raises(ValueError, match="both fall on epoch"):
+        train.snapshot_epochs(2, [0.1, 0.5])
+
+
+def _step_lrs(monkeypatch, schedule):
+    """The learning rate of every optimiser step of a 2-epoch fit with ``schedule``."""
+    made = []
+    real = train.make_optimizer
+
+    def spy(*a, **k):
+        opt = real(*a, **k)
+        opt.register_step_pre_hook(lambda o, args, kwargs: made.append(o.param_groups[0]["lr"]))
+        return opt
+    monkeypatch.setattr(train, "make_optimizer", spy)
+    torch.manual_seed(0)
+    x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    train.fit(models.build("shallow", "mnist"), x, y, optimizer="sgd", lr=0.1, schedule=schedule, max_epochs=2,
+              batch_size=8, patience=None, progress=False)
+    return made
+
+
+def test_cosine_schedule_starts_at_the_peak_without_warm_up(monkeypatch):
+    """Chapter 1's snapshots at 10% of training need a model trained at its peak rate from step one."""
+    lrs = _step_lrs(monkeypatch, "cosine")
+    assert len(lrs) == 16 and lrs[0] == pytest.approx(0.1)
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.01
+    assert lrs[8] == pytest.approx(0.1 * (1 + math.cos(math.pi * 8 / 16)) / 2)
+    warm = _step_lrs(monkeypatch, "onecycle")
+    assert warm[0] == pytest.approx(0.1 / 25) and max(warm) > warm[0]       # one-cycle warms up
