@@ -380,10 +380,9 @@ RECIPES = {
             "full": {"n_train": 50000, "n_test": 10000, "width": {"default": 64, "resnet20": 16},
                      "batch_size": 512, "lr": 0.4, "epochs": {"default": 30, "resnet18": 24, "resnet20": 40}},
         },
-        "evidence": {   # data/results/zoo/cpu.json; 1 seed, 2-core CPU shared with other jobs, 2026-11-25
-            "cpu": "ResNet-20 83.92% (616 s); ResNet-18 w16 69.99% (1390 s, slowed ~5x by jobs beside it); "
-                   "ResNet-50 w8 52.84% (176 s); ResNet-101 w8 48.69% (356 s); VGG-16 w16 69.91% (91 s); "
-                   "VGG-19 w16 66.47% (103 s)",
+        "evidence": {   # data/results/zoo/cpu.json; 1 seed, 2-core CPU (ResNet-50/101: 2026-11-25; the others 2026-12-02)
+            "cpu": "ResNet-20 83.83% (740 s); ResNet-18 w16 69.62% (217 s); ResNet-50 w8 52.84% (176 s); "
+                   "ResNet-101 w8 48.69% (356 s); VGG-16 w16 69.48% (117 s); VGG-19 w16 66.06% (139 s)",
             "full": "not run yet (its accuracy goals: nrlib/papers/zoo.json)",
         },
     },
