@@ -173,14 +173,18 @@ def pgd(model, x, y, eps, *, alpha, steps, norm: str = "linf", random_start: boo
                 success = (logits.argmax(1) == yb) if targeted else (logits.argmax(1) != yb)
                 # success dominates; among equals the stronger loss wins
                 score = success.float() * 1e6 + (-loss if targeted else loss)
-                if best is None:
-                    best, best_score = xa, score
-                else:
-                    better = score > best_score
-                    best = torch.where(better.view(-1, 1, 1, 1), xa, best)
-                    best_score = torch.maximum(score, best_score)
+                best, best_score = keep_best(best, best_score, xa, score)
             out.append(best)
     return torch.cat(out)
+
+
+def keep_best(best, best_score, x, score):
+    """Per sample, the candidate ``x`` where its ``score`` beats ``best_score``
+    (the first candidate when ``best`` is None): ``(best, best_score)``."""
+    if best is None:
+        return x, score
+    better = (score > best_score).view(-1, *([1] * (x.dim() - 1)))
+    return torch.where(better, x, best), torch.maximum(score, best_score)
 
 
 def pgd_default_alpha(eps: float, steps: int) -> float:

@@ -27,6 +27,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import OrderedDict
 import json
@@ -45,6 +46,7 @@ from . import data as nrdata
 from . import models as nrmodels
 from . import results as nrresults
 from .precision import autocast
+from .sensitivity import _features_of, logits_layer
 from .metrics import accuracy
 from .profiles import PROFILES, resolve as resolve_profile
 from .utils import (atomic_torch_save, check_bool, check_callable, check_choice, check_fraction, check_input, check_int,
@@ -111,7 +113,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         adversary: Callable | None = None, mix: str = "clean",
         weight_decay: float = 0.0, schedule: str = "constant", label_smoothing: float = 0.0,
         augment: Callable | None = None, on_epoch: Callable | None = None,
-        seed: int = 0, progress: bool = True, desc: str = "train") -> dict:
+        penalty: Callable | None = None, seed: int = 0, progress: bool = True, desc: str = "train") -> dict:
     """Train ``model`` on ``(x, y)`` (pixels in [0, 1] as float, or raw uint8
     bytes, on the model's device).
 
@@ -125,7 +127,10 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     so the model at 10 % of training is a model trained at a high learning
     rate for 10 % of its steps, not one in the middle of a warm-up. ``augment(xb)``
     transforms each batch (e.g. ``crop_flip``); ``on_epoch(epoch, model)`` is
-    called after each epoch (the zoo's snapshots). Returns a history dict with
+    called after each epoch (the zoo's snapshots). ``penalty(features, weight, y)``
+    is added to each batch's loss, given the inputs of the model's logits
+    layer ([B, F], with gradients), that layer's weight and the labels (e.g.
+    ``regularizers.SensitivityPenalty()``, Suri & Evans 2020 eq. 5). Returns a history dict with
     per-epoch loss, train and validation accuracy and seconds.
     """
     check_input(model, x, allow_uint8=True)
@@ -141,7 +146,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     check_choice("mix", mix, MIXES)
     if (mix == "clean") != (adversary is None):
         raise ValueError(f"mix={mix!r} needs adversary={'None' if mix == 'clean' else 'an attack'}")
-    for nm, fn in (("adversary", adversary), ("augment", augment), ("on_epoch", on_epoch)):
+    for nm, fn in (("adversary", adversary), ("augment", augment), ("on_epoch", on_epoch),
+                   ("penalty", penalty)):
         if fn is not None:
             check_callable(nm, fn)
     if patience is not None:
@@ -174,6 +180,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs * math.ceil(n / batch_size),
                                                            eta_min=0.0)
     hist = {"epoch": [], "loss": [], "train_acc": [], "val_acc": [], "seconds": []}
+    head = logits_layer(model)[1] if penalty is not None else None
     best_acc, best_state, since_best = -math.inf, None, 0
     bar = tqdm(range(1, max_epochs + 1), desc=desc, disable=not progress, leave=False)
     t_start = time.perf_counter()
@@ -192,9 +199,11 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             if adversary is not None:
                 xa = adversary(model, xb, yb)
                 xb, yb = (xa, yb) if mix == "adv" else (torch.cat([xb, xa]), torch.cat([yb, yb]))
-            with autocast(dev):
+            with autocast(dev), (_features_of(model) if penalty else contextlib.nullcontext({})) as feats:
                 logits = model(xb)
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=label_smoothing)
+            if penalty is not None:
+                loss = loss + penalty(feats["z"].float().flatten(1), head.weight.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -1,0 +1,80 @@
+"""Training-loss terms that act on neurons.
+
+* ``sensitivity_loss`` — Suri & Evans 2020, eq. 5, the sensitivity
+  regulariser, as the public code (sauron, ``sensitivity_training.py``)
+  implements it. ``fit(..., penalty=SensitivityPenalty())`` trains with it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .utils import check_int, check_number
+
+
+def _check(features, weight, y, top_k):
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[0] < 2:
+        raise ValueError(f"weight must be the logits layer's [classes ≥ 2, features] matrix, "
+                         f"got {getattr(weight, 'shape', type(weight).__name__)}")
+    if not isinstance(features, torch.Tensor) or features.dim() != 2 or features.shape[1] != weight.shape[1]:
+        raise ValueError(f"features must be [batch, {weight.shape[1]}] (the logits layer's inputs), "
+                         f"got {getattr(features, 'shape', type(features).__name__)}")
+    if not isinstance(y, torch.Tensor) or y.shape != (features.shape[0],):
+        raise ValueError(f"y must hold one label per image ({features.shape[0]}), got {getattr(y, 'shape', y)}")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= weight.shape[0]):
+        raise ValueError(f"y holds labels in [{int(y.min())}, {int(y.max())}]; the model has "
+                         f"{weight.shape[0]} classes")
+    return check_int("top_k", top_k, low=1, high=weight.shape[1])
+
+
+def sensitivity_terms(features: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, *,
+                      top_k: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two terms of Suri & Evans 2020's sensitivity regulariser (eq. 5,
+    the "reduced version"), as the public code computes them:
+
+    * R1 = max over the C(C−1)/2 class pairs (a, b) of the mean of the
+      ``top_k`` largest |W[a, i] − W[b, i]| over features i (W the logits
+      layer's weight, [C, F]);
+    * R2 = the mean over the batch and over all C classes c of the mean of
+      the ``top_k`` largest |f_i · (W[y, i] − W[c, i])| / Σ_j f_j (f the
+      image's features, y its label). The code averages over every class,
+      the label's own term being 0, so R2 is (C−1)/C times the mean over the
+      other classes.
+
+    Both are differentiable in ``features`` and ``weight``; returns (R1, R2)."""
+    top_k = _check(features, weight, y, top_k)
+    c = weight.shape[0]
+    a, b = torch.triu_indices(c, c, offset=1, device=weight.device)
+    pair = (weight[a] - weight[b]).abs()                                # [pairs, F]
+    r1 = pair.topk(top_k, dim=1).values.mean(1).max()
+    f = features.float()
+    norm = f.sum(1, keepdim=True).clamp_min(1e-12)                      # Σ_j f_j per image
+    diff = weight[y][:, None, :] - weight[None, :, :]                   # W_y − W_c, [N, C, F]
+    term = (f[:, None, :] * diff / norm[:, :, None]).abs()
+    r2 = term.topk(top_k, dim=2).values.mean(2).mean()
+    return r1, r2
+
+
+def sensitivity_loss(features: torch.Tensor, weight: torch.Tensor, y: torch.Tensor, *,
+                     top_k: int = 16, delta1: float = 10.0, delta2: float = 100.0) -> torch.Tensor:
+    """δ1·R1 + δ2·R2 (``sensitivity_terms``), added to the cross-entropy
+    (Suri & Evans 2020, eq. 5; the code's δ1 = 10, δ2 = 100, top-16)."""
+    delta1 = check_number("delta1", delta1, low=0.0)
+    delta2 = check_number("delta2", delta2, low=0.0)
+    r1, r2 = sensitivity_terms(features, weight, y, top_k=top_k)
+    return delta1 * r1 + delta2 * r2
+
+
+@dataclass(frozen=True)
+class SensitivityPenalty:
+    """``fit``'s ``penalty`` for sensitivity training: called with the batch's
+    logits-layer inputs, the logits layer's weight and the labels."""
+
+    top_k: int = 16
+    delta1: float = 10.0
+    delta2: float = 100.0
+
+    def __call__(self, features, weight, y):
+        return sensitivity_loss(features, weight, y, top_k=self.top_k, delta1=self.delta1,
+                                delta2=self.delta2)

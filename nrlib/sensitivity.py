@@ -1,0 +1,277 @@
+"""Neuron sensitivity of the logits layer and the attacks built on it
+(Suri & Evans 2020, "One neuron to fool them all").
+
+The features z(x) are the inputs of a model's last linear layer (the logits
+layer, ``logits_layer``): for the book's VGGs the 512 (× width/64) channels
+after global average pooling, non-negative since they follow a ReLU.
+
+* ``delta`` — eq. 2, the closed form: the smallest change of one feature
+  that changes the prediction.
+* ``feature_stats``, ``scaled_delta`` — Fig. 1's scaled sensitivities.
+* ``neuron_order``, ``mean_sensitivity`` — which neurons an attack targets,
+  and which pruning removes (§3).
+* ``neuron_attack`` — the single-neuron attack of §2.2 (eq. 3), one target
+  neuron per image, batched; ``ns_success`` — the k-NS attack of Table 1.
+
+Where the paper leaves a detail open its public code (sauron) fixes it; each
+function says which of the code's choices it follows.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .attacks import NORMS, _l2_normalise, _project, keep_best
+from .metrics import predict
+from .models import frozen
+from .precision import autocast
+from .utils import (batches, check_choice, check_eps, check_input, check_int, check_model, check_number)
+
+
+def logits_layer(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The model's logits layer: its last ``nn.Linear`` (``(name, module)``)."""
+    check_model(model)
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise ValueError(f"model {type(model).__name__} has no nn.Linear layer: neuron sensitivity "
+                         "is defined on the inputs of the logits layer")
+    return found[-1]
+
+
+@contextlib.contextmanager
+def _features_of(model):
+    """Inside the block, ``store["z"]`` is the input of the logits layer of the last forward pass."""
+    _, layer = logits_layer(model)
+    store = {}
+    h = layer.register_forward_pre_hook(lambda _m, inp: store.__setitem__("z", inp[0]))
+    try:
+        yield store
+    finally:
+        h.remove()
+
+
+def features(model, x: torch.Tensor, *, batch_size: int = 4096, amp: bool | None = False):
+    """``(z, logits)``: the features (inputs of the logits layer, [N, F]) and
+    the logits ([N, C]) of images ``x``, in float32, computed in eval mode
+    without gradients."""
+    x = check_input(model, x)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    zs, ls = [], []
+    with frozen(model), torch.no_grad(), _features_of(model) as st:
+        for xb in batches(x, batch_size=batch_size):
+            with autocast(xb.device, amp):
+                logits = model(xb)
+            zs.append(st["z"].float().flatten(1))
+            ls.append(logits.float())
+    return torch.cat(zs), torch.cat(ls)
+
+
+def _check_fw(z, weight, bias):
+    if not isinstance(z, torch.Tensor) or z.dim() != 2:
+        raise ValueError(f"features must be a 2-D tensor [images, features], got "
+                         f"{getattr(z, 'shape', type(z).__name__)}")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[1] != z.shape[1]:
+        raise ValueError(f"weight must be [classes, features] = [C, {z.shape[1]}] (nn.Linear's layout), "
+                         f"got {getattr(weight, 'shape', type(weight).__name__)}")
+    if weight.shape[0] < 2:
+        raise ValueError(f"weight has {weight.shape[0]} class(es); a prediction can only change with ≥ 2")
+    if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (weight.shape[0],)):
+        raise ValueError(f"bias must be None or a tensor of shape [{weight.shape[0]}], "
+                         f"got {getattr(bias, 'shape', type(bias).__name__)}")
+
+
+def delta(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+          batch_size: int = 512) -> torch.Tensor:
+    """Neuron sensitivity Δ(i, x) of every feature of every image (Suri &
+    Evans 2020, Definition 2.1 and eq. 2): the signed change of feature i
+    alone that changes the prediction, of smallest magnitude. ``features``
+    [N, F], ``weight`` [C, F] and ``bias`` [C] (``nn.Linear``'s layout);
+    returns [N, F], float32.
+
+    With z = W·f + b and p the **predicted** class (the public code's
+    choice; eq. 2 writes the label y, which for a misclassified image would
+    measure the change that makes the true class win — a correction, not an
+    attack), moving f_i by d
+    moves z_p − z_j by d·(W[p, i] − W[j, i]), so class j overtakes p at
+
+        Δ_j = (z_p − z_j) / (W[j, i] − W[p, i]).
+
+    Only values with f_i + Δ_j ≥ 0 are kept (a ReLU feature cannot be
+    negative); Δ(i, x) is the kept Δ_j of smallest |Δ_j|, sign kept, and
+    +inf where none is kept (or every W[j, i] equals W[p, i]). Adding
+    1.001·Δ to feature i changes the prediction; 0.999·Δ does not.
+    Vectorised over images, features and classes, in chunks of ``batch_size``
+    images (memory N·C·F)."""
+    _check_fw(features, weight, bias)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    w = weight.detach().float().to(features.device)
+    b = None if bias is None else bias.detach().float().to(features.device)
+    out = []
+    for f in batches(features.detach().float(), batch_size=batch_size):
+        z = f @ w.T + (0 if b is None else b)                       # [n, C]
+        p = z.argmax(1)
+        num = z.gather(1, p[:, None]) - z                            # z_p − z_j, [n, C]
+        den = w[None, :, :] - w[p][:, None, :]                       # W[j, i] − W[p, i], [n, C, F]
+        with torch.no_grad():
+            d = num[:, :, None] / den
+        other = torch.ones_like(num, dtype=torch.bool).scatter_(1, p[:, None], False)
+        ok = other[:, :, None] & (den != 0) & torch.isfinite(d) & (f[:, None, :] + d >= 0)
+        mag = torch.where(ok, d.abs(), torch.full_like(d, math.inf))
+        best = mag.argmin(1, keepdim=True)                           # [n, 1, F]
+        val = d.gather(1, best).squeeze(1)
+        out.append(torch.where(torch.isfinite(mag.gather(1, best).squeeze(1)), val,
+                               torch.full_like(val, math.inf)))
+    return torch.cat(out) if out else features.new_zeros((0, features.shape[1]))
+
+
+def feature_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each feature's mean and standard deviation over a set of images (the
+    training set in the paper), the μ_i and σ_i of Fig. 1's scaling."""
+    if not isinstance(features, torch.Tensor) or features.dim() != 2 or features.shape[0] < 2:
+        raise ValueError(f"features must be [images ≥ 2, features], got {getattr(features, 'shape', features)}")
+    f = features.float()
+    return f.mean(0), f.std(0)
+
+
+def scaled_delta(delta_values: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Fig. 1's scaled sensitivities (Δ(i, x) − μ_i) / σ_i, with μ_i and σ_i
+    the mean and standard deviation of feature i's *activation* over the
+    training set (``feature_stats``; the public code's ``scaled_values``
+    scales by the feature's statistics, not by Δ's). +inf stays +inf; a
+    feature that never varies (σ_i = 0, a dead feature) gets +inf too, so
+    it is never an attack's first choice and drops out of a density."""
+    if delta_values.dim() != 2 or mean.shape != (delta_values.shape[1],) or std.shape != mean.shape:
+        raise ValueError(f"delta_values [N, F] with mean and std of shape [F]; got {tuple(delta_values.shape)}, "
+                         f"{tuple(mean.shape)}, {tuple(std.shape)}")
+    s = (delta_values - mean) / std.clamp_min(1e-30)
+    return torch.where(torch.isfinite(delta_values) & (std > 0), s, torch.full_like(s, math.inf))
+
+
+def neuron_order(scaled: torch.Tensor) -> torch.Tensor:
+    """Per image, the features from easiest to hardest to attack: ascending
+    scaled Δ (the public code's ``np.argsort(scaled_delta_values)``; signed,
+    so a large negative Δ comes first), +inf last. [N, F] of indices."""
+    return torch.argsort(scaled, dim=1, stable=True)
+
+
+def mean_sensitivity(delta_values: torch.Tensor) -> torch.Tensor:
+    """Each feature's mean |Δ| over the images where it is finite (+inf where
+    it is never finite): low = sensitive. §3 prunes "the most sensitive
+    (lowest average Δ(i, x) over … set inputs)" features; the public code
+    (``best_target_image``) averages |Δ| over the finite values."""
+    fin = torch.isfinite(delta_values)
+    n = fin.sum(0)
+    s = torch.where(fin, delta_values.abs(), torch.zeros_like(delta_values)).sum(0)
+    return torch.where(n > 0, s / n.clamp_min(1), torch.full_like(s, math.inf))
+
+
+def _finite_max(delta_values: torch.Tensor) -> torch.Tensor:
+    fin = delta_values[torch.isfinite(delta_values)]
+    return fin.max() if fin.numel() else delta_values.new_zeros(())
+
+
+def neuron_targets(z: torch.Tensor, delta_values: torch.Tensor, neurons: torch.Tensor, *,
+                   cap: torch.Tensor | None = None) -> torch.Tensor:
+    """The target representation of the single-neuron attack: t = z + Δ(i, x)·e_i
+    for the neuron ``neurons[n]`` of image n. An infinite Δ is replaced by
+    ``cap``, by default the largest finite Δ of ``delta_values`` (the public
+    code's choice)."""
+    idx = neurons.long().view(-1, 1)
+    d = delta_values.gather(1, idx).squeeze(1)
+    cap = _finite_max(delta_values) if cap is None else cap
+    d = torch.where(torch.isfinite(d), d, cap.to(d))
+    t = z.clone()
+    t.scatter_add_(1, idx, d.view(-1, 1).to(t.dtype))
+    return t
+
+
+def _neuron_loss(z, t, mask, reg):
+    """Eq. 3 as the public code writes it: ‖z − t‖₂/‖t‖₂ + reg·|z_i − t_i|/|t_i| per image."""
+    main = (z - t).norm(dim=1) / t.norm(dim=1).clamp_min(1e-12)
+    aux = ((z - t) * mask).abs().sum(1) / (t * mask).norm(dim=1).clamp_min(1e-12)
+    return main + reg * aux
+
+
+def neuron_attack(model, x: torch.Tensor, neurons: torch.Tensor, delta_values: torch.Tensor, *,
+                  eps: float, norm: str = "l2", steps: int = 50, alpha: float | None = None,
+                  reg: float = 10.0, batch_size: int = 1024, amp: bool | None = None) -> torch.Tensor:
+    """The single-neuron attack (Suri & Evans 2020, §2.2, eq. 3): for image
+    ``x[n]`` and its target neuron ``neurons[n]``, PGD toward the target
+    representation t = z(x) + Δ(i, x)·e_i (``neuron_targets``), minimising
+
+        ‖z(x′) − t‖₂ / ‖t‖₂ + reg · |z_i(x′) − t_i| / |t_i|      (reg = 10)
+
+    inside the ``norm`` ball of radius ``eps`` and the [0, 1] box: no random
+    start, step α = 2.5·ε/steps, the L2 step along the normalised gradient
+    and the L∞ one along its sign. Of the iterates, each image keeps the one
+    with the highest cross-entropy against the model's clean prediction (the
+    code's ``custom_best``). Rows of ``x`` may repeat an image with different
+    neurons: the k-NS attack is one call (``ns_success``). ``delta_values`` are
+    the images' Δ ([N, F], from ``delta``). Returns x′ in pixels."""
+    x = check_input(model, x)
+    check_choice("norm", norm, NORMS)
+    eps = check_eps(eps) if norm == "linf" else check_number("eps", eps, low=0.0)
+    steps = check_int("steps", steps, low=1)
+    alpha = 2.5 * eps / steps if alpha is None else check_number("alpha", alpha, low=0.0, low_open=True)
+    reg = check_number("reg", reg, low=0.0)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    n_feat = logits_layer(model)[1].in_features
+    if not isinstance(neurons, torch.Tensor) or neurons.shape != (x.shape[0],):
+        raise ValueError(f"neurons must be a tensor of {x.shape[0]} feature indices (one per image), "
+                         f"got {getattr(neurons, 'shape', neurons)}")
+    if len(neurons) and (int(neurons.min()) < 0 or int(neurons.max()) >= n_feat):
+        raise ValueError(f"neurons must lie in [0, {n_feat - 1}] (the logits layer has {n_feat} inputs); "
+                         f"got values in [{int(neurons.min())}, {int(neurons.max())}]")
+    if not isinstance(delta_values, torch.Tensor) or delta_values.shape != (x.shape[0], n_feat):
+        raise ValueError(f"delta_values must be [{x.shape[0]}, {n_feat}] (one row per image), "
+                         f"got {getattr(delta_values, 'shape', delta_values)}")
+    neurons, delta_values = neurons.to(x.device), delta_values.to(x.device)
+    cap = _finite_max(delta_values)             # over all images, not per chunk
+    out = []
+    with frozen(model), _features_of(model) as st:
+        for xb, nb, db in batches(x, neurons, delta_values, batch_size=batch_size):
+            with torch.no_grad(), autocast(xb.device, amp):
+                clean = model(xb).float().argmax(1)
+            z0 = st["z"].float().flatten(1)
+            t = neuron_targets(z0, db, nb, cap=cap)
+            mask = F.one_hot(nb.long(), n_feat).to(t.dtype)
+            xa, best, best_ce = xb.clone(), None, None
+            for _ in range(steps):
+                with torch.enable_grad():
+                    xg = xa.detach().requires_grad_(True)
+                    with autocast(xb.device, amp):
+                        model(xg)
+                    loss = _neuron_loss(st["z"].float().flatten(1), t, mask, reg).sum()
+                    (g,) = torch.autograd.grad(loss, xg)
+                step = g.sign() if norm == "linf" else _l2_normalise(g)
+                xa = (xb + _project(xa - alpha * step - xb, eps, norm)).clamp_(0.0, 1.0).detach()
+                with torch.no_grad(), autocast(xb.device, amp):
+                    ce = F.cross_entropy(model(xa).float(), clean, reduction="none")
+                best, best_ce = keep_best(best, best_ce, xa, ce)
+            out.append(best)
+    return torch.cat(out) if out else x.clone()
+
+
+def ns_success(model, x: torch.Tensor, delta_values: torch.Tensor, order: torch.Tensor, *,
+               ranks, eps: float, norm: str = "l2", steps: int = 50, batch_size: int = 1024,
+               amp: bool | None = None) -> torch.Tensor:
+    """Single-neuron attacks on the neurons at positions ``ranks`` of each
+    image's ``order`` (``neuron_order``), all as one batch: returns a bool
+    tensor [N, len(ranks)], True where the attack on that neuron changed the
+    model's prediction. The k-NS attack of Table 1 (independent attacks on
+    the top-k neurons, success if any succeeds) is ``success[:, :k].any(1)``
+    with ``ranks = range(k)``."""
+    ranks = [check_int("ranks", r, low=0, high=order.shape[1] - 1) for r in ranks]
+    if not ranks:
+        raise ValueError("ranks: give at least one rank (0 = each image's most sensitive neuron)")
+    n, k = x.shape[0], len(ranks)
+    rep = torch.arange(n, device=x.device).repeat_interleave(k)
+    neurons = order[:, ranks].reshape(-1).to(x.device)
+    xa = neuron_attack(model, x[rep], neurons, delta_values.to(x.device)[rep], eps=eps, norm=norm,
+                       steps=steps, batch_size=batch_size, amp=amp)
+    clean = predict(model, x, batch_size=batch_size, amp=amp)
+    return (predict(model, xa, batch_size=batch_size, amp=amp) != clean[rep]).view(n, k)

@@ -1,0 +1,193 @@
+"""Neuron sensitivity Δ, the single-neuron attack and the sensitivity regulariser
+(Suri & Evans 2020): nrlib.sensitivity and nrlib.regularizers."""
+import math
+
+import pytest
+import torch
+
+from nrlib import hooks, models, regularizers, sensitivity, train
+
+
+def brute_delta(f, w, b):
+    """Eq. 2 with the predicted class, one image, feature and class at a time."""
+    n, nf = f.shape
+    out = torch.full((n, nf), math.inf, dtype=torch.float64)
+    for k in range(n):
+        z = w @ f[k] + b
+        p = int(z.argmax())
+        for i in range(nf):
+            best = None
+            for j in range(w.shape[0]):
+                if j == p or w[j, i] == w[p, i]:
+                    continue
+                d = float((z[p] - z[j]) / (w[j, i] - w[p, i]))
+                if f[k, i] + d >= 0 and (best is None or abs(d) < abs(best)):
+                    best = d
+            if best is not None:
+                out[k, i] = best
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_delta_matches_a_brute_force_loop(seed):
+    g = torch.Generator().manual_seed(seed)
+    f = torch.rand(12, 7, generator=g, dtype=torch.float64) * 2
+    f[:, 0] = 0.0                                   # a dead ReLU feature: only Δ ≥ 0 allowed
+    f[0, 1] = 1e-6                                  # a feature near 0
+    w = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    w[:, 2] = 0.7                                   # equal weights for every class: never flips
+    b = torch.randn(5, generator=g, dtype=torch.float64)
+    got = sensitivity.delta(f, w, b, batch_size=5)  # chunks that do not divide the images
+    want = brute_delta(f, w, b)
+    assert torch.isinf(got[:, 2]).all() and (got[:, 2] > 0).all()
+    assert ((got[:, 0] >= 0) | torch.isinf(got[:, 0])).all()
+    fin = torch.isfinite(want)
+    assert torch.equal(fin, torch.isfinite(got))
+    assert torch.allclose(got[fin].double(), want[fin], rtol=1e-5, atol=1e-6)
+
+
+def test_delta_applied_to_a_feature_flips_the_prediction_and_just_less_does_not():
+    g = torch.Generator().manual_seed(3)
+    f, w, b = torch.rand(40, 16, generator=g) * 3, torch.randn(10, 16, generator=g), torch.randn(10, generator=g)
+    d = sensitivity.delta(f, w, b)
+    pred = (f @ w.T + b).argmax(1)
+    n, i = torch.nonzero(torch.isfinite(d), as_tuple=True)
+    assert len(n) > 100
+    for scale, flips in ((1.001, True), (0.999, False)):
+        f2 = f[n].clone()
+        f2[torch.arange(len(n)), i] += scale * d[n, i]
+        changed = (f2 @ w.T + b).argmax(1) != pred[n]
+        assert changed.all() if flips else not changed.any()
+
+
+def test_delta_checks_its_inputs():
+    f, w = torch.rand(3, 4), torch.randn(10, 4)
+    with pytest.raises(ValueError, match="weight"):
+        sensitivity.delta(f, torch.randn(10, 5))
+    with pytest.raises(ValueError, match="features"):
+        sensitivity.delta(f[0], w)
+    with pytest.raises(ValueError, match="bias"):
+        sensitivity.delta(f, w, torch.zeros(3))
+
+
+def test_scaled_delta_and_mean_sensitivity():
+    d = torch.tensor([[1.0, math.inf, -2.0], [3.0, math.inf, 4.0]])
+    mean, std = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([2.0, 1.0, 0.0])
+    s = sensitivity.scaled_delta(d, mean, std)
+    assert s[0, 0] == 0 and s[1, 0] == 1 and torch.isinf(s[:, 1]).all() and torch.isinf(s[:, 2]).all()
+    assert sensitivity.neuron_order(s)[0].tolist() == [0, 1, 2]
+    m = sensitivity.mean_sensitivity(d)
+    assert m[0] == 2 and math.isinf(m[1]) and m[2] == 3
+
+
+@pytest.fixture(scope="module")
+def tiny_vgg():
+    torch.manual_seed(0)
+    m = models.build("vgg19", "cifar10", width=4).eval()
+    return m
+
+
+def test_features_are_the_logits_layer_inputs(tiny_vgg):
+    x = torch.rand(6, 3, 32, 32)
+    z, logits = sensitivity.features(tiny_vgg, x, batch_size=4)
+    name, fc = sensitivity.logits_layer(tiny_vgg)
+    assert name == "fc1" and z.shape == (6, fc.in_features)
+    assert torch.allclose(z @ fc.weight.T + fc.bias, logits, atol=1e-5)
+    assert (z >= 0).all()
+
+
+def test_pruning_masks_remove_exactly_the_chosen_features(tiny_vgg):
+    x = torch.rand(5, 3, 32, 32)
+    z, _ = sensitivity.features(tiny_vgg, x)
+    drop = [1, 3, 6]
+    with hooks.zero_channels(tiny_vgg, "gap", drop):
+        zp, _ = sensitivity.features(tiny_vgg, x)
+    keep = [i for i in range(z.shape[1]) if i not in drop]
+    assert (zp[:, drop] == 0).all() and torch.equal(zp[:, keep], z[:, keep])
+
+
+@pytest.mark.parametrize("norm,eps", [("l2", 0.5), ("linf", 8 / 255)])
+def test_single_neuron_attack_moves_the_feature_toward_its_target(tiny_vgg, norm, eps):
+    x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    z, logits = sensitivity.features(tiny_vgg, x)
+    fc = sensitivity.logits_layer(tiny_vgg)[1]
+    d = sensitivity.delta(z, fc.weight, fc.bias)
+    live = torch.isfinite(d) & (z > 0)              # an active feature (a dead one has no gradient)
+    assert live.any(1).all()
+    neurons = torch.where(live, d.abs(), torch.full_like(d, math.inf)).argmin(1)   # the most sensitive
+    t = sensitivity.neuron_targets(z, d, neurons)
+    before = (z - t).gather(1, neurons[:, None]).abs()
+    xa = sensitivity.neuron_attack(tiny_vgg, x, neurons, d, eps=eps, norm=norm, steps=20)
+    za, _ = sensitivity.features(tiny_vgg, xa)
+    after = (za - t).gather(1, neurons[:, None]).abs()
+    assert (after < before).float().mean() >= 0.8
+    dist = (xa - x).flatten(1).norm(dim=1) if norm == "l2" else (xa - x).flatten(1).abs().amax(1)
+    assert (dist <= eps + 1e-5).all() and xa.min() >= 0 and xa.max() <= 1
+    assert not any(p.grad is not None for p in tiny_vgg.parameters())
+
+
+def test_ns_success_shape_and_bad_ranks(tiny_vgg):
+    x = torch.rand(3, 3, 32, 32)
+    z, _ = sensitivity.features(tiny_vgg, x)
+    fc = sensitivity.logits_layer(tiny_vgg)[1]
+    d = sensitivity.delta(z, fc.weight, fc.bias)
+    order = sensitivity.neuron_order(d)
+    ok = sensitivity.ns_success(tiny_vgg, x, d, order, ranks=[0, 1], eps=0.5, steps=2)
+    assert ok.shape == (3, 2) and ok.dtype == torch.bool
+    with pytest.raises(ValueError, match="ranks"):
+        sensitivity.ns_success(tiny_vgg, x, d, order, ranks=[order.shape[1]], eps=0.5, steps=2)
+
+
+def test_sensitivity_regulariser_on_a_hand_computed_case():
+    w = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 2.0], [3.0, 0.0, 0.0]], requires_grad=True)
+    f = torch.tensor([[1.0, 1.0, 2.0]], requires_grad=True)
+    y = torch.tensor([0])
+    r1, r2 = regularizers.sensitivity_terms(f, w, y, top_k=2)
+    # pairs: |W0-W1| = (1,1,0) -> top2 mean 1; |W0-W2| = (2,0,2) -> 2; |W1-W2| = (3,1,2) -> 2.5
+    assert r1.item() == pytest.approx(2.5)
+    # Σf = 4; class 0: 0; class 1: |f·(1,-1,0)|/4 = (.25,.25,0) -> .25; class 2: |f·(-2,0,2)|/4 = (.5,0,1) -> .75
+    assert r2.item() == pytest.approx((0 + 0.25 + 0.75) / 3)
+    loss = regularizers.sensitivity_loss(f, w, y, top_k=2, delta1=10, delta2=100)
+    assert loss.item() == pytest.approx(10 * 2.5 + 100 / 3)
+    loss.backward()
+    assert torch.isfinite(w.grad).all() and torch.isfinite(f.grad).all() and w.grad.abs().sum() > 0
+
+
+def test_regulariser_checks_its_inputs():
+    w, f = torch.randn(10, 8), torch.rand(4, 8)
+    with pytest.raises(ValueError, match="top_k"):
+        regularizers.sensitivity_terms(f, w, torch.zeros(4, dtype=torch.long), top_k=9)
+    with pytest.raises(ValueError, match="y"):
+        regularizers.sensitivity_terms(f, w, torch.full((4,), 10))
+    with pytest.raises(ValueError, match="features"):
+        regularizers.sensitivity_terms(torch.rand(4, 7), w, torch.zeros(4, dtype=torch.long))
+
+
+def test_fit_adds_the_penalty_to_the_loss():
+    """A penalty that pulls the logits layer's weights to 0 shrinks them; without it they do not."""
+    x, y = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 10
+    norms = {}
+    for name, pen in (("none", None), ("shrink", lambda f, w, yb: 10 * w.pow(2).sum())):
+        torch.manual_seed(0)
+        m = models.build("vgg16", "cifar10", width=4)
+        train.fit(m, x, y, optimizer="sgd", lr=0.01, batch_size=32, max_epochs=2, patience=None,
+                  penalty=pen, progress=False)
+        norms[name] = sensitivity.logits_layer(m)[1].weight.norm().item()
+    assert norms["shrink"] < 0.5 * norms["none"]
+    with pytest.raises(ValueError, match="penalty"):
+        train.fit(m, x, y, max_epochs=1, penalty="not a function", progress=False)
+
+
+def test_training_with_the_sensitivity_penalty_lowers_its_weight_term():
+    """R1 (the class pairs' largest weight differences) ends lower with the penalty than without."""
+    x, y = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 10
+    r1 = {}
+    for name, pen in (("none", None), ("sensitivity", regularizers.SensitivityPenalty(top_k=4))):
+        torch.manual_seed(0)
+        m = models.build("vgg16", "cifar10", width=4)
+        hist = train.fit(m, x, y, optimizer="sgd", lr=0.01, batch_size=16, max_epochs=2, patience=None,
+                         penalty=pen, progress=False)
+        assert all(math.isfinite(v) for v in hist["loss"])
+        z, _ = sensitivity.features(m, x)
+        r1[name] = regularizers.sensitivity_terms(z, sensitivity.logits_layer(m)[1].weight, y, top_k=4)[0].item()
+    assert r1["sensitivity"] < r1["none"]
