@@ -46,6 +46,8 @@ from . import data as nrdata
 from . import models as nrmodels
 from . import results as nrresults
 from .precision import autocast
+from .attacks import PGD
+from .regularizers import SensitivityPenalty
 from .sensitivity import _features_of, logits_layer
 from .metrics import accuracy
 from .profiles import PROFILES, resolve as resolve_profile
@@ -389,6 +391,27 @@ RECIPES = {
             "full": {"n_train": 50000, "n_test": 10000, "width": {"default": 64, "resnet20": 16},
                      "batch_size": 512, "lr": 0.4, "epochs": {"default": 30, "resnet18": 24, "resnet20": 40}},
         },
+        # Variants train any model of the recipe another way (``zoo_get(..., variant="linf_at")``);
+        # each overrides the settings above, and its own "profiles" override them per profile.
+        # Suri & Evans 2020 (Table 1) compare a standard VGG-19 with PGD adversarial training
+        # (Madry et al. 2018) against L∞ ε = 8/255 and L2 ε = 0.5, trained on adversarial examples
+        # only, and with their sensitivity regulariser (eq. 5, public code: lr 0.01, batch 128).
+        # PGD starts at a random point of the ball; ``adv_alpha`` is its step in units of ε (None:
+        # 2.5·ε/steps). `cpu` and `smoke` use one step of 1.25·ε from the random start, the
+        # "fast" adversarial training of Wong, Rice & Kolter 2020, at the cost of one extra
+        # forward-backward pass per batch instead of seven.
+        "variants": {
+            "standard": {},
+            "linf_at": {"mix": "adv", "adv_norm": "linf", "adv_eps": 8 / 255,
+                        "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.25},
+                                     "cpu": {"adv_steps": 1, "adv_alpha": 1.25},
+                                     "full": {"adv_steps": 7, "adv_alpha": None}}},
+            "l2_at": {"mix": "adv", "adv_norm": "l2", "adv_eps": 0.5,
+                      "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.25},
+                                   "cpu": {"adv_steps": 1, "adv_alpha": 1.25},
+                                   "full": {"adv_steps": 7, "adv_alpha": None}}},
+            "sensitivity": {"penalty": "sensitivity", "lr": 0.01, "batch_size": 128},
+        },
         "evidence": {   # data/results/zoo/cpu.json; 1 seed, 2-core CPU (ResNet-50/101: 2026-11-25; the others 2026-12-02)
             "cpu": "ResNet-20 83.83% (740 s); ResNet-18 w16 69.62% (217 s); ResNet-50 w8 52.84% (176 s); "
                    "ResNet-101 w8 48.69% (356 s); VGG-16 w16 69.48% (117 s); VGG-19 w16 66.06% (139 s)",
@@ -422,7 +445,9 @@ RECIPES = {
         },
     },
 }
-_NOT_HASHED = ("archs", "profiles", "evidence")     # what does not change how a model is trained
+_NOT_HASHED = ("archs", "profiles", "evidence", "variants")     # what does not change how a model is trained
+STANDARD = "standard"           # the variant that is the recipe itself
+PENALTIES = {"sensitivity": SensitivityPenalty}     # a variant's "penalty": what fit adds to the loss
 AUGMENTS = {"crop_flip": crop_flip}
 
 
@@ -449,18 +474,39 @@ def _check_recipe_dataset(recipe: str, dataset: str | None) -> str:
     return dataset
 
 
-def recipe_settings(arch: str, recipe: str, profile: str, dataset: str | None = None) -> dict:
+def recipe_variants(recipe: str) -> list[str]:
+    """The variants of a recipe (``["standard"]`` for a recipe without any)."""
+    check_choice("recipe", recipe, tuple(RECIPES))
+    return list(RECIPES[recipe].get("variants", {STANDARD: {}}))
+
+
+def _check_variant(recipe: str, variant: str | None) -> str:
+    if variant is None:
+        return STANDARD
+    check_choice("variant", variant, recipe_variants(recipe))
+    return variant
+
+
+def recipe_settings(arch: str, recipe: str, profile: str, dataset: str | None = None,
+                    variant: str | None = None) -> dict:
     """Everything that trains ``arch`` on ``dataset`` with ``recipe`` at
     ``profile``: the recipe's shared settings overridden by the profile's,
-    resolved for the architecture and dataset (a setting ``{"default": v,
-    "<arch>": w, "<dataset>": u, "<dataset>/<arch>": t}`` gives the most
-    specific of t, w, u, v that it holds). ``dataset`` may be omitted for a
-    recipe with one dataset."""
+    then by the ``variant``'s shared and per-profile settings (``None`` or
+    ``"standard"``: the recipe itself), resolved for the architecture and
+    dataset (a setting ``{"default": v, "<arch>": w, "<dataset>": u,
+    "<dataset>/<arch>": t}`` gives the most specific of t, w, u, v that it
+    holds). ``dataset`` may be omitted for a recipe with one dataset."""
     check_choice("recipe", recipe, tuple(RECIPES))
     check_choice("profile", profile, PROFILES)
     dataset = _check_recipe_dataset(recipe, dataset)
+    variant = _check_variant(recipe, variant)
     rc = RECIPES[recipe]
     merged = {**{k: v for k, v in rc.items() if k not in _NOT_HASHED}, **rc["profiles"][profile]}
+    if variant != STANDARD:
+        var = rc["variants"][variant]
+        merged.update({k: v for k, v in var.items() if k not in _NOT_HASHED})
+        merged.update(var.get("profiles", {}).get(profile, {}))
+        merged["variant"] = variant
     merged["dataset"] = dataset
 
     def resolve(v):
@@ -470,13 +516,16 @@ def recipe_settings(arch: str, recipe: str, profile: str, dataset: str | None = 
     return {k: resolve(v) for k, v in merged.items()}
 
 
-def zoo_key(arch: str, dataset: str, recipe: str, profile: str, seed: int) -> str:
-    """The cache key: architecture, dataset, recipe, profile, seed, and a short
-    hash of the settings that train this architecture at this profile, so that
-    changing them retrains (and changing another profile or architecture does not)."""
-    settings = recipe_settings(arch, recipe, profile, dataset)
+def zoo_key(arch: str, dataset: str, recipe: str, profile: str, seed: int, variant: str | None = None) -> str:
+    """The cache key: architecture, dataset, recipe (and variant, unless it is
+    the standard one), profile, seed, and a short hash of the settings that
+    train this architecture at this profile, so that changing them retrains
+    (and changing another profile, architecture or variant does not)."""
+    variant = _check_variant(recipe, variant)
+    settings = recipe_settings(arch, recipe, profile, dataset, variant)
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{dataset}/{arch}/{recipe}-{h}-{profile}-seed{seed}"
+    name = recipe if variant == STANDARD else f"{recipe}+{variant}"
+    return f"{dataset}/{arch}/{name}-{h}-{profile}-seed{seed}"
 
 
 def _snapshot_path(path: Path, snapshot: float | None) -> Path:
@@ -528,13 +577,32 @@ def snapshot_epochs(epochs: int, fractions) -> dict[int, float]:
     return out
 
 
+def variant_training(settings: dict) -> dict:
+    """``fit``'s ``adversary``, ``mix`` and ``penalty`` for resolved recipe
+    settings: PGD from a random start, seeded afresh for every batch, with
+    step ``adv_alpha``·ε (None: 2.5·ε/steps), where ``adv_norm`` is set."""
+    out = {}
+    if settings.get("adv_norm"):
+        eps, a = settings["adv_eps"], settings.get("adv_alpha")
+        out["adversary"] = PGD(eps, steps=settings["adv_steps"], norm=settings["adv_norm"],
+                               alpha=None if a is None else a * eps, seed=None)
+        out["mix"] = settings.get("mix", "adv")
+    if settings.get("penalty"):
+        check_choice("penalty", settings["penalty"], tuple(PENALTIES))
+        out["penalty"] = PENALTIES[settings["penalty"]]()
+    return out
+
+
 def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile: str = "cpu",
-            seed: int = 0, *, snapshot: float | None = None, device=None, progress: bool = True,
-            retrain: bool = False):
+            seed: int = 0, *, variant: str | None = None, snapshot: float | None = None, device=None,
+            progress: bool = True, retrain: bool = False):
     """The model ``arch`` trained on ``dataset`` with ``recipe`` at ``profile``:
     loaded from ``data/checkpoints/<key>.pt`` if present, else trained and saved
     atomically. ``snapshot`` (a fraction listed in the recipe's ``snapshots``,
-    or 1.0) returns the model as it was at that point of the same run. Returns
+    or 1.0) returns the model as it was at that point of the same run.
+    ``variant`` (one of ``recipe_variants(recipe)``) trains it another way:
+    adversarial training with PGD (``adv_norm``, ``adv_eps``, ``adv_steps``,
+    ``adv_alpha`` in units of ε, ``mix``) or with a loss ``penalty``. Returns
     ``(model, meta)``; ``meta`` holds the settings, the training history, the
     seconds it took, the test accuracy, the git commit of the code that
     trained it and whether it came from the cache."""
@@ -544,10 +612,11 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
     rc = RECIPES[recipe]
     check_choice("arch", arch, rc["archs"])
     dataset = _check_recipe_dataset(recipe, dataset)
+    variant = _check_variant(recipe, variant)
     if snapshot is not None:
         check_choice("snapshot", snapshot, list(rc.get("snapshots", [])) + [1.0])
     dev = get_device(device)
-    key = zoo_key(arch, dataset, recipe, profile, seed)
+    key = zoo_key(arch, dataset, recipe, profile, seed, variant)
     path = checkpoint_dir() / f"{key}.pt"
     kw = model_kwargs(arch, recipe, profile, dataset)
     want = _snapshot_path(path, snapshot)
@@ -558,8 +627,9 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
         return model, {**meta, "cached": True, "path": str(want)}
     seed_everything(seed)
     model = nrmodels.build(arch, dataset, **kw).to(dev)
-    st = recipe_settings(arch, recipe, profile, dataset)
-    base = {"key": key, "arch": arch, "dataset": dataset, "recipe": recipe, "profile": profile, "seed": seed,
+    st = recipe_settings(arch, recipe, profile, dataset, variant)
+    base = {"key": key, "arch": arch, "dataset": dataset, "recipe": recipe, "variant": variant,
+            "profile": profile, "seed": seed,
             "settings": st, "git_commit": nrresults.git_commit(),
             # str(): torch.__version__ is a TorchVersion, which weights_only=True refuses to unpickle
             "device": str(dev), "device_name": nrresults.device_name(dev), "torch": str(torch.__version__),
@@ -582,25 +652,29 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
                batch_size=st["batch_size"], max_epochs=st["epochs"], patience=st.get("patience"),
                weight_decay=st.get("weight_decay", 0.0), schedule=st.get("schedule", "constant"),
                augment=AUGMENTS.get(st.get("augment")), on_epoch=on_epoch if snaps else None,
-               seed=seed, progress=progress, desc=arch)
+               **variant_training(st), seed=seed, progress=progress,
+               desc=arch if variant == STANDARD else f"{arch}+{variant}")
     meta = {**base, "history": hist, "train_seconds": hist["total_seconds"], "snapshot": 1.0,
             "epoch": len(hist["epoch"]), "n_train": int(len(ytr)), "n_test": int(len(yte)),
             "test_acc": accuracy(model, xte, yte)}
     save_checkpoint(path, model, meta)
     model.eval()
     if want != path:   # the snapshot was written during this run
-        return zoo_get(arch, dataset, recipe, profile, seed, snapshot=snapshot, device=dev)
+        return zoo_get(arch, dataset, recipe, profile, seed, variant=variant, snapshot=snapshot, device=dev)
     return model, {**meta, "cached": False, "path": str(path)}
 
 
 # ----------------------------------------------------------------------------
 # command line: train (or load) the zoo and record its test accuracy
 # ----------------------------------------------------------------------------
-def zoo_entry(arch: str, dataset: str, recipe: str) -> str:
+def zoo_entry(arch: str, dataset: str, recipe: str, variant: str | None = None) -> str:
     """A model's name in ``data/results/zoo/<profile>.json``: the architecture for a recipe with one
     dataset (``resnet18``), ``<dataset>/<arch>`` for a recipe that trains on several
-    (``pravin``: ``mnist/resnet18``), so that no two recipes' models share a name."""
-    return arch if len(recipe_datasets(recipe)) == 1 else f"{dataset}/{arch}"
+    (``pravin``: ``mnist/resnet18``), so that no two recipes' models share a name; a variant
+    other than the standard one follows a ``+`` (``vgg19+linf_at``)."""
+    name = arch if len(recipe_datasets(recipe)) == 1 else f"{dataset}/{arch}"
+    variant = _check_variant(recipe, variant)
+    return name if variant == STANDARD else f"{name}+{variant}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -615,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="auto: full on a CUDA GPU, cpu otherwise")
     ap.add_argument("--archs", nargs="+", default=None, help="default: every model of the recipe")
     ap.add_argument("--datasets", nargs="+", default=None, help="default: every dataset of the recipe")
+    ap.add_argument("--variants", nargs="+", default=None,
+                    help="default: the standard one (see RECIPES[recipe]['variants'])")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     profile = resolve_profile(args.profile)
@@ -624,35 +700,39 @@ def main(argv: list[str] | None = None) -> int:
     datasets = args.datasets or recipe_datasets(args.recipe)
     for d in datasets:
         _check_recipe_dataset(args.recipe, d)
+    variants = args.variants or [STANDARD]
+    for v in variants:
+        _check_variant(args.recipe, v)
     dev = get_device()
     try:
         old = nrresults.read("zoo", profile)
     except FileNotFoundError:
         old = {}
     # keep the earlier entries of models whose settings have not changed since (same cache key)
-    current = {zoo_entry(a, d, r) for r in RECIPES for d in recipe_datasets(r) for a in RECIPES[r]["archs"]
-               if (old.get("params", {}).get(zoo_entry(a, d, r)) or {}).get("key")
-               == zoo_key(a, d, r, profile, args.seed)}
+    current = {zoo_entry(a, d, r, v) for r in RECIPES for d in recipe_datasets(r) for a in RECIPES[r]["archs"]
+               for v in recipe_variants(r)
+               if (old.get("params", {}).get(zoo_entry(a, d, r, v)) or {}).get("key")
+               == zoo_key(a, d, r, profile, args.seed, v)}
     metrics = {k: v for k, v in old.get("metrics", {}).items() if k.split("/", 1)[-1] in current}
     seconds = {k: v for k, v in old.get("seconds", {}).items() if k in current}
     params = {k: v for k, v in old.get("params", {}).items() if k in current}
     print(f"zoo: recipe={args.recipe} profile={profile} device={nrresults.device_name(dev)}")
-    for dataset in datasets:
-        for arch in archs:
-            entry = zoo_entry(arch, dataset, args.recipe)
-            model, meta = zoo_get(arch, dataset, args.recipe, profile, args.seed, device=dev)
-            acc = meta["test_acc"]
-            metrics[f"test_acc/{entry}"] = acc
-            metrics[f"train_s/{entry}"] = meta["train_seconds"]
-            seconds[entry] = meta["train_seconds"]
-            params[entry] = {"key": meta["key"], "recipe": args.recipe, "git_commit": meta.get("git_commit"),
-                             "trained_on": meta.get("device_name", meta["device"]),
-                             "epochs": len(meta["history"]["epoch"]), "n_train": meta.get("n_train"),
-                             "n_test": meta.get("n_test"), "params": nrmodels.count_params(model),
-                             **meta.get("model_kwargs", {})}
-            print(f"  {entry:18s} test {acc:6.2f}%  {nrmodels.count_params(model):>11,} params  trained "
-                  f"{meta['train_seconds']:7.1f} s on {meta.get('device_name', meta['device'])}"
-                  f"{'  (cached)' if meta['cached'] else ''}")
+    for dataset, arch, variant in ((d, a, v) for d in datasets for a in archs for v in variants):
+        entry = zoo_entry(arch, dataset, args.recipe, variant)
+        model, meta = zoo_get(arch, dataset, args.recipe, profile, args.seed, variant=variant, device=dev)
+        acc = meta["test_acc"]
+        metrics[f"test_acc/{entry}"] = acc
+        metrics[f"train_s/{entry}"] = meta["train_seconds"]
+        seconds[entry] = meta["train_seconds"]
+        params[entry] = {"key": meta["key"], "recipe": args.recipe, "variant": variant,
+                         "git_commit": meta.get("git_commit"),
+                         "trained_on": meta.get("device_name", meta["device"]),
+                         "epochs": len(meta["history"]["epoch"]), "n_train": meta.get("n_train"),
+                         "n_test": meta.get("n_test"), "params": nrmodels.count_params(model),
+                         **meta.get("model_kwargs", {})}
+        print(f"  {entry:18s} test {acc:6.2f}%  {nrmodels.count_params(model):>11,} params  trained "
+              f"{meta['train_seconds']:7.1f} s on {meta.get('device_name', meta['device'])}"
+              f"{'  (cached)' if meta['cached'] else ''}")
     path = nrresults.write("zoo", profile, metrics, seconds=seconds, params=params,
                            device=dev)
     print(f"wrote {path}")

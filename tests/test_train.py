@@ -353,3 +353,65 @@ def test_cosine_schedule_starts_at_the_peak_without_warm_up(monkeypatch):
     assert lrs[8] == pytest.approx(0.1 * (1 + math.cos(math.pi * 8 / 16)) / 2)
     warm = _step_lrs(monkeypatch, "onecycle")
     assert warm[0] == pytest.approx(0.1 / 25) and max(warm) > warm[0]       # one-cycle warms up
+
+
+# ---------------------------------------------------------------------------
+# recipe variants (adversarial training, the sensitivity regulariser)
+# ---------------------------------------------------------------------------
+def test_standard_variant_is_the_recipe_itself():
+    assert train.recipe_variants("cifar")[0] == "standard"
+    assert train.recipe_variants("karnine") == ["standard"]
+    for p in ("smoke", "cpu", "full"):
+        k = train.zoo_key("vgg19", "cifar10", "cifar", p, 0)
+        assert train.zoo_key("vgg19", "cifar10", "cifar", p, 0, "standard") == k
+        assert train.recipe_settings("vgg19", "cifar", p, variant="standard") == train.recipe_settings(
+            "vgg19", "cifar", p)
+    assert train.zoo_entry("vgg19", "cifar10", "cifar", "standard") == "vgg19"
+
+
+def test_variants_have_their_own_keys_settings_and_entries():
+    keys = {v: train.zoo_key("vgg19", "cifar10", "cifar", "cpu", 0, v) for v in train.recipe_variants("cifar")}
+    assert len(set(keys.values())) == len(keys)
+    assert keys["linf_at"].startswith("cifar10/vgg19/cifar+linf_at-")
+    st = train.recipe_settings("vgg19", "cifar", "cpu", variant="l2_at")
+    assert st["variant"] == "l2_at" and st["adv_norm"] == "l2" and st["adv_eps"] == 0.5 and st["mix"] == "adv"
+    # the variant's per-profile settings apply at their profile only
+    assert train.recipe_settings("vgg19", "cifar", "full", variant="linf_at")["adv_steps"] > st["adv_steps"]
+    sens = train.recipe_settings("vgg19", "cifar", "full", variant="sensitivity")
+    assert sens["lr"] == 0.01 and sens["batch_size"] == 128 and sens["penalty"] == "sensitivity"
+    assert train.zoo_entry("vgg19", "cifar10", "cifar", "linf_at") == "vgg19+linf_at"
+    with pytest.raises(ValueError, match=r"^variant='madry'"):
+        train.zoo_key("vgg19", "cifar10", "cifar", "cpu", 0, "madry")
+    with pytest.raises(ValueError, match=r"^variant="):
+        train.recipe_settings("base", "karnine", "cpu", variant="linf_at")
+
+
+def test_variant_training_builds_the_adversary_and_the_penalty():
+    from nrlib.attacks import PGD
+    from nrlib.regularizers import SensitivityPenalty
+    kw = train.variant_training(train.recipe_settings("vgg19", "cifar", "cpu", variant="linf_at"))
+    adv = kw["adversary"]
+    assert isinstance(adv, PGD) and adv.norm == "linf" and adv.eps == 8 / 255 and kw["mix"] == "adv"
+    assert adv.seed is None and adv.random_start          # a fresh random start for every batch
+    assert adv.step_size == pytest.approx(1.25 * 8 / 255)
+    full = train.variant_training(train.recipe_settings("vgg19", "cifar", "full", variant="l2_at"))["adversary"]
+    assert full.norm == "l2" and full.step_size == pytest.approx(2.5 * 0.5 / full.steps)
+    pen = train.variant_training(train.recipe_settings("vgg19", "cifar", "cpu", variant="sensitivity"))
+    assert set(pen) == {"penalty"} and isinstance(pen["penalty"], SensitivityPenalty)
+    assert train.variant_training(train.recipe_settings("vgg19", "cifar", "cpu")) == {}
+
+
+def test_adversarially_trained_variant_resists_its_adversary(tmp_path, monkeypatch):
+    """Smoke-sized L∞ adversarial training on 2,000 images: the checkpoint names its variant, and the model
+    resists PGD better than the standard model trained the same way on the same images."""
+    from nrlib import attacks, metrics
+    (tmp_path / "cifar-10-batches-py").symlink_to((nrdata.data_root() / "cifar-10-batches-py").resolve(),
+                                                 target_is_directory=True)
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path))
+    std, _ = train.zoo_get("vgg16", "cifar10", "cifar", "smoke", device="cpu", progress=False)
+    adv, meta = train.zoo_get("vgg16", "cifar10", "cifar", "smoke", variant="linf_at", device="cpu",
+                              progress=False)
+    assert meta["variant"] == "linf_at" and "+linf_at-" in meta["key"] and meta["test_acc"] > 15.0
+    x, y = nrdata.load("cifar10", "test", n=300, seed=1)
+    atk = attacks.PGD(8 / 255, steps=5)
+    assert metrics.robust_accuracy(adv, x, y, atk) > metrics.robust_accuracy(std, x, y, atk) + 3.0
