@@ -595,7 +595,7 @@ def recipe_table(recipe: str) -> list[str]:
                 rows.append([f"`{profile}`", *([DATASET_NAMES.get(d, d)] if multi else []),
                              ", ".join(ARCH_NAMES.get(a, a) for a in group),
                              *["—" if v is None else _fmt_setting(v) for v in values]])
-    shown = {k for k, _ in cols} | {"archs", "profiles", "evidence", "dataset"}
+    shown = {k for k, _ in cols} | {"archs", "profiles", "evidence", "dataset", "variants"}
     said = []
     for k, v in rc.items():
         if k in shown:
@@ -612,7 +612,50 @@ def recipe_table(recipe: str) -> list[str]:
             said.append(f"{k.replace('_', ' ')} " + (f"`{v}`" if isinstance(v, str) else _fmt_setting(v)))
     on = ", ".join(datasets)
     note = f"`nrlib.train.RECIPES[\"{recipe}\"]` ({on}), every profile: " + "; ".join(said) + "."
-    return _table(["profile", *(["dataset"] if multi else []), "models", *[h for _, h in cols]], rows) + [note, ""]
+    return (_table(["profile", *(["dataset"] if multi else []), "models", *[h for _, h in cols]], rows)
+            + [note, ""] + variant_table(recipe))
+
+
+def _variant_text(diff: dict) -> str:
+    """A variant's settings in words: the adversary of adversarial training first, then the rest."""
+    parts = []
+    if diff.get("adv_norm"):
+        a = diff.get("adv_alpha")
+        step = "2.5·ε/steps" if a is None else f"{a:g}·ε"
+        norm = {"linf": "L∞", "l2": "L2"}.get(diff["adv_norm"], diff["adv_norm"])
+        eps, k = float(diff["adv_eps"]), float(diff["adv_eps"]) * 255
+        eps_text = f"{round(k)}/255" if diff["adv_norm"] == "linf" and abs(k - round(k)) < 1e-6 else f"{eps:g}"
+        mix = {"adv": "adversarial examples only", "benign+adv": "clean and adversarial examples"}
+        steps = diff["adv_steps"]
+        parts.append(f"PGD {norm} ε = {eps_text}, {steps} step{'s' if steps > 1 else ''} of {step} from a "
+                     f"random start, trained on {mix.get(diff.get('mix', 'adv'), diff.get('mix'))}")
+    rest = {k: v for k, v in diff.items() if not k.startswith("adv_") and k not in ("mix", "variant")}
+    parts += [f"{k.replace('_', ' ')} " + (f"`{v}`" if isinstance(v, str) else _fmt_setting(v))
+              for k, v in rest.items()]
+    return "; ".join(parts)
+
+
+def variant_table(recipe: str) -> list[str]:
+    """Markdown lines: the recipe's variants (``zoo_get(..., variant=...)``) and, per group of
+    profiles, the settings in which each differs from the recipe (for its first architecture
+    and dataset); nothing for a recipe without variants."""
+    from nrlib import train
+
+    names = [v for v in train.recipe_variants(recipe) if v != train.STANDARD]
+    if not names:
+        return []
+    arch, dataset = train.RECIPES[recipe]["archs"][0], train.recipe_datasets(recipe)[0]
+    rows = []
+    for v in names:
+        groups: dict[str, list[str]] = {}
+        for p in reversed(PROFILES):
+            base = train.recipe_settings(arch, recipe, p, dataset)
+            st = train.recipe_settings(arch, recipe, p, dataset, v)
+            diff = {k: x for k, x in st.items() if k != "variant" and (k not in base or base[k] != x)}
+            groups.setdefault(_variant_text(diff), []).append(f"`{p}`")
+        rows += [[f"`{v}`", ", ".join(ps), text] for text, ps in groups.items()]
+    return [f"Variants of `nrlib.train.RECIPES[\"{recipe}\"]` (`zoo_get(..., variant=...)`, any of its models), "
+            "by what they change:", "", *_table(["variant", "profiles", "settings"], rows), ""]
 
 
 def write_intro_section(intro: Path = BOOK / "intro.md") -> Path | None:

@@ -215,6 +215,7 @@ def _rows(table_lines):
 def test_recipe_table_says_what_the_recipe_says(recipe):
     rc = train.RECIPES[recipe]
     lines = rp.recipe_table(recipe)
+    lines = lines[: len(lines) - len(rp.variant_table(recipe))]     # the recipe's own table
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     seen = set()
     names = {v: k for k, v in rp.DATASET_NAMES.items()}
@@ -238,6 +239,27 @@ def test_recipe_table_says_what_the_recipe_says(recipe):
             seen.add((profile, dataset, a))
     assert seen == {(p, d, a) for p in rc["profiles"] for d in train.recipe_datasets(recipe)
                     for a in rc["archs"]}, "every profile, dataset and model once"
+
+
+def test_variant_table_says_what_each_variant_changes(monkeypatch):
+    lines = rp.variant_table("cifar")
+    assert lines and lines == rp.recipe_table("cifar")[-len(lines):]
+    rows = _rows(lines[2:])
+    assert {r[0].strip("`") for r in rows} == set(train.recipe_variants("cifar")) - {"standard"}
+    for variant, profs, text in rows:
+        for p in (q.strip("`") for q in profs.split(", ")):
+            st = train.recipe_settings("resnet20", "cifar", p, variant=variant.strip("`"))
+            if st.get("adv_norm"):
+                steps = st["adv_steps"]
+                assert f"{steps} step{'s' if steps > 1 else ''} of" in text, (variant, p, text)
+                assert ("8/255" if st["adv_norm"] == "linf" else f"ε = {st['adv_eps']:g}") in text
+            if st.get("penalty"):
+                assert f"penalty `{st['penalty']}`" in text and f"lr {st['lr']:g}" in text
+    assert rp.variant_table("karnine") == []
+    recipes = copy.deepcopy(train.RECIPES)
+    recipes["cifar"]["variants"]["linf_at"]["profiles"]["cpu"]["adv_steps"] = 3
+    monkeypatch.setattr(train, "RECIPES", recipes)
+    assert any("`cpu`" in line and "3 steps of 1.25·ε" in line for line in rp.variant_table("cifar"))
 
 
 def test_recipe_table_changes_with_the_recipe(monkeypatch):
