@@ -621,12 +621,13 @@ def _variant_text(diff: dict) -> str:
     parts = []
     if diff.get("adv_norm"):
         a = diff.get("adv_alpha")
-        step = "2.5·ε/steps" if a is None else f"{a:g}·ε"
+        steps = diff["adv_steps"]
+        step = ("2.5·ε/steps" if a is None else "ε" if a == 1 else
+                f"ε/√{steps}" if steps > 1 and abs(a - steps ** -0.5) < 1e-9 else f"{a:g}·ε")
         norm = {"linf": "L∞", "l2": "L2"}.get(diff["adv_norm"], diff["adv_norm"])
         eps, k = float(diff["adv_eps"]), float(diff["adv_eps"]) * 255
         eps_text = f"{round(k)}/255" if diff["adv_norm"] == "linf" and abs(k - round(k)) < 1e-6 else f"{eps:g}"
         mix = {"adv": "adversarial examples only", "benign+adv": "clean and adversarial examples"}
-        steps = diff["adv_steps"]
         parts.append(f"PGD {norm} ε = {eps_text}, {steps} step{'s' if steps > 1 else ''} of {step} from a "
                      f"random start, trained on {mix.get(diff.get('mix', 'adv'), diff.get('mix'))}")
     rest = {k: v for k, v in diff.items() if not k.startswith("adv_") and k not in ("mix", "variant")}

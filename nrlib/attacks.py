@@ -271,4 +271,33 @@ class PGD(Attack):
         return base + (f" ×{self.restarts} restarts" if self.restarts > 1 else "")
 
 
+# CIFAR-10-C's Gaussian noise (Hendrycks & Dietterich 2019): the noise sd c of severities 1-5, pixels in [0, 1]
+GAUSS_SEVERITY = (0.04, 0.06, 0.08, 0.09, 0.10)
+
+
+@dataclass(frozen=True)
+class GaussianNoise(Attack):
+    """Not an attack but a corruption, with the same call shape so that
+    ``metrics.robust_accuracy`` scores it: x + N(0, eps²) per pixel, clipped
+    to [0, 1] — CIFAR-10-C's ``gaussian_noise`` (Hendrycks & Dietterich
+    2019; Zhang et al. 2021, Table I) without its rounding to 8 bits.
+    ``eps`` is the noise's standard deviation c; ``GaussianNoise.severity(s)``
+    gives c for severity s = 1…5. Seeded: the same call draws the same noise."""
+
+    seed: int = 0
+
+    @classmethod
+    def severity(cls, s: int, **kw) -> "GaussianNoise":
+        return cls(GAUSS_SEVERITY[check_int("severity", s, low=1, high=len(GAUSS_SEVERITY)) - 1], **kw)
+
+    def __call__(self, model, x, y):
+        _validate(model, x, y, self.eps, self.norm, self.targeted, self.batch_size, self.amp)
+        gen = torch.Generator().manual_seed(check_int("seed", self.seed, low=0))
+        noise = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
+        return (x + self.eps * noise).clamp_(0.0, 1.0)
+
+    def describe(self) -> str:
+        return f"Gaussian noise c={self.eps:g}"
+
+
 ATTACKS = {"fgsm": FGSM, "pgd": PGD}

@@ -116,3 +116,57 @@ def mean_pairwise_jaccard(sets: list) -> float:
     sets = [_as_set(s, f"sets[{i}]") for i, s in enumerate(sets)]
     vals = [jaccard(sets[i], sets[j]) for i in range(len(sets)) for j in range(i + 1, len(sets))]
     return float(np.mean(vals)) if vals else 1.0
+
+
+# ----------------------------------------------------------------------------
+# similarity of neuron sequences (Zhang et al. 2021, eqs. 7–10)
+# ----------------------------------------------------------------------------
+def _as_seq(a, name: str) -> list:
+    if torch.is_tensor(a):
+        a = a.detach().cpu().numpy()
+    if isinstance(a, np.ndarray):
+        a = a.ravel().tolist()
+    if isinstance(a, (str, bytes, dict, set)) or not isinstance(a, Iterable):
+        raise ValueError(f"{name}={a!r} must be an ordered sequence of items (a list, tuple, array or tensor)")
+    return list(a)
+
+
+def levenshtein(a: Iterable, b: Iterable) -> int:
+    """The Levenshtein distance (Zhang et al. 2021, eq. 7): the fewest
+    insertions, deletions and substitutions that turn sequence ``a`` into
+    ``b`` (items compared with ==); one row of the dynamic programme at a time."""
+    a, b = _as_seq(a, "a"), _as_seq(b, "b")
+    prev = list(range(len(b) + 1))
+    for i, ai in enumerate(a, 1):
+        cur = [i]
+        for j, bj in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ai != bj)))
+        prev = cur
+    return prev[-1]
+
+
+def levenshtein_similarity(a: Iterable, b: Iterable) -> float:
+    """S_ω(a, b) = 1 − lev(a, b) / (|a| + |b|) (Zhang et al. 2021, eq. 8), in
+    [0, 1]; 1 for identical sequences (and for two empty ones)."""
+    a, b = _as_seq(a, "a"), _as_seq(b, "b")
+    return 1.0 if not (a or b) else 1.0 - levenshtein(a, b) / (len(a) + len(b))
+
+
+def avg_pair_levenshtein(seqs: list) -> float:
+    """The average pair Levenshtein similarity (Zhang et al. 2021, eq. 9):
+    the mean of S_ω over all pairs of distinct sequences (needs ≥ 2)."""
+    if not isinstance(seqs, (list, tuple)) or len(seqs) < 2:
+        raise ValueError(f"seqs must be a list of at least 2 sequences, got {seqs!r:.80}")
+    seqs = [_as_seq(s, f"seqs[{i}]") for i, s in enumerate(seqs)]
+    return float(np.mean([levenshtein_similarity(seqs[i], seqs[j])
+                          for i in range(len(seqs)) for j in range(i + 1, len(seqs))]))
+
+
+def jaccard_total(seqs: list) -> float:
+    """The total Jaccard index (Zhang et al. 2021, eq. 10): |∩ S_y| / |∪ S_y|
+    of the sequences taken as sets (1.0 when all are empty)."""
+    if not isinstance(seqs, (list, tuple)) or not seqs:
+        raise ValueError(f"seqs must be a non-empty list of sequences, got {seqs!r:.80}")
+    sets = [_as_set(s, f"seqs[{i}]") for i, s in enumerate(seqs)]
+    union = set().union(*sets)
+    return 1.0 if not union else len(set.intersection(*sets)) / len(union)

@@ -15,6 +15,18 @@ after global average pooling, non-negative since they follow a ReLU.
 
 Where the paper leaves a detail open its public code (sauron) fixes it; each
 function says which of the code's choices it follows.
+
+Neuron sensitivity of any layer (Zhang et al. 2021, "Interpreting and
+improving adversarial robustness of deep neural networks with neuron
+sensitivity"), where a *neuron* is one channel of a layer's output:
+
+* ``neuron_sensitivity`` — eq. 1, σ: the mean over pairs (x, x′) of
+  (1/dim)·‖F(x) − F(x′)‖₁; ``sensitive_neurons`` — eq. 2, the top-k by σ.
+* ``sensitivity_ratio`` — eq. 11, the deviation relative to ‖F(x)‖₁.
+* ``layer_sensitivity`` — both for many layers of a model at once, one
+  forward pass of each clean and adversarial batch.
+* ``importance``, ``important_neurons``, ``vote`` — eqs. 3–5: a feature's
+  contribution to the target logit, the top-k per image and the voted Γ^y.
 """
 from __future__ import annotations
 
@@ -29,7 +41,9 @@ from .attacks import NORMS, _l2_normalise, _project, keep_best
 from .metrics import predict
 from .models import frozen
 from .precision import autocast
-from .utils import (batches, check_choice, check_eps, check_input, check_int, check_model, check_number)
+from .hooks import capture, layer_names
+from .utils import (batches, check_choice, check_eps, check_fraction, check_input, check_int, check_labels,
+                    check_model, check_number)
 
 
 def logits_layer(model: nn.Module) -> tuple[str, nn.Linear]:
@@ -275,3 +289,146 @@ def ns_success(model, x: torch.Tensor, delta_values: torch.Tensor, order: torch.
                        steps=steps, batch_size=batch_size, amp=amp)
     clean = predict(model, x, batch_size=batch_size, amp=amp)
     return (predict(model, xa, batch_size=batch_size, amp=amp) != clean[rep]).view(n, k)
+
+
+# ----------------------------------------------------------------------------
+# Zhang et al. 2021: neuron sensitivity of any layer
+# ----------------------------------------------------------------------------
+def _check_pair(act_clean, act_adv):
+    for nm, a in (("act_clean", act_clean), ("act_adv", act_adv)):
+        if not isinstance(a, torch.Tensor) or a.dim() < 2 or a.shape[0] == 0:
+            raise ValueError(f"{nm} must be a layer's outputs [N, C, ...] for N ≥ 1 samples, "
+                             f"got {getattr(a, 'shape', type(a).__name__)}")
+    if act_clean.shape != act_adv.shape:
+        raise ValueError(f"act_clean {tuple(act_clean.shape)} and act_adv {tuple(act_adv.shape)} must have "
+                         "the same shape: the outputs of one layer for x and for its x′")
+    return act_clean.detach().float(), act_adv.detach().to(act_clean.device).float()
+
+
+def _l1_per_channel(a: torch.Tensor) -> torch.Tensor:
+    """[N, C, ...] → [N, C]: the L1 norm over each channel's positions."""
+    return a.abs().flatten(2).sum(2) if a.dim() > 2 else a.abs()
+
+
+def neuron_sensitivity(act_clean: torch.Tensor, act_adv: torch.Tensor) -> torch.Tensor:
+    """Neuron sensitivity σ (Zhang et al. 2021, eq. 1) of every channel of a
+    layer: σ_m = (1/N) Σᵢ (1/dim) ‖F_m(xᵢ) − F_m(x′ᵢ)‖₁, with F_m(x) channel
+    m of the layer's output for x (its dim = H·W values; 1 for a vector
+    layer). ``act_clean``, ``act_adv``: [N, C, ...] for the pairs (xᵢ, x′ᵢ).
+    Returns [C]; 0 for identical inputs."""
+    a, b = _check_pair(act_clean, act_adv)
+    dim = a[0, 0].numel()
+    return (_l1_per_channel(a - b) / dim).mean(0)
+
+
+def sensitivity_ratio(act_clean: torch.Tensor, act_adv: torch.Tensor) -> torch.Tensor:
+    """Sensitivity ratio (Zhang et al. 2021, eq. 11) of every channel:
+    (1/N) Σᵢ ‖F_m(xᵢ) − F_m(x′ᵢ)‖₁ / ‖F_m(xᵢ)‖₁ — the deviation as a share of
+    the clean output, so scaling a layer's outputs leaves it unchanged. Pairs
+    whose clean output is all 0 in a channel are left out of that channel's
+    mean (NaN where every pair is). Returns [C]."""
+    a, b = _check_pair(act_clean, act_adv)
+    num, den = _l1_per_channel(a - b), _l1_per_channel(a)
+    ok = den > 0
+    r = torch.where(ok, num / den.clamp_min(1e-30), torch.zeros_like(num)).sum(0)
+    n = ok.sum(0)
+    return torch.where(n > 0, r / n.clamp_min(1), torch.full_like(r, math.nan))
+
+
+def sensitive_neurons(sigma: torch.Tensor, k: int | None = None, *, share: float | None = None) -> torch.Tensor:
+    """The sensitive neurons Ω (Zhang et al. 2021, eq. 2): the indices of the
+    ``k`` largest σ (or of the top ``share`` of the layer, at least one), in
+    descending order of σ (ties: lower index first)."""
+    if not isinstance(sigma, torch.Tensor) or sigma.dim() != 1 or sigma.numel() == 0:
+        raise ValueError(f"sigma must be a non-empty [C] tensor (one σ per neuron), "
+                         f"got {getattr(sigma, 'shape', type(sigma).__name__)}")
+    if (k is None) == (share is None):
+        raise ValueError(f"give exactly one of k (a count) and share (a fraction); got k={k!r}, share={share!r}")
+    if share is not None:
+        k = max(1, round(check_fraction("share", share, low_open=True) * sigma.numel()))
+    k = check_int("k", k, low=1, high=sigma.numel())
+    order = torch.argsort(-sigma.float().nan_to_num(-math.inf), stable=True)
+    return order[:k]
+
+
+def layer_sensitivity(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, batch_size: int = 1024,
+                      amp: bool | None = False) -> dict[str, dict[str, torch.Tensor]]:
+    """σ (eq. 1) and the sensitivity ratio (eq. 11) of every channel of each
+    layer in ``layers`` (names as in ``model.layers()``), for the pairs
+    (x[i], x_adv[i]): one forward pass of each clean and adversarial batch
+    records all layers at once (hooks removed afterwards), and the sums are
+    accumulated batch by batch, so no layer's outputs are kept for all images.
+    Returns ``{layer: {"sigma": [C], "ratio": [C]}}``."""
+    x = check_input(model, x)
+    x_adv = check_input(model, x_adv, "x_adv")
+    if x_adv.shape != x.shape:
+        raise ValueError(f"x_adv {tuple(x_adv.shape)} must have the shape of x {tuple(x.shape)}: one x′ per x")
+    names = layer_names(model, layers)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    sig: dict[str, torch.Tensor] = {}
+    rat: dict[str, torch.Tensor] = {}
+    cnt: dict[str, torch.Tensor] = {}
+    with frozen(model), torch.no_grad(), capture(model, names) as st:
+        for xb, xab in batches(x, x_adv.to(x.device), batch_size=batch_size):
+            with autocast(xb.device, amp):
+                model(xb)
+                model(xab)
+            for n in names:
+                a, b = (t.float() for t in st[n])
+                st[n].clear()
+                d = _l1_per_channel(a - b)
+                den = _l1_per_channel(a)
+                ok = den > 0
+                sig[n] = sig.get(n, 0) + (d / a[0, 0].numel()).sum(0)
+                rat[n] = rat.get(n, 0) + torch.where(ok, d / den.clamp_min(1e-30), torch.zeros_like(d)).sum(0)
+                cnt[n] = cnt.get(n, 0) + ok.sum(0)
+    n_img = x.shape[0]
+    return {n: {"sigma": sig[n] / n_img,
+                "ratio": torch.where(cnt[n] > 0, rat[n] / cnt[n].clamp_min(1), torch.full_like(rat[n], math.nan))}
+            for n in names}
+
+
+def importance(features: torch.Tensor, weight: torch.Tensor, y) -> torch.Tensor:
+    """Neuron importance φ (Zhang et al. 2021, eq. 3): the direct
+    contribution F_m(x′)·W[y, m] of each penultimate feature m to the logit of
+    class ``y`` (an int, or one class per image). ``features`` [N, F],
+    ``weight`` [C, F] (``nn.Linear``'s layout). Returns [N, F]."""
+    _check_fw(features, weight, None)
+    n = features.shape[0]
+    y = torch.full((n,), int(y), dtype=torch.long) if isinstance(y, int) else y
+    y = check_labels(y, n, weight.shape[0])
+    return features.detach().float() * weight.detach().float().to(features.device)[y.to(features.device)]
+
+
+def important_neurons(phi: torch.Tensor, k: int = 20) -> torch.Tensor:
+    """Π (Zhang et al. 2021, eq. 4): per image, the ``k`` features of largest φ
+    in descending order ([N, k] indices; the paper's k = 20)."""
+    if not isinstance(phi, torch.Tensor) or phi.dim() != 2:
+        raise ValueError(f"phi must be [N, F] (from importance), got {getattr(phi, 'shape', type(phi).__name__)}")
+    k = check_int("k", k, low=1, high=phi.shape[1])
+    return torch.argsort(-phi, dim=1, stable=True)[:, :k]
+
+
+def vote(sequences: torch.Tensor, n_neurons: int, k: int | None = None) -> torch.Tensor:
+    """Γ^y (Zhang et al. 2021, eq. 5): weighted voting over per-image ranked
+    sequences ([N, L] neuron indices, most important first): position j of a
+    sequence gives its neuron L − j votes (L … 1); the ``k`` (default L)
+    neurons with the most votes, in descending order of votes (ties: lower
+    index first). Returns [k] indices; ``vote_counts`` gives the votes."""
+    votes = vote_counts(sequences, n_neurons)
+    k = check_int("k", sequences.shape[1] if k is None else k, low=1, high=n_neurons)
+    return torch.argsort(-votes, stable=True)[:k]
+
+
+def vote_counts(sequences: torch.Tensor, n_neurons: int) -> torch.Tensor:
+    """The votes of every neuron ([n_neurons]) in ``vote``'s weighting."""
+    n_neurons = check_int("n_neurons", n_neurons, low=1)
+    if not isinstance(sequences, torch.Tensor) or sequences.dim() != 2 or sequences.shape[1] == 0:
+        raise ValueError(f"sequences must be [N, L] neuron indices (L ≥ 1), "
+                         f"got {getattr(sequences, 'shape', type(sequences).__name__)}")
+    if sequences.numel() and (int(sequences.min()) < 0 or int(sequences.max()) >= n_neurons):
+        raise ValueError(f"sequences hold indices outside [0, {n_neurons - 1}]")
+    L = sequences.shape[1]
+    w = torch.arange(L, 0, -1, dtype=torch.float64, device=sequences.device).expand_as(sequences)
+    return torch.zeros(n_neurons, dtype=torch.float64, device=sequences.device).scatter_add_(
+        0, sequences.reshape(-1).long(), w.reshape(-1))

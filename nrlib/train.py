@@ -115,7 +115,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         adversary: Callable | None = None, mix: str = "clean",
         weight_decay: float = 0.0, schedule: str = "constant", label_smoothing: float = 0.0,
         augment: Callable | None = None, on_epoch: Callable | None = None,
-        penalty: Callable | None = None, seed: int = 0, progress: bool = True, desc: str = "train") -> dict:
+        penalty: Callable | None = None, logit_pairing: float = 0.0, seed: int = 0, progress: bool = True,
+        desc: str = "train") -> dict:
     """Train ``model`` on ``(x, y)`` (pixels in [0, 1] as float, or raw uint8
     bytes, on the model's device).
 
@@ -132,7 +133,10 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     called after each epoch (the zoo's snapshots). ``penalty(features, weight, y)``
     is added to each batch's loss, given the inputs of the model's logits
     layer ([B, F], with gradients), that layer's weight and the labels (e.g.
-    ``regularizers.SensitivityPenalty()``, Suri & Evans 2020 eq. 5). Returns a history dict with
+    ``regularizers.SensitivityPenalty()``, Suri & Evans 2020 eq. 5). ``logit_pairing`` λ > 0
+    (with ``mix="benign+adv"``) adds λ times the mean over the batch of the squared L2 distance
+    between each clean image's logits and its adversarial copy's — adversarial logit pairing
+    (Kannan et al. 2018; Zhang et al. 2021 §V-A use λ = 0.5). Returns a history dict with
     per-epoch loss, train and validation accuracy and seconds.
     """
     check_input(model, x, allow_uint8=True)
@@ -152,6 +156,10 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                    ("penalty", penalty)):
         if fn is not None:
             check_callable(nm, fn)
+    logit_pairing = check_number("logit_pairing", logit_pairing, low=0.0)
+    if logit_pairing and mix != "benign+adv":
+        raise ValueError(f"logit_pairing={logit_pairing} pairs clean and adversarial logits: it needs "
+                         f"mix='benign+adv', got mix={mix!r}")
     if patience is not None:
         patience = check_int("patience", patience, low=1)
     check_choice("schedule", schedule, SCHEDULES)
@@ -206,6 +214,10 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=label_smoothing)
             if penalty is not None:
                 loss = loss + penalty(feats["z"].float().flatten(1), head.weight.float(), yb)
+            if logit_pairing:
+                half = logits.shape[0] // 2           # [clean; adversarial], as mixed above
+                lf = logits.float()
+                loss = loss + logit_pairing * (lf[:half] - lf[half:]).pow(2).sum(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -411,6 +423,18 @@ RECIPES = {
                                    "cpu": {"adv_steps": 1, "adv_alpha": 1.25},
                                    "full": {"adv_steps": 7, "adv_alpha": None}}},
             "sensitivity": {"penalty": "sensitivity", "lr": 0.01, "batch_size": 128},
+            # Zhang et al. 2021 §V-A: PAT — L∞ PGD ε = 8/255, k = 10 steps of α = ε/√k, each clean
+            # batch trained together with its adversarial copy (1:1); ALP (Kannan et al. 2018) adds
+            # 0.5 × the squared L2 distance between the clean and adversarial logits. `cpu` runs
+            # k = 2 (α = ε/√2) and `smoke` k = 1 (α = ε), to fit a 2-core CPU.
+            "pat": {"mix": "benign+adv", "adv_norm": "linf", "adv_eps": 8 / 255,
+                    "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.0},
+                                 "cpu": {"adv_steps": 2, "adv_alpha": 1 / math.sqrt(2)},
+                                 "full": {"adv_steps": 10, "adv_alpha": 1 / math.sqrt(10)}}},
+            "alp": {"mix": "benign+adv", "adv_norm": "linf", "adv_eps": 8 / 255, "logit_pairing": 0.5,
+                    "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.0},
+                                 "cpu": {"adv_steps": 2, "adv_alpha": 1 / math.sqrt(2)},
+                                 "full": {"adv_steps": 10, "adv_alpha": 1 / math.sqrt(10)}}},
         },
         "evidence": {   # data/results/zoo/cpu.json; 1 seed, 2-core CPU (ResNet-50/101: 2026-11-25; the others 2026-12-02)
             "cpu": "ResNet-20 83.83% (740 s); ResNet-18 w16 69.62% (217 s); ResNet-50 w8 52.84% (176 s); "
@@ -592,6 +616,8 @@ def variant_training(settings: dict) -> dict:
     if settings.get("penalty"):
         check_choice("penalty", settings["penalty"], tuple(PENALTIES))
         out["penalty"] = PENALTIES[settings["penalty"]]()
+    if settings.get("logit_pairing"):
+        out["logit_pairing"] = settings["logit_pairing"]
     return out
 
 
