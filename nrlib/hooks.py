@@ -103,3 +103,16 @@ def scale_channels(model: nn.Module, name: str, channels, beta: float):
 def zero_channels(model: nn.Module, name: str, channels):
     """Kernel (nodal) dropout: zero output channels ``channels`` of layer ``name``."""
     return scale_channels(model, name, channels, 0.0)
+
+
+@contextlib.contextmanager
+def scale_many(model: nn.Module, channels: dict, beta: float):
+    """``scale_channels`` for several layers at once: multiply the channels
+    ``channels[layer]`` of every named layer by ``beta`` inside the block (the
+    β-suppression of Zhang et al. 2021 §IV-D, applied after the activations)."""
+    if not isinstance(channels, dict):
+        raise ValueError(f"channels must be a dict layer -> channel indices, got {type(channels).__name__}")
+    with contextlib.ExitStack() as stack:
+        for name, idx in channels.items():
+            stack.enter_context(scale_channels(model, name, idx, beta))
+        yield model

@@ -13,7 +13,8 @@ from nrlib import papers
 from nrlib.profiles import PROFILES
 
 NOTEBOOKS = {"karnine2024": "04_dominant_filters", "prattico2022": "05_toggle_activity",
-             "pravin2021": "01_fragile_kernels", "suri2020": "02_one_neuron", "zoo": "zoo"}
+             "pravin2021": "01_fragile_kernels", "suri2020": "02_one_neuron",
+             "zhang2021": "03_neuron_sensitivity", "zoo": "zoo"}
 
 
 def claim(rule, paper=10.0, key="m", **extra):
