@@ -437,10 +437,10 @@ RECIPES = {
                                  "full": {"adv_steps": 10, "adv_alpha": 1 / math.sqrt(10)}}},
         },
         "evidence": {   # data/results/zoo/cpu.json; 1 seed, 2-core CPU (ResNet-50/101: 2026-11-25; the others 2026-12-02)
-            "cpu": "ResNet-20 83.83% (740 s); ResNet-18 w16 69.62% (217 s); ResNet-50 w8 52.84% (176 s); "
-                   "ResNet-101 w8 48.69% (356 s); VGG-16 w16 69.48% (117 s); VGG-19 w16 66.47% (76 s); "
+            "cpu": "ResNet-20 83.83% (740 s); ResNet-18 w16 69.99% (120 s); ResNet-50 w8 52.84% (176 s); "
+                   "ResNet-101 w8 48.69% (356 s); VGG-16 w16 69.91% (57 s); VGG-19 w16 66.47% (76 s); "
                    "VGG-19 w16 variants: linf_at 44.38% (133 s), l2_at 52.55% (123 s), "
-                   "sensitivity 65.97% (75 s)",
+                   "sensitivity 65.97% (75 s); VGG-16 w16 variants: pat 55.92% (201 s), alp 46.21% (182 s)",
             "full": "not run yet (its accuracy goals: nrlib/papers/zoo.json)",
         },
     },

@@ -169,6 +169,25 @@ def test_beta_one_changes_nothing_and_beta_zero_zeroes_the_channels(vgg):
     assert all(not m._forward_hooks for m in vgg.modules())
 
 
+def test_scale_many_scales_every_named_layer_and_cleans_up(vgg):
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    chans = {"relu1": [0, 1], "relu7": [3]}
+    with torch.no_grad(), hooks.scale_many(vgg, chans, 0.5), hooks.capture(vgg, list(chans)) as st:
+        vgg(x)
+    with torch.no_grad(), hooks.capture(vgg, "relu1") as ref:
+        vgg(x)
+    with torch.no_grad(), hooks.scale_channels(vgg, "relu1", [0, 1], 0.5), hooks.capture(vgg, "relu7") as r7:
+        vgg(x)                              # relu7 as it is downstream of the scaled relu1 alone
+    a, r = st["relu1"][0], ref["relu1"][0]
+    assert torch.allclose(a[:, :2], 0.5 * r[:, :2]) and torch.equal(a[:, 2:], r[:, 2:])
+    b, r = st["relu7"][0], r7["relu7"][0]
+    assert torch.allclose(b[:, 3], 0.5 * r[:, 3]) and torch.equal(b[:, :3], r[:, :3])
+    assert all(not m._forward_hooks for m in vgg.modules())
+    with pytest.raises(ValueError, match="channels"):
+        with hooks.scale_many(vgg, [0, 1], 0.5):
+            pass
+
+
 def test_logit_pairing_pulls_clean_and_adversarial_logits_together():
     """The 'adversary' inverts the images, so clean and paired logits differ a lot unless the
     pairing term pulls them together (measured as fit sees them: one batch, BN in training mode)."""
