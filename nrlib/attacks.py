@@ -29,6 +29,13 @@ the forward and backward passes run under bf16 autocast unless ``amp=False``
 * PGD — Madry et al. 2018, "Towards deep learning models resistant to
   adversarial attacks", eq. (2): x^{t+1} = Π_{x+S}(x^t + α·sign(∇ₓ J)) for
   L∞, and the normalised-gradient step with projection onto the L2 ball for L2.
+* C&W-L2 — Carlini & Wagner 2017: the smallest L2 perturbation found by Adam
+  in tanh space with a binary search over the loss weight c.
+* SPSA — Uesato et al. 2018, and NAttack — Li et al. 2019: gradient-free L∞
+  attacks that only query the model's logits (the black-box attacks of Zhang
+  et al. 2021, Table III).
+* ``GaussianNoise`` — not an attack: CIFAR-10-C's Gaussian-noise corruption,
+  in the same call shape so that ``metrics.robust_accuracy`` scores it.
 """
 from __future__ import annotations
 
@@ -271,6 +278,246 @@ class PGD(Attack):
         return base + (f" ×{self.restarts} restarts" if self.restarts > 1 else "")
 
 
+@dataclass(frozen=True, kw_only=True)
+class CW(Attack):
+    """Carlini & Wagner's L2 attack (2017): minimise ‖x′ − x‖₂² + c·max(margin, −κ)
+    over w with x′ = (tanh w + 1)/2 (so x′ stays in [0, 1]) by Adam (``lr``),
+    ``steps`` iterations for each of ``binary_steps`` values of c found by
+    binary search per image (start ``c``; ×10 until a success, then
+    bisection). Returns, per image, the successful x′ of smallest L2 norm
+    found — or x itself where none succeeded or the smallest exceeds ``eps``
+    (an L2 bound on what counts; ``CW.unbounded()`` counts any size). The
+    settings of Zhang et al. 2021 §IV-A2: c = 0.01, κ = 0, 3 binary-search
+    steps of 300 iterations."""
+
+    norm: str = "l2"
+    c: float = 0.01
+    kappa: float = 0.0
+    steps: int = 300
+    binary_steps: int = 3
+    lr: float = 0.01
+
+    def __post_init__(self):
+        if self.norm != "l2":
+            raise ValueError(f"norm={self.norm!r}: CW is an L2 attack")
+        super().__post_init__()
+        check_number("c", self.c, low=0.0, low_open=True)
+        check_number("kappa", self.kappa, low=0.0)
+        check_int("steps", self.steps, low=1)
+        check_int("binary_steps", self.binary_steps, low=1)
+        check_number("lr", self.lr, low=0.0, low_open=True)
+
+    @classmethod
+    def unbounded(cls, **kw) -> "CW":
+        """A CW whose ``eps`` is the diagonal of the unit box of a CIFAR-10 image (any size counts)."""
+        return cls(eps=float(3 * 32 * 32) ** 0.5 + 1.0, **kw)
+
+    def __call__(self, model, x, y):
+        eps, y = _validate(model, x, y, self.eps, "l2", self.targeted, self.batch_size, self.amp)
+        if eps == 0:
+            return x.clone()
+        out = []
+        with frozen(model):
+            for xb, yb in batches(x, y, batch_size=self.batch_size):
+                out.append(self._attack(model, xb, yb, eps))
+        return torch.cat(out)
+
+    def _attack(self, model, x, y, eps):
+        n = x.shape[0]
+        w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+        lo, hi = torch.zeros(n, device=x.device), torch.full((n,), torch.inf, device=x.device)
+        c = torch.full((n,), self.c, device=x.device)
+        best, best_l2 = x.clone(), torch.full((n,), torch.inf, device=x.device)
+        for _ in range(self.binary_steps):
+            w = w0.clone().requires_grad_(True)
+            opt = torch.optim.Adam([w], lr=self.lr)
+            hit = torch.zeros(n, dtype=torch.bool, device=x.device)
+            for _ in range(self.steps):
+                with torch.enable_grad():
+                    xa = (torch.tanh(w) + 1) / 2
+                    with autocast(x.device, self.amp):
+                        logits = model(xa)
+                    m = margin_loss(logits, y, self.targeted)
+                    l2 = (xa - x).flatten(1).pow(2).sum(1)
+                    loss = (l2 + c * m.clamp_min(-self.kappa)).sum()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                with torch.no_grad():
+                    ok = (m < 0) & (l2.sqrt() <= eps)
+                    better = ok & (l2 < best_l2)
+                    best = torch.where(better.view(-1, 1, 1, 1), xa.detach(), best)
+                    best_l2 = torch.where(better, l2.detach(), best_l2)
+                    hit |= m < 0
+                opt.step()
+            hi = torch.where(hit, torch.minimum(hi, c), hi)
+            lo = torch.where(hit, lo, torch.maximum(lo, c))
+            c = torch.where(torch.isfinite(hi), (lo + hi) / 2, c * 10)
+        return best
+
+    def describe(self) -> str:
+        return f"C&W-L2 {self.binary_steps}×{self.steps}" + (" (targeted)" if self.targeted else "")
+
+
+# ----------------------------------------------------------------------------
+# gradient-free attacks: they only query the model's logits
+# ----------------------------------------------------------------------------
+def margin_loss(logits: torch.Tensor, y: torch.Tensor, targeted: bool = False) -> torch.Tensor:
+    """The logit margin an attack minimises, per sample: z_y − max_{j≠y} z_j
+    (untargeted; < 0 once misclassified) or max_{j≠t} z_j − z_t (targeted,
+    ``y`` the target; < 0 once classified as t) — Carlini & Wagner's f6."""
+    z = logits.float()
+    zy = z.gather(1, y.view(-1, 1)).squeeze(1)
+    other = z.scatter(1, y.view(-1, 1), -torch.inf).amax(1)
+    return other - zy if targeted else zy - other
+
+
+def _query(model, x, y, targeted, amp, rows):
+    """Margin losses of images ``x`` (any leading shape, labels ``y`` broadcast
+    the same way), ``rows`` images per forward pass, without gradients."""
+    shape = x.shape[: x.dim() - 3]
+    xf, yf = x.reshape(-1, *x.shape[-3:]), y.reshape(-1)
+    out = []
+    with torch.no_grad():
+        for xb, yb in batches(xf, yf, batch_size=rows):
+            with autocast(xb.device, amp):
+                out.append(margin_loss(model(xb), yb, targeted))
+    return torch.cat(out).view(shape)
+
+
+def _chunk_images(n_images: int, per_image: int, rows: int) -> int:
+    return max(1, rows // max(1, per_image))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SPSA(Attack):
+    """SPSA (Uesato et al. 2018, "Adversarial risk and the dangers of
+    evaluating against weak attacks"), L∞: the gradient of the margin loss is
+    estimated from ``samples`` queries per image — ``samples``/2 antithetic
+    pairs x ± δ·v with v a random ±1 vector — and the perturbation is updated
+    by Adam (``lr``) and projected onto the ε-ball and [0, 1], for ``steps``
+    iterations. Gradient-free: the model is only queried (under
+    ``torch.no_grad``). The settings of Zhang et al. 2021 §IV-A2: ε = 8/255,
+    512 samples, lr 0.01, 100 iterations; δ = 0.01 (Uesato et al.). Returns
+    the last iterate, as PGD does. ``batch_size`` counts queries per forward
+    pass."""
+
+    steps: int = 100
+    samples: int = 512
+    lr: float = 0.01
+    delta: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.norm != "linf":
+            raise ValueError("SPSA is an L∞ attack here")
+        check_int("steps", self.steps, low=1)
+        if check_int("samples", self.samples, low=2) % 2:
+            raise ValueError(f"samples={self.samples} must be even (antithetic pairs x ± δ·v)")
+        check_number("lr", self.lr, low=0.0, low_open=True)
+        check_number("delta", self.delta, low=0.0, low_open=True)
+        check_int("seed", self.seed, low=0)
+
+    def __call__(self, model, x, y):
+        eps, y = _validate(model, x, y, self.eps, "linf", self.targeted, self.batch_size, self.amp)
+        if eps == 0:
+            return x.clone()
+        # the queries' noise is drawn on the device: at 512 samples per image it is the bulk of the
+        # work (seeded per device, so a CPU and a GPU run draw different, equally random vectors)
+        gen = torch.Generator(device=x.device).manual_seed(self.seed)
+        half, out = self.samples // 2, []
+        with frozen(model):
+            for xb, yb in batches(x, y, batch_size=_chunk_images(len(y), self.samples, self.batch_size)):
+                d = torch.zeros_like(xb)
+                m, v = torch.zeros_like(xb), torch.zeros_like(xb)
+                for t in range(1, self.steps + 1):
+                    r = torch.randint(0, 2, (xb.shape[0], half, *xb.shape[1:]), generator=gen,
+                                      device=xb.device).to(xb.dtype) * 2 - 1
+                    xa = (xb + d).unsqueeze(1)
+                    pair = torch.cat([xa + self.delta * r, xa - self.delta * r], 1)
+                    lab = yb.view(-1, 1).expand(-1, 2 * half)
+                    lv = _query(model, pair.clamp(0.0, 1.0), lab, self.targeted, self.amp, self.batch_size)
+                    diff = (lv[:, :half] - lv[:, half:]).view(-1, half, *([1] * (xb.dim() - 1)))
+                    g = (diff * r).mean(1) / (2 * self.delta)
+                    m = 0.9 * m + 0.1 * g                       # Adam (β1 0.9, β2 0.999)
+                    v = 0.999 * v + 0.001 * g * g
+                    step = (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8)
+                    d = ((xb + (d - self.lr * step).clamp(-eps, eps)).clamp(0.0, 1.0) - xb)
+                out.append(xb + d)
+        return torch.cat(out)
+
+    def describe(self) -> str:
+        return super().describe().replace("SPSA", f"SPSA-{self.steps}×{self.samples}", 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NAttack(Attack):
+    """NAttack (Li et al. 2019, "NATTACK: learning the distributions of
+    adversarial examples"), L∞: a Gaussian N(μ, σ²) over a perturbation of
+    the image's arctanh, sampled ``population`` times per iteration; each
+    sample is mapped back to pixels, projected onto the ε-ball and scored by
+    the clipped margin loss max(margin, 0), and μ moves against the
+    standardised scores (natural evolution strategies, step ``lr``), for
+    ``steps`` iterations. Gradient-free. The settings of Zhang et al. 2021
+    §IV-A2: ε = 8/255, population 300, σ = 0.1 (σ² = 0.01), lr 0.008, 100
+    iterations. An image stops at its first success (that sample is
+    returned); otherwise the projected mean. ``batch_size`` counts queries
+    per forward pass."""
+
+    steps: int = 100
+    population: int = 300
+    sigma: float = 0.1
+    lr: float = 0.008
+    seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.norm != "linf":
+            raise ValueError("NAttack is an L∞ attack here")
+        check_int("steps", self.steps, low=1)
+        check_int("population", self.population, low=2)
+        check_number("sigma", self.sigma, low=0.0, low_open=True)
+        check_number("lr", self.lr, low=0.0, low_open=True)
+        check_int("seed", self.seed, low=0)
+
+    def __call__(self, model, x, y):
+        eps, y = _validate(model, x, y, self.eps, "linf", self.targeted, self.batch_size, self.amp)
+        if eps == 0:
+            return x.clone()
+        gen = torch.Generator(device=x.device).manual_seed(self.seed)     # on the device, as SPSA's
+        out, k = [], self.population
+        with frozen(model):
+            for xb, yb in batches(x, y, batch_size=_chunk_images(len(y), k, self.batch_size)):
+                n, shp = xb.shape[0], (1,) * (xb.dim() - 1)
+                w0 = torch.atanh((2 * xb - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+                mu = torch.zeros_like(xb)
+                proj = lambda w: xb.unsqueeze(1) + ((torch.tanh(w) + 1) / 2 - xb.unsqueeze(1)).clamp(-eps, eps)
+                done = torch.zeros(n, dtype=torch.bool, device=xb.device)
+                best = xb.clone()
+                for _ in range(self.steps):
+                    z = torch.randn((n, k, *xb.shape[1:]), generator=gen, device=xb.device, dtype=xb.dtype)
+                    cand = proj(w0.unsqueeze(1) + mu.unsqueeze(1) + self.sigma * z).clamp(0.0, 1.0)
+                    f = _query(model, cand, yb.view(-1, 1).expand(-1, k), self.targeted, self.amp,
+                               self.batch_size)
+                    hit = (f < 0) & ~done.view(-1, 1)
+                    first = hit.float().argmax(1)
+                    new = hit.any(1)
+                    best[new] = cand[new, first[new]]
+                    done |= new
+                    if bool(done.all()):
+                        break
+                    f = f.clamp_min(0.0)
+                    fs = (f - f.mean(1, keepdim=True)) / (f.std(1, keepdim=True) + 1e-7)
+                    step = (fs.view(n, k, *shp) * z).mean(1) * (self.lr / self.sigma)
+                    mu = torch.where(done.view(-1, *shp), mu, mu - step)
+                last = proj(w0.unsqueeze(1) + mu.unsqueeze(1)).squeeze(1).clamp(0.0, 1.0)
+                out.append(torch.where(done.view(-1, *shp), best, last))
+        return torch.cat(out)
+
+    def describe(self) -> str:
+        return super().describe().replace("NAttack", f"NAttack-{self.steps}×{self.population}", 1)
+
+
 # CIFAR-10-C's Gaussian noise (Hendrycks & Dietterich 2019): the noise sd c of severities 1-5, pixels in [0, 1]
 GAUSS_SEVERITY = (0.04, 0.06, 0.08, 0.09, 0.10)
 
@@ -300,4 +547,4 @@ class GaussianNoise(Attack):
         return f"Gaussian noise c={self.eps:g}"
 
 
-ATTACKS = {"fgsm": FGSM, "pgd": PGD}
+ATTACKS = {"fgsm": FGSM, "pgd": PGD, "cw": CW, "spsa": SPSA, "nattack": NAttack}

@@ -24,6 +24,9 @@ ATTACKS = {
     "pgd-l2": attacks.PGD(1.0, steps=5, norm="l2"),
     "pgd-l2-no-start": attacks.PGD(1.0, steps=5, norm="l2", random_start=False),
     "pgd-restarts": attacks.PGD(EPS, steps=3, restarts=2),
+    # gradient-free, with larger steps than their defaults so that 5 iterations move the image
+    "spsa": attacks.SPSA(EPS, steps=5, samples=32, lr=0.05),
+    "nattack": attacks.NAttack(EPS, steps=5, population=32, lr=0.5),
 }
 DETERMINISTIC = ["fgsm", "pgd-no-start", "pgd-l2-no-start"]
 
