@@ -3,6 +3,10 @@
 * ``sensitivity_loss`` — Suri & Evans 2020, eq. 5, the sensitivity
   regulariser, as the public code (sauron, ``sensitivity_training.py``)
   implements it. ``fit(..., penalty=SensitivityPenalty())`` trains with it.
+* ``sns_loss`` — Zhang et al. 2021, eq. 12, the Sensitive Neuron
+  Stabilizing term: the sensitive neurons' deviation between clean and
+  adversarial inputs. ``fit(..., pair_penalty=SNSPenalty(...))`` adds
+  λ·L_sns to the adversarial-training loss (eq. 13).
 """
 from __future__ import annotations
 
@@ -78,3 +82,58 @@ class SensitivityPenalty:
     def __call__(self, features, weight, y):
         return sensitivity_loss(features, weight, y, top_k=self.top_k, delta1=self.delta1,
                                 delta2=self.delta2)
+
+
+def _deviation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[N, C]: (1/dim)·‖F_m(x) − F_m(x′)‖₁ per image and channel (dim = the channel's H·W values)."""
+    d = (a - b).abs()
+    return d.flatten(2).mean(2) if d.dim() > 2 else d
+
+
+def sns_loss(acts_clean: dict, acts_adv: dict, sensitive: dict | None = None) -> torch.Tensor:
+    """L_sns (Zhang et al. 2021, eq. 12): Σ over the layers l of ``acts_clean``
+    and over their sensitive neurons m ∈ Ω_l of (1/dim)·‖F_l^m(x) − F_l^m(x′)‖₁,
+    averaged over the pairs of the batch. ``acts_clean``/``acts_adv``: layer →
+    outputs [N, C, ...] for x and x′; ``sensitive``: layer → channel indices
+    (a layer missing from it, or ``sensitive=None``, counts all its neurons:
+    SNS_all). Differentiable; 0 for identical activations."""
+    if not isinstance(acts_clean, dict) or not acts_clean or not isinstance(acts_adv, dict):
+        raise ValueError("acts_clean and acts_adv must be non-empty dicts layer -> outputs [N, C, ...]")
+    missing = sorted(set(acts_clean) - set(acts_adv))
+    if missing:
+        raise ValueError(f"acts_adv lacks the layers {missing} of acts_clean")
+    total = None
+    for name, a in acts_clean.items():
+        b = acts_adv[name]
+        if not isinstance(a, torch.Tensor) or a.dim() < 2 or a.shape != b.shape:
+            raise ValueError(f"layer {name!r}: clean {getattr(a, 'shape', a)} and adversarial "
+                             f"{getattr(b, 'shape', b)} outputs must be tensors [N, C, ...] of one shape")
+        d = _deviation(a.float(), b.float())
+        idx = None if sensitive is None else sensitive.get(name)
+        if idx is not None:
+            idx = torch.as_tensor(idx, dtype=torch.long, device=d.device)
+            if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= d.shape[1]):
+                raise ValueError(f"sensitive[{name!r}] holds channels outside [0, {d.shape[1] - 1}]")
+            d = d[:, idx]
+        term = d.sum(1).mean()
+        total = term if total is None else total + term
+    return total
+
+
+@dataclass(frozen=True)
+class SNSPenalty:
+    """``fit``'s ``pair_penalty`` for SNS training (Zhang et al. 2021, eq. 13):
+    ``weight``·L_sns over ``layers`` (λ = 5 on conv8–conv13 of VGG-16 in the
+    paper), with ``sensitive`` (layer → channels) or all neurons (None)."""
+
+    layers: tuple
+    sensitive: dict | None = None
+    weight: float = 5.0
+
+    def __post_init__(self):
+        if not self.layers:
+            raise ValueError("layers: give at least one layer name")
+        check_number("weight", self.weight, low=0.0)
+
+    def __call__(self, acts_clean, acts_adv):
+        return self.weight * sns_loss(acts_clean, acts_adv, self.sensitive)

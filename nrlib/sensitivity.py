@@ -24,7 +24,8 @@ sensitivity"), where a *neuron* is one channel of a layer's output:
   (1/dim)·‖F(x) − F(x′)‖₁; ``sensitive_neurons`` — eq. 2, the top-k by σ.
 * ``sensitivity_ratio`` — eq. 11, the deviation relative to ‖F(x)‖₁.
 * ``layer_sensitivity`` — both for many layers of a model at once, one
-  forward pass of each clean and adversarial batch.
+  forward pass of each clean and adversarial batch; ``select_sensitive`` —
+  the Ω_l of several layers, for SNS training.
 * ``importance``, ``important_neurons``, ``vote`` — eqs. 3–5: a feature's
   contribution to the target logit, the top-k per image and the voted Γ^y.
 """
@@ -386,6 +387,17 @@ def layer_sensitivity(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, ba
     return {n: {"sigma": sig[n] / n_img,
                 "ratio": torch.where(cnt[n] > 0, rat[n] / cnt[n].clamp_min(1), torch.full_like(rat[n], math.nan))}
             for n in names}
+
+
+def select_sensitive(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, share: float = 0.1,
+                     batch_size: int = 1024) -> dict[str, list[int]]:
+    """The sensitive neurons Ω_l (eq. 2) of each layer: the top ``share`` of
+    its channels by σ over the pairs (x, x_adv) — what SNS training
+    stabilises (Zhang et al. 2021, §V-C: the top 10% of conv8–conv13 of the
+    vanilla model, on PGD examples of the training set). Layer → indices."""
+    share = check_fraction("share", share, low_open=True)
+    sig = layer_sensitivity(model, x, x_adv, layers, batch_size=batch_size)
+    return {n: sensitive_neurons(d["sigma"], share=share).tolist() for n, d in sig.items()}
 
 
 def importance(features: torch.Tensor, weight: torch.Tensor, y) -> torch.Tensor:

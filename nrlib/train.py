@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import data as nrdata
+from . import hooks
 from . import models as nrmodels
 from . import results as nrresults
 from .precision import autocast
@@ -115,8 +116,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         adversary: Callable | None = None, mix: str = "clean",
         weight_decay: float = 0.0, schedule: str = "constant", label_smoothing: float = 0.0,
         augment: Callable | None = None, on_epoch: Callable | None = None,
-        penalty: Callable | None = None, logit_pairing: float = 0.0, seed: int = 0, progress: bool = True,
-        desc: str = "train") -> dict:
+        penalty: Callable | None = None, logit_pairing: float = 0.0, pair_penalty: Callable | None = None,
+        seed: int = 0, progress: bool = True, desc: str = "train") -> dict:
     """Train ``model`` on ``(x, y)`` (pixels in [0, 1] as float, or raw uint8
     bytes, on the model's device).
 
@@ -136,7 +137,10 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     ``regularizers.SensitivityPenalty()``, Suri & Evans 2020 eq. 5). ``logit_pairing`` λ > 0
     (with ``mix="benign+adv"``) adds λ times the mean over the batch of the squared L2 distance
     between each clean image's logits and its adversarial copy's — adversarial logit pairing
-    (Kannan et al. 2018; Zhang et al. 2021 §V-A use λ = 0.5). Returns a history dict with
+    (Kannan et al. 2018; Zhang et al. 2021 §V-A use λ = 0.5). ``pair_penalty(acts_clean, acts_adv)``
+    (with ``mix="benign+adv"``; it names its ``layers``) is added too, given those layers'
+    outputs for the clean half and the adversarial half of the batch, with gradients (e.g.
+    ``regularizers.SNSPenalty``, Zhang et al. 2021 eq. 13). Returns a history dict with
     per-epoch loss, train and validation accuracy and seconds.
     """
     check_input(model, x, allow_uint8=True)
@@ -160,6 +164,12 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     if logit_pairing and mix != "benign+adv":
         raise ValueError(f"logit_pairing={logit_pairing} pairs clean and adversarial logits: it needs "
                          f"mix='benign+adv', got mix={mix!r}")
+    if pair_penalty is not None:
+        check_callable("pair_penalty", pair_penalty)
+        if mix != "benign+adv" or not getattr(pair_penalty, "layers", None):
+            raise ValueError("pair_penalty compares clean and adversarial activations: it needs "
+                             f"mix='benign+adv' (got {mix!r}) and a .layers attribute naming the layers")
+        pair_layers = hooks.layer_names(model, list(pair_penalty.layers), name="pair_penalty.layers")
     if patience is not None:
         patience = check_int("patience", patience, low=1)
     check_choice("schedule", schedule, SCHEDULES)
@@ -209,11 +219,17 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             if adversary is not None:
                 xa = adversary(model, xb, yb)
                 xb, yb = (xa, yb) if mix == "adv" else (torch.cat([xb, xa]), torch.cat([yb, yb]))
-            with autocast(dev), (_features_of(model) if penalty else contextlib.nullcontext({})) as feats:
+            with autocast(dev), (_features_of(model) if penalty else contextlib.nullcontext({})) as feats, \
+                    (hooks.capture(model, pair_layers, detach=False) if pair_penalty
+                     else contextlib.nullcontext({})) as acts:
                 logits = model(xb)
             loss = F.cross_entropy(logits.float(), yb, label_smoothing=label_smoothing)
             if penalty is not None:
                 loss = loss + penalty(feats["z"].float().flatten(1), head.weight.float(), yb)
+            if pair_penalty is not None:
+                half = logits.shape[0] // 2           # [clean; adversarial], as mixed above
+                loss = loss + pair_penalty({n: a[0][:half] for n, a in acts.items()},
+                                           {n: a[0][half:] for n, a in acts.items()})
             if logit_pairing:
                 half = logits.shape[0] // 2           # [clean; adversarial], as mixed above
                 lf = logits.float()

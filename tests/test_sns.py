@@ -1,0 +1,73 @@
+"""The Sensitive Neuron Stabilizing term (Zhang et al. 2021, eqs. 12-13): nrlib.regularizers.sns_loss
+and SNSPenalty, and fit(pair_penalty=...) with locked layers."""
+import pytest
+import torch
+
+from nrlib import hooks, models, regularizers as R, train
+
+
+def test_sns_loss_is_zero_for_identical_activations_and_hand_computed():
+    a = {"conv8": torch.randn(3, 4, 2, 2)}
+    assert R.sns_loss(a, {"conv8": a["conv8"].clone()}).item() == 0.0
+    c = {"l": torch.zeros(2, 3, 1, 2)}
+    d = {"l": torch.zeros(2, 3, 1, 2)}
+    d["l"][0, 0, 0] = torch.tensor([2.0, -2.0])    # image 0, channel 0: 4 / 2 = 2
+    d["l"][1, 2, 0, 0] = 1.0                       # image 1, channel 2: 1 / 2 = 0.5
+    assert R.sns_loss(c, d).item() == pytest.approx((2.0 + 0.5) / 2)          # all neurons
+    assert R.sns_loss(c, d, {"l": [0]}).item() == pytest.approx(2.0 / 2)      # Ω = {0}
+    assert R.sns_loss(c, d, {"l": [1]}).item() == 0.0
+    with pytest.raises(ValueError, match="outside"):
+        R.sns_loss(c, d, {"l": [3]})
+
+
+def test_sns_all_equals_the_unmasked_sum_and_has_finite_gradients():
+    g = torch.Generator().manual_seed(0)
+    a = {n: torch.randn(4, 5, 3, 3, generator=g, requires_grad=True) for n in ("conv8", "conv9")}
+    b = {n: torch.randn(4, 5, 3, 3, generator=g) for n in a}
+    every = {n: list(range(5)) for n in a}
+    full = R.sns_loss(a, b)
+    assert torch.allclose(full, R.sns_loss(a, b, every))
+    manual = sum(((a[n] - b[n]).abs().mean((2, 3)).sum(1)).mean() for n in a)
+    assert torch.allclose(full, manual)
+    (R.SNSPenalty(("conv8", "conv9"), weight=5.0)(a, b)).backward()
+    assert all(torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0 for t in a.values())
+
+
+def test_fit_with_the_sns_penalty_stabilises_the_chosen_layer_and_keeps_locked_layers():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 3, 32, 32, generator=g), torch.arange(64) % 10
+    invert = lambda m, xb, yb: 1.0 - xb          # noqa: E731  (a big, fixed 'perturbation')
+    dev = {}
+    for lam in (0.0, 5.0):
+        torch.manual_seed(0)
+        m = models.build("vgg16", "cifar10", width=4)
+        locked = {n: p.detach().clone() for n, p in m.named_parameters() if n.startswith(("conv1.", "bn1."))}
+        for n, p in m.named_parameters():
+            p.requires_grad_(not n.startswith(("conv1.", "bn1.")))
+        pen = R.SNSPenalty(("conv12",), weight=lam)
+        train.fit(m, x, y, optimizer="sgd", lr=0.01, batch_size=32, max_epochs=3, patience=None,
+                  adversary=invert, mix="benign+adv", pair_penalty=pen, progress=False)
+        assert all(torch.equal(p, locked[n]) for n, p in m.named_parameters() if n in locked)
+        m.train()
+        with torch.no_grad(), hooks.capture(m, "conv12") as st:
+            m(torch.cat([x, 1.0 - x]))
+        a = st["conv12"][0]
+        dev[lam] = R.sns_loss({"c": a[:64]}, {"c": a[64:]}).item()
+    assert dev[5.0] < 0.1 * dev[0.0], dev      # measured: 0.09 vs 5.39
+    with pytest.raises(ValueError, match="pair_penalty"):
+        train.fit(m, x, y, max_epochs=1, adversary=invert, mix="adv", pair_penalty=pen, progress=False)
+
+
+def test_select_sensitive_takes_the_top_share_by_sigma():
+    from nrlib import sensitivity as sens
+    torch.manual_seed(0)
+    m = models.build("vgg16", "cifar10", width=4).eval()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(8, 3, 32, 32, generator=g)
+    xa = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    sel = sens.select_sensitive(m, x, xa, ["conv8", "conv13"], share=0.25)
+    sig = sens.layer_sensitivity(m, x, xa, ["conv8", "conv13"])
+    for n, idx in sel.items():
+        c = len(sig[n]["sigma"])
+        assert len(idx) == max(1, round(0.25 * c))
+        assert sig[n]["sigma"][idx].min() >= sig[n]["sigma"].sort(descending=True).values[len(idx) - 1]
