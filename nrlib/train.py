@@ -48,7 +48,7 @@ from . import models as nrmodels
 from . import results as nrresults
 from .precision import autocast
 from .attacks import PGD
-from .regularizers import SensitivityPenalty
+from .regularizers import SensitivityPenalty, SNSPenalty
 from .sensitivity import _features_of, logits_layer
 from .metrics import accuracy
 from .profiles import PROFILES, resolve as resolve_profile
@@ -266,6 +266,71 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     hist["best_val_acc"] = best_acc if best_state is not None else (hist["val_acc"][-1] if hist["val_acc"] else float("nan"))
     hist["total_seconds"] = time.perf_counter() - t_start
     return hist
+
+
+SNS_MODES = ("sen", "dyn", "all", "rand")
+
+
+def sns_finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, layers, trainable, adversary: Callable,
+                 mode: str = "sen", share: float = 0.1, weight: float = 5.0, select_n: int = 200,
+                 seed: int = 0, **fit_kw) -> dict:
+    """Sensitive Neuron Stabilizing (Zhang et al. 2021, §V-C, Algorithm 1): fine-tune
+    ``model`` on ``(x, y)`` with L_adv + ``weight``·L_sns (eq. 13), where L_adv is PAT's
+    1:1 clean:adversarial cross-entropy with ``adversary`` and L_sns (eq. 12) the deviation
+    of the sensitive neurons of ``layers``. Only the parameters of the modules named in
+    ``trainable`` (e.g. conv8 … conv13, their batch norms and fc1) are trained; the others
+    are locked and their ``requires_grad`` flags restored afterwards. ``mode``: ``"sen"`` —
+    the top ``share`` of each layer by σ, selected once on ``select_n`` training images and
+    their adversarial versions before training; ``"dyn"`` — re-selected the same way after
+    every epoch on ``select_n`` fresh random training images; ``"all"`` — every neuron of the
+    layers; ``"rand"`` — a random ``share`` of each layer (seeded). ``fit_kw`` goes to
+    ``fit`` (optimizer, lr, batch_size, max_epochs, schedule, …). Returns ``{"history",
+    "sensitive" (the final sets; None for "all"), "selections" (one per selection)}``."""
+    from .sensitivity import select_sensitive
+
+    check_choice("mode", mode, SNS_MODES)
+    share = check_fraction("share", share, low_open=True)
+    check_callable("adversary", adversary)
+    layers = hooks.layer_names(model, layers)
+    trainable = hooks.layer_names(model, trainable, name="trainable")
+    select_n = check_int("select_n", select_n, low=1)
+    seed = check_int("seed", seed, low=0)
+    gen = torch.Generator().manual_seed(seed)
+
+    def select():
+        idx = torch.randperm(x.shape[0], generator=gen)[:select_n].to(x.device)
+        xs = x[idx].float().div(255.0) if x.dtype == torch.uint8 else x[idx]
+        return select_sensitive(model, xs, adversary(model, xs, y[idx]), layers, share=share)
+
+    if mode in ("sen", "dyn"):
+        chosen = select()
+    elif mode == "rand":
+        chosen = {}
+        for n in layers:
+            c = hooks.layer_channels(hooks.get_layer(model, n))
+            chosen[n] = torch.randperm(c, generator=gen)[: max(1, round(share * c))].sort().values.tolist()
+    else:
+        chosen = None
+    selections = [] if chosen is None else [{n: list(v) for n, v in chosen.items()}]
+    penalty = SNSPenalty(tuple(layers), sensitive=chosen, weight=weight)
+
+    def on_epoch(epoch, m):
+        if mode == "dyn":
+            chosen.clear()
+            chosen.update(select())            # the penalty holds this dict: the next epoch uses it
+            selections.append({n: list(v) for n, v in chosen.items()})
+
+    prefixes = tuple(f"{t}." for t in trainable)
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith(prefixes))
+    try:
+        hist = fit(model, x, y, adversary=adversary, mix="benign+adv", pair_penalty=penalty,
+                   on_epoch=on_epoch, seed=seed, **fit_kw)
+    finally:
+        for p, f in flags:
+            p.requires_grad_(f)
+    return {"history": hist, "sensitive": chosen, "selections": selections}
 
 
 # ----------------------------------------------------------------------------

@@ -71,3 +71,30 @@ def test_select_sensitive_takes_the_top_share_by_sigma():
         c = len(sig[n]["sigma"])
         assert len(idx) == max(1, round(0.25 * c))
         assert sig[n]["sigma"][idx].min() >= sig[n]["sigma"].sort(descending=True).values[len(idx) - 1]
+
+
+@pytest.mark.parametrize("mode", ["sen", "dyn", "all", "rand"])
+def test_sns_finetune_trains_only_the_named_layers_with_its_mode(mode):
+    from nrlib import attacks
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(48, 3, 32, 32, generator=g), torch.arange(48) % 10
+    torch.manual_seed(0)
+    m = models.build("vgg16", "cifar10", width=4)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    top = [f"conv{i}" for i in (12, 13)]
+    out = train.sns_finetune(m, x, y, layers=top, trainable=top + ["bn12", "bn13", "fc1"],
+                             adversary=attacks.PGD(8 / 255, steps=1), mode=mode, share=0.25,
+                             select_n=16, optimizer="sgd", lr=0.01, batch_size=16, max_epochs=2,
+                             patience=None, progress=False)
+    changed = {n for n, p in m.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.split(".")[0] in {"conv12", "conv13", "bn12", "bn13", "fc1"} for n in changed)
+    assert all(p.requires_grad for p in m.parameters())            # flags restored
+    if mode == "all":
+        assert out["sensitive"] is None and out["selections"] == []
+    else:
+        assert set(out["sensitive"]) == set(top)
+        assert all(len(v) == max(1, round(0.25 * m.get_submodule(n).out_channels))
+                   for n, v in out["sensitive"].items())
+        assert len(out["selections"]) == (1 + 2 if mode == "dyn" else 1)
+    with pytest.raises(ValueError, match="mode"):
+        train.sns_finetune(m, x, y, layers=top, trainable=top, adversary=attacks.FGSM(0.1), mode="fixed")
