@@ -618,6 +618,8 @@ def recipe_table(recipe: str) -> list[str]:
 
 def _variant_text(diff: dict) -> str:
     """A variant's settings in words: the adversary of adversarial training first, then the rest."""
+    from nrlib.attacks import eps_text
+
     parts = []
     if diff.get("adv_norm"):
         a = diff.get("adv_alpha")
@@ -625,10 +627,9 @@ def _variant_text(diff: dict) -> str:
         step = ("2.5·ε/steps" if a is None else "ε" if a == 1 else
                 f"ε/√{steps}" if steps > 1 and abs(a - steps ** -0.5) < 1e-9 else f"{a:g}·ε")
         norm = {"linf": "L∞", "l2": "L2"}.get(diff["adv_norm"], diff["adv_norm"])
-        eps, k = float(diff["adv_eps"]), float(diff["adv_eps"]) * 255
-        eps_text = f"{round(k)}/255" if diff["adv_norm"] == "linf" and abs(k - round(k)) < 1e-6 else f"{eps:g}"
+        eps = eps_text(float(diff["adv_eps"]), diff["adv_norm"])
         mix = {"adv": "adversarial examples only", "benign+adv": "clean and adversarial examples"}
-        parts.append(f"PGD {norm} ε = {eps_text}, {steps} step{'s' if steps > 1 else ''} of {step} from a "
+        parts.append(f"PGD {norm} ε = {eps}, {steps} step{'s' if steps > 1 else ''} of {step} from a "
                      f"random start, trained on {mix.get(diff.get('mix', 'adv'), diff.get('mix'))}")
     rest = {k: v for k, v in diff.items() if not k.startswith("adv_") and k not in ("mix", "variant")}
     parts += [f"{k.replace('_', ' ')} " + (f"`{v}`" if isinstance(v, str) else _fmt_setting(v))

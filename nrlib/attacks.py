@@ -202,6 +202,13 @@ def pgd_default_alpha(eps: float, steps: int) -> float:
 # ----------------------------------------------------------------------------
 # the configured form: one call shape, atk(model, x, y)
 # ----------------------------------------------------------------------------
+def eps_text(eps: float, norm: str = "linf") -> str:
+    """ε for tables and legends: the papers' "ε = 8" on CIFAR-10 is 8/255, so an L∞ ε that is a
+    whole number of 1/255 reads ``8/255``; other values read better as decimals (MNIST's 0.3)."""
+    k = eps * 255
+    return f"{round(k)}/255" if norm == "linf" and k >= 1 and abs(k - round(k)) < 1e-6 else f"{eps:.3g}"
+
+
 @dataclass(frozen=True)
 class Attack:
     """Settings of an attack; call it as ``atk(model, x, y)``. Frozen: use
@@ -231,10 +238,7 @@ class Attack:
 
     def describe(self) -> str:
         """A short human-readable name with the settings, for tables and legends."""
-        k = self.eps * 255
-        # the papers' "ε = 8" on CIFAR-10 is 8/255; other values read better as decimals (MNIST's 0.3)
-        eps = f"{round(k)}/255" if self.norm == "linf" and k >= 1 and abs(k - round(k)) < 1e-6 else f"{self.eps:.3g}"
-        return f"{type(self).__name__}{' (targeted)' if self.targeted else ''} ε={eps}"
+        return f"{type(self).__name__}{' (targeted)' if self.targeted else ''} ε={eps_text(self.eps, self.norm)}"
 
 
 @dataclass(frozen=True)
@@ -276,6 +280,16 @@ class PGD(Attack):
     def describe(self) -> str:
         base = super().describe().replace("PGD", f"PGD-{self.steps}{' L2' if self.norm == 'l2' else ''}", 1)
         return base + (f" ×{self.restarts} restarts" if self.restarts > 1 else "")
+
+
+def _to_tanh(x: torch.Tensor) -> torch.Tensor:
+    """w with (tanh w + 1)/2 = x (pixels kept a hair inside (0, 1), where arctanh is finite):
+    the change of variables of C&W and NAttack that keeps x′ in the box."""
+    return torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+
+
+def _from_tanh(w: torch.Tensor) -> torch.Tensor:
+    return (torch.tanh(w) + 1) / 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -324,7 +338,7 @@ class CW(Attack):
 
     def _attack(self, model, x, y, eps):
         n = x.shape[0]
-        w0 = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+        w0 = _to_tanh(x)
         lo, hi = torch.zeros(n, device=x.device), torch.full((n,), torch.inf, device=x.device)
         c = torch.full((n,), self.c, device=x.device)
         best, best_l2 = x.clone(), torch.full((n,), torch.inf, device=x.device)
@@ -334,7 +348,7 @@ class CW(Attack):
             hit = torch.zeros(n, dtype=torch.bool, device=x.device)
             for _ in range(self.steps):
                 with torch.enable_grad():
-                    xa = (torch.tanh(w) + 1) / 2
+                    xa = _from_tanh(w)
                     with autocast(x.device, self.amp):
                         logits = model(xa)
                     m = margin_loss(logits, y, self.targeted)
@@ -384,8 +398,9 @@ def _query(model, x, y, targeted, amp, rows):
     return torch.cat(out).view(shape)
 
 
-def _chunk_images(n_images: int, per_image: int, rows: int) -> int:
-    return max(1, rows // max(1, per_image))
+def _chunk_images(per_image: int, rows: int) -> int:
+    """How many images fit in one forward pass of ``rows`` queries when each needs ``per_image``."""
+    return max(1, rows // per_image)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -409,8 +424,6 @@ class SPSA(Attack):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.norm != "linf":
-            raise ValueError("SPSA is an L∞ attack here")
         check_int("steps", self.steps, low=1)
         if check_int("samples", self.samples, low=2) % 2:
             raise ValueError(f"samples={self.samples} must be even (antithetic pairs x ± δ·v)")
@@ -427,7 +440,7 @@ class SPSA(Attack):
         gen = torch.Generator(device=x.device).manual_seed(self.seed)
         half, out = self.samples // 2, []
         with frozen(model):
-            for xb, yb in batches(x, y, batch_size=_chunk_images(len(y), self.samples, self.batch_size)):
+            for xb, yb in batches(x, y, batch_size=_chunk_images(self.samples, self.batch_size)):
                 d = torch.zeros_like(xb)
                 m, v = torch.zeros_like(xb), torch.zeros_like(xb)
                 for t in range(1, self.steps + 1):
@@ -472,8 +485,6 @@ class NAttack(Attack):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.norm != "linf":
-            raise ValueError("NAttack is an L∞ attack here")
         check_int("steps", self.steps, low=1)
         check_int("population", self.population, low=2)
         check_number("sigma", self.sigma, low=0.0, low_open=True)
@@ -487,11 +498,11 @@ class NAttack(Attack):
         gen = torch.Generator(device=x.device).manual_seed(self.seed)     # on the device, as SPSA's
         out, k = [], self.population
         with frozen(model):
-            for xb, yb in batches(x, y, batch_size=_chunk_images(len(y), k, self.batch_size)):
+            for xb, yb in batches(x, y, batch_size=_chunk_images(k, self.batch_size)):
                 n, shp = xb.shape[0], (1,) * (xb.dim() - 1)
-                w0 = torch.atanh((2 * xb - 1).clamp(-1 + 1e-6, 1 - 1e-6))
+                w0 = _to_tanh(xb)
                 mu = torch.zeros_like(xb)
-                proj = lambda w: xb.unsqueeze(1) + ((torch.tanh(w) + 1) / 2 - xb.unsqueeze(1)).clamp(-eps, eps)
+                proj = lambda w: xb.unsqueeze(1) + (_from_tanh(w) - xb.unsqueeze(1)).clamp(-eps, eps)
                 done = torch.zeros(n, dtype=torch.bool, device=xb.device)
                 best = xb.clone()
                 for _ in range(self.steps):
@@ -533,13 +544,17 @@ class GaussianNoise(Attack):
 
     seed: int = 0
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_int("seed", self.seed, low=0)
+
     @classmethod
     def severity(cls, s: int, **kw) -> "GaussianNoise":
         return cls(GAUSS_SEVERITY[check_int("severity", s, low=1, high=len(GAUSS_SEVERITY)) - 1], **kw)
 
     def __call__(self, model, x, y):
         _validate(model, x, y, self.eps, self.norm, self.targeted, self.batch_size, self.amp)
-        gen = torch.Generator().manual_seed(check_int("seed", self.seed, low=0))
+        gen = torch.Generator().manual_seed(self.seed)
         noise = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
         return (x + self.eps * noise).clamp_(0.0, 1.0)
 

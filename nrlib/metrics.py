@@ -85,12 +85,16 @@ def success_matrix(pred: torch.Tensor, source: torch.Tensor, target: torch.Tenso
     return m
 
 
-def _as_set(a, name: str) -> set:
+def _flat(a):
+    """A tensor or array as the flat list of its items; anything else as it is."""
     if torch.is_tensor(a):
         a = a.detach().cpu().numpy()
-    if isinstance(a, np.ndarray):
-        a = a.ravel().tolist()
-    elif isinstance(a, (str, bytes, dict)) or not isinstance(a, Iterable):
+    return a.ravel().tolist() if isinstance(a, np.ndarray) else a
+
+
+def _as_set(a, name: str) -> set:
+    a = _flat(a)
+    if isinstance(a, (str, bytes, dict)) or not isinstance(a, Iterable):
         raise ValueError(f"{name}={a!r} must be a collection of items (a list, set, array or tensor)")
     items = [x.item() if isinstance(x, np.generic) or (torch.is_tensor(x) and x.numel() == 1) else x for x in a]
     for x in items:
@@ -122,10 +126,7 @@ def mean_pairwise_jaccard(sets: list) -> float:
 # similarity of neuron sequences (Zhang et al. 2021, eqs. 7–10)
 # ----------------------------------------------------------------------------
 def _as_seq(a, name: str) -> list:
-    if torch.is_tensor(a):
-        a = a.detach().cpu().numpy()
-    if isinstance(a, np.ndarray):
-        a = a.ravel().tolist()
+    a = _flat(a)
     if isinstance(a, (str, bytes, dict, set)) or not isinstance(a, Iterable):
         raise ValueError(f"{name}={a!r} must be an ordered sequence of items (a list, tuple, array or tensor)")
     return list(a)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .sensitivity import _deviation
 from .utils import check_int, check_number
 
 
@@ -82,12 +83,6 @@ class SensitivityPenalty:
     def __call__(self, features, weight, y):
         return sensitivity_loss(features, weight, y, top_k=self.top_k, delta1=self.delta1,
                                 delta2=self.delta2)
-
-
-def _deviation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[N, C]: (1/dim)·‖F_m(x) − F_m(x′)‖₁ per image and channel (dim = the channel's H·W values)."""
-    d = (a - b).abs()
-    return d.flatten(2).mean(2) if d.dim() > 2 else d
 
 
 def sns_loss(acts_clean: dict, acts_adv: dict, sensitive: dict | None = None) -> torch.Tensor:

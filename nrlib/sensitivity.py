@@ -311,6 +311,26 @@ def _l1_per_channel(a: torch.Tensor) -> torch.Tensor:
     return a.abs().flatten(2).sum(2) if a.dim() > 2 else a.abs()
 
 
+def _deviation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[N, C]: (1/dim)·‖F_m(x) − F_m(x′)‖₁ per pair and channel (dim = the
+    channel's H·W values; 1 for a vector layer) — the summand of eq. 1, and of
+    the SNS loss (eq. 12). Keeps gradients."""
+    return _l1_per_channel(a - b) / math.prod(a.shape[2:])
+
+
+def _ratio_sums(a: torch.Tensor, l1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel, the sum over pairs of ‖F(x) − F(x′)‖₁ / ‖F(x)‖₁ (``l1``: the
+    numerators [N, C], ``a``: the clean outputs) and the number of pairs
+    counted: those whose clean output is not all 0 (eq. 11)."""
+    den = _l1_per_channel(a)
+    ok = den > 0
+    return torch.where(ok, l1 / den.clamp_min(1e-30), torch.zeros_like(l1)).sum(0), ok.sum(0)
+
+
+def _mean_or_nan(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    return torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, math.nan))
+
+
 def neuron_sensitivity(act_clean: torch.Tensor, act_adv: torch.Tensor) -> torch.Tensor:
     """Neuron sensitivity σ (Zhang et al. 2021, eq. 1) of every channel of a
     layer: σ_m = (1/N) Σᵢ (1/dim) ‖F_m(xᵢ) − F_m(x′ᵢ)‖₁, with F_m(x) channel
@@ -318,8 +338,7 @@ def neuron_sensitivity(act_clean: torch.Tensor, act_adv: torch.Tensor) -> torch.
     layer). ``act_clean``, ``act_adv``: [N, C, ...] for the pairs (xᵢ, x′ᵢ).
     Returns [C]; 0 for identical inputs."""
     a, b = _check_pair(act_clean, act_adv)
-    dim = a[0, 0].numel()
-    return (_l1_per_channel(a - b) / dim).mean(0)
+    return _deviation(a, b).mean(0)
 
 
 def sensitivity_ratio(act_clean: torch.Tensor, act_adv: torch.Tensor) -> torch.Tensor:
@@ -329,11 +348,7 @@ def sensitivity_ratio(act_clean: torch.Tensor, act_adv: torch.Tensor) -> torch.T
     whose clean output is all 0 in a channel are left out of that channel's
     mean (NaN where every pair is). Returns [C]."""
     a, b = _check_pair(act_clean, act_adv)
-    num, den = _l1_per_channel(a - b), _l1_per_channel(a)
-    ok = den > 0
-    r = torch.where(ok, num / den.clamp_min(1e-30), torch.zeros_like(num)).sum(0)
-    n = ok.sum(0)
-    return torch.where(n > 0, r / n.clamp_min(1), torch.full_like(r, math.nan))
+    return _mean_or_nan(*_ratio_sums(a, _l1_per_channel(a - b)))
 
 
 def sensitive_neurons(sigma: torch.Tensor, k: int | None = None, *, share: float | None = None) -> torch.Tensor:
@@ -377,16 +392,11 @@ def layer_sensitivity(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, ba
             for n in names:
                 a, b = (t.float() for t in st[n])
                 st[n].clear()
-                d = _l1_per_channel(a - b)
-                den = _l1_per_channel(a)
-                ok = den > 0
-                sig[n] = sig.get(n, 0) + (d / a[0, 0].numel()).sum(0)
-                rat[n] = rat.get(n, 0) + torch.where(ok, d / den.clamp_min(1e-30), torch.zeros_like(d)).sum(0)
-                cnt[n] = cnt.get(n, 0) + ok.sum(0)
-    n_img = x.shape[0]
-    return {n: {"sigma": sig[n] / n_img,
-                "ratio": torch.where(cnt[n] > 0, rat[n] / cnt[n].clamp_min(1), torch.full_like(rat[n], math.nan))}
-            for n in names}
+                l1 = _l1_per_channel(a - b)
+                r, c = _ratio_sums(a, l1)
+                sig[n] = sig.get(n, 0) + (l1 / math.prod(a.shape[2:])).sum(0)
+                rat[n], cnt[n] = rat.get(n, 0) + r, cnt.get(n, 0) + c
+    return {n: {"sigma": sig[n] / x.shape[0], "ratio": _mean_or_nan(rat[n], cnt[n])} for n in names}
 
 
 def select_sensitive(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, share: float = 0.1,
