@@ -339,9 +339,9 @@ def param_table(model: NRModel) -> list[tuple[str, tuple, int]]:
 @contextlib.contextmanager
 def frozen(model: nn.Module):
     """Eval mode and no parameter gradients inside the block (the state attacks
-    and analyses run in); the model's mode and ``requires_grad`` flags are
-    restored on exit."""
-    was_training = check_model(model).training
+    and analyses run in); each module's mode (a model in training with some modules
+    kept in eval mode stays so) and the ``requires_grad`` flags are restored on exit."""
+    modes = [(m, m.training) for m in check_model(model).modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     for p, _ in flags:
@@ -351,4 +351,5 @@ def frozen(model: nn.Module):
     finally:
         for p, f in flags:
             p.requires_grad_(f)
-        model.train(was_training)
+        for m, t in modes:
+            m.training = t

@@ -117,7 +117,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         weight_decay: float = 0.0, schedule: str = "constant", label_smoothing: float = 0.0,
         augment: Callable | None = None, on_epoch: Callable | None = None,
         penalty: Callable | None = None, logit_pairing: float = 0.0, pair_penalty: Callable | None = None,
-        seed: int = 0, progress: bool = True, desc: str = "train") -> dict:
+        frozen=(), seed: int = 0, progress: bool = True, desc: str = "train") -> dict:
     """Train ``model`` on ``(x, y)`` (pixels in [0, 1] as float, or raw uint8
     bytes, on the model's device).
 
@@ -140,7 +140,9 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     (Kannan et al. 2018; Zhang et al. 2021 §V-A use λ = 0.5). ``pair_penalty(acts_clean, acts_adv)``
     (with ``mix="benign+adv"``; it names its ``layers``) is added too, given those layers'
     outputs for the clean half and the adversarial half of the batch, with gradients (e.g.
-    ``regularizers.SNSPenalty``, Zhang et al. 2021 eq. 13). Returns a history dict with
+    ``regularizers.SNSPenalty``, Zhang et al. 2021 eq. 13). ``frozen`` names modules kept in
+    eval mode while the rest trains (locked batch norms keep their running statistics and
+    normalise with them, as at test time). Returns a history dict with
     per-epoch loss, train and validation accuracy and seconds.
     """
     check_input(model, x, allow_uint8=True)
@@ -170,6 +172,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             raise ValueError("pair_penalty compares clean and adversarial activations: it needs "
                              f"mix='benign+adv' (got {mix!r}) and a .layers attribute naming the layers")
         pair_layers = hooks.layer_names(model, list(pair_penalty.layers), name="pair_penalty.layers")
+    frozen_mods = [hooks.get_layer(model, n) for n in hooks.layer_names(model, list(frozen), name="frozen")] \
+        if frozen else []
     if patience is not None:
         patience = check_int("patience", patience, low=1)
     check_choice("schedule", schedule, SCHEDULES)
@@ -207,6 +211,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     for epoch in bar:
         t0 = time.perf_counter()
         model.train()
+        for mod in frozen_mods:
+            mod.eval()
         perm = torch.randperm(n, generator=gen).to(dev)
         tot_loss = tot_correct = tot_seen = 0.0
         for i in range(0, n, batch_size):
@@ -271,21 +277,38 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
 SNS_MODES = ("sen", "dyn", "all", "rand")
 
 
+def sns_trainable(model: nn.Module, layers) -> list[str]:
+    """What SNS fine-tunes when it stabilises ``layers`` (Zhang et al. 2021, §V-C: "parameters
+    of the bottom several layers are locked"): for each VGG block named in ``layers`` (``conv<i>``
+    or ``relu<i>``) its convolution and batch norm (``conv<i>``, ``bn<i>``), and the logits layer
+    (``fc1``); any other named layer as it is."""
+    layers = hooks.layer_names(model, layers)
+    mods, out = dict(model.named_modules()), []
+    for n in layers:
+        i = n[4:] if n.startswith(("conv", "relu")) else None
+        block = [f"conv{i}", f"bn{i}"] if i and f"conv{i}" in mods else [n]
+        out += [b for b in block if b in mods and mods[b] is not None and any(True for _ in mods[b].parameters())]
+    return list(dict.fromkeys([*out, logits_layer(model)[0]]))
+
+
 def sns_finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, layers, trainable, adversary: Callable,
-                 mode: str = "sen", share: float = 0.1, weight: float = 5.0, select_n: int = 200,
-                 seed: int = 0, **fit_kw) -> dict:
+                 mode: str = "sen", share: float = 0.1, weight: float = 5.0, select_n: int | None = None,
+                 reselect_n: int = 200, pick_seed: int | None = None, seed: int = 0, **fit_kw) -> dict:
     """Sensitive Neuron Stabilizing (Zhang et al. 2021, §V-C, Algorithm 1): fine-tune
     ``model`` on ``(x, y)`` with L_adv + ``weight``·L_sns (eq. 13), where L_adv is PAT's
     1:1 clean:adversarial cross-entropy with ``adversary`` and L_sns (eq. 12) the deviation
     of the sensitive neurons of ``layers``. Only the parameters of the modules named in
-    ``trainable`` (e.g. conv8 … conv13, their batch norms and fc1) are trained; the others
-    are locked and their ``requires_grad`` flags restored afterwards. ``mode``: ``"sen"`` —
-    the top ``share`` of each layer by σ, selected once on ``select_n`` training images and
-    their adversarial versions before training; ``"dyn"`` — re-selected the same way after
-    every epoch on ``select_n`` fresh random training images; ``"all"`` — every neuron of the
-    layers; ``"rand"`` — a random ``share`` of each layer (seeded). ``fit_kw`` goes to
-    ``fit`` (optimizer, lr, batch_size, max_epochs, schedule, …). Returns ``{"history",
-    "sensitive" (the final sets; None for "all"), "selections" (one per selection)}``."""
+    ``trainable`` (e.g. ``sns_trainable(model, layers)``: conv8 … conv13, their batch norms
+    and fc1) are trained; the others are locked (their ``requires_grad`` flags restored
+    afterwards) and the locked batch norms stay in eval mode, so their statistics do not move
+    either. ``mode``: ``"sen"`` — the top ``share`` of each layer by σ, selected once before
+    training on the pairs (x, adversary(x)) of ``select_n`` training images (None: all of
+    them, Algorithm 1 step 1); ``"dyn"`` — selected the same way, then re-selected after every
+    epoch on ``reselect_n`` fresh random training images (the paper's 200); ``"all"`` — every
+    neuron of the layers; ``"rand"`` — a random ``share`` of each layer, drawn with
+    ``pick_seed`` (None: ``seed``). ``fit_kw`` goes to ``fit`` (optimizer, lr, batch_size,
+    max_epochs, schedule, augment, …). Returns ``{"history", "sensitive" (the final sets;
+    None for "all"), "selections" (one per selection)}``."""
     from .sensitivity import select_sensitive
 
     check_choice("mode", mode, SNS_MODES)
@@ -293,22 +316,24 @@ def sns_finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, layers, 
     check_callable("adversary", adversary)
     layers = hooks.layer_names(model, layers)
     trainable = hooks.layer_names(model, trainable, name="trainable")
-    select_n = check_int("select_n", select_n, low=1)
+    select_n = x.shape[0] if select_n is None else check_int("select_n", select_n, low=1)
+    reselect_n = check_int("reselect_n", reselect_n, low=1)
     seed = check_int("seed", seed, low=0)
+    pick_seed = seed if pick_seed is None else check_int("pick_seed", pick_seed, low=0)
     gen = torch.Generator().manual_seed(seed)
 
-    def select():
-        idx = torch.randperm(x.shape[0], generator=gen)[:select_n].to(x.device)
+    def select(n):
+        idx = torch.randperm(x.shape[0], generator=gen)[:n].to(x.device)
         xs = x[idx].float().div(255.0) if x.dtype == torch.uint8 else x[idx]
         return select_sensitive(model, xs, adversary(model, xs, y[idx]), layers, share=share)
 
     if mode in ("sen", "dyn"):
-        chosen = select()
+        chosen = select(select_n)
     elif mode == "rand":
-        chosen = {}
+        chosen, pick = {}, torch.Generator().manual_seed(pick_seed)
         for n in layers:
             c = hooks.layer_channels(hooks.get_layer(model, n))
-            chosen[n] = torch.randperm(c, generator=gen)[: max(1, round(share * c))].sort().values.tolist()
+            chosen[n] = torch.randperm(c, generator=pick)[: max(1, round(share * c))].sort().values.tolist()
     else:
         chosen = None
     selections = [] if chosen is None else [{n: list(v) for n, v in chosen.items()}]
@@ -316,17 +341,20 @@ def sns_finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, layers, 
 
     def on_epoch(epoch, m):
         if mode == "dyn":
+            new = select(reselect_n)
             chosen.clear()
-            chosen.update(select())            # the penalty holds this dict: the next epoch uses it
+            chosen.update(new)                 # the penalty holds this dict: the next epoch uses it
             selections.append({n: list(v) for n, v in chosen.items()})
 
     prefixes = tuple(f"{t}." for t in trainable)
+    locked_bn = [n for n, mod in model.named_modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)
+                 and not n.startswith(prefixes) and n not in trainable]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith(prefixes))
     try:
         hist = fit(model, x, y, adversary=adversary, mix="benign+adv", pair_penalty=penalty,
-                   on_epoch=on_epoch, seed=seed, **fit_kw)
+                   on_epoch=on_epoch, frozen=locked_bn, seed=seed, **fit_kw)
     finally:
         for p, f in flags:
             p.requires_grad_(f)
@@ -437,6 +465,14 @@ def _check_fits(path: Path, state: dict, meta: dict, model: nn.Module) -> None:
 # ----------------------------------------------------------------------------
 # the zoo
 # ----------------------------------------------------------------------------
+# The settings every SNS variant of the cifar recipe shares (Zhang et al. 2021 §V-C, Algorithm 1).
+_SNS = {"init": "standard", "finetune": "sns", "sns_layers": [f"relu{i}" for i in range(8, 14)],
+        "sns_weight": 5.0, "sns_share": 0.1, "sns_select_n": None, "sns_reselect_n": 200, "sns_pick_seed": None,
+        "mix": "benign+adv", "adv_norm": "linf", "adv_eps": 8 / 255, "snapshots": [],
+        "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.0, "epochs": 1, "lr": 0.02},
+                     "cpu": {"adv_steps": 2, "adv_alpha": 1 / math.sqrt(2), "epochs": 4, "lr": 0.1},
+                     "full": {"adv_steps": 10, "adv_alpha": 1 / math.sqrt(10), "epochs": 10, "lr": 0.2}}}
+
 # Recipes: how a model is trained, the sizes each profile uses, and what each
 # profile measured (airbench's habit: the evidence sits beside the recipe).
 # Every recipe goes through the one path of ``zoo_get``: settings at the
@@ -516,6 +552,17 @@ RECIPES = {
                     "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.0},
                                  "cpu": {"adv_steps": 2, "adv_alpha": 1 / math.sqrt(2)},
                                  "full": {"adv_steps": 10, "adv_alpha": 1 / math.sqrt(10)}}},
+            # Zhang et al. 2021 §V-C, Algorithm 1: SNS fine-tunes the vanilla model (``init``)
+            # with PAT's loss plus λ = 5 times eq. 12 over the sensitive neurons (top 10% by σ on
+            # L∞ PGD examples of the training set) of conv8–conv13; conv8–conv13, their batch norms
+            # and fc1 train, the bottom layers are locked. Eq. 12 acts on each block's output after
+            # its batch norm and ReLU (relu8–relu13): on the convolution's output before the batch
+            # norm the penalty is scale-free to the network (the batch norm undoes any scale), so
+            # it shrinks those weights until the batch norm's ε dominates and the model collapses
+            # to chance (measured at `cpu`). The paper gives no epochs ("much fewer epochs compared
+            # to PAT"): 40% of PAT's at `cpu` (same peak lr), a third at `full` (half PAT's peak
+            # lr, since it starts from a trained model), under the same one-cycle schedule.
+            **{f"sns_{mode}": {**_SNS, "sns_mode": mode} for mode in SNS_MODES},
         },
         "evidence": {   # data/results/zoo/cpu.json; 1 seed, 2-core CPU (ResNet-50/101: 2026-11-25; the others 2026-12-02)
             "cpu": "ResNet-20 83.83% (740 s); ResNet-18 w16 69.99% (120 s); ResNet-50 w8 52.84% (176 s); "
@@ -595,14 +642,16 @@ def _check_variant(recipe: str, variant: str | None) -> str:
 
 
 def recipe_settings(arch: str, recipe: str, profile: str, dataset: str | None = None,
-                    variant: str | None = None) -> dict:
+                    variant: str | None = None, overrides: dict | None = None) -> dict:
     """Everything that trains ``arch`` on ``dataset`` with ``recipe`` at
     ``profile``: the recipe's shared settings overridden by the profile's,
     then by the ``variant``'s shared and per-profile settings (``None`` or
     ``"standard"``: the recipe itself), resolved for the architecture and
     dataset (a setting ``{"default": v, "<arch>": w, "<dataset>": u,
     "<dataset>/<arch>": t}`` gives the most specific of t, w, u, v that it
-    holds). ``dataset`` may be omitted for a recipe with one dataset."""
+    holds). ``dataset`` may be omitted for a recipe with one dataset. ``overrides`` replaces
+    settings by name last (each must be one of the resolved settings: a typo is an error), e.g.
+    ``{"sns_weight": 1.0}`` for an SNS variant with another λ."""
     check_choice("recipe", recipe, tuple(RECIPES))
     check_choice("profile", profile, PROFILES)
     dataset = _check_recipe_dataset(recipe, dataset)
@@ -620,16 +669,31 @@ def recipe_settings(arch: str, recipe: str, profile: str, dataset: str | None = 
         if isinstance(v, dict) and "default" in v:
             return next((v[k] for k in (f"{dataset}/{arch}", arch, dataset) if k in v), v["default"])
         return v
-    return {k: resolve(v) for k, v in merged.items()}
+    out = {k: resolve(v) for k, v in merged.items()}
+    if overrides:
+        if not isinstance(overrides, dict):
+            raise ValueError(f"overrides={overrides!r} must be a dict of setting -> value")
+        unknown = sorted(set(overrides) - set(out) | ({"variant", "dataset"} & set(overrides)))
+        if unknown:
+            raise ValueError(f"overrides {unknown} are not settings that can change for {arch!r} with "
+                             f"recipe {recipe!r}, variant {variant!r}; settings: "
+                             f"{sorted(set(out) - {'variant', 'dataset'})}")
+        out.update(overrides)
+    return out
 
 
-def zoo_key(arch: str, dataset: str, recipe: str, profile: str, seed: int, variant: str | None = None) -> str:
+def zoo_key(arch: str, dataset: str, recipe: str, profile: str, seed: int, variant: str | None = None,
+            overrides: dict | None = None) -> str:
     """The cache key: architecture, dataset, recipe (and variant, unless it is
     the standard one), profile, seed, and a short hash of the settings that
-    train this architecture at this profile, so that changing them retrains
-    (and changing another profile, architecture or variant does not)."""
+    train this architecture at this profile (with ``overrides``) — and, for a
+    variant that fine-tunes another (``init``), that model's key — so that
+    changing them retrains (and changing another profile, architecture or
+    variant does not)."""
     variant = _check_variant(recipe, variant)
-    settings = recipe_settings(arch, recipe, profile, dataset, variant)
+    settings = recipe_settings(arch, recipe, profile, dataset, variant, overrides)
+    if settings.get("init"):
+        settings["init_key"] = zoo_key(arch, dataset, recipe, profile, seed, settings["init"])
     h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     name = recipe if variant == STANDARD else f"{recipe}+{variant}"
     return f"{dataset}/{arch}/{name}-{h}-{profile}-seed{seed}"
@@ -703,15 +767,19 @@ def variant_training(settings: dict) -> dict:
 
 
 def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile: str = "cpu",
-            seed: int = 0, *, variant: str | None = None, snapshot: float | None = None, device=None,
-            progress: bool = True, retrain: bool = False):
+            seed: int = 0, *, variant: str | None = None, overrides: dict | None = None,
+            snapshot: float | None = None, device=None, progress: bool = True, retrain: bool = False):
     """The model ``arch`` trained on ``dataset`` with ``recipe`` at ``profile``:
     loaded from ``data/checkpoints/<key>.pt`` if present, else trained and saved
     atomically. ``snapshot`` (a fraction listed in the recipe's ``snapshots``,
     or 1.0) returns the model as it was at that point of the same run.
     ``variant`` (one of ``recipe_variants(recipe)``) trains it another way:
     adversarial training with PGD (``adv_norm``, ``adv_eps``, ``adv_steps``,
-    ``adv_alpha`` in units of ε, ``mix``) or with a loss ``penalty``. Returns
+    ``adv_alpha`` in units of ε, ``mix``) or with a loss ``penalty``; a variant
+    with ``init`` fine-tunes the zoo's ``init`` model of the same seed instead of
+    training from scratch (``finetune="sns"``: ``sns_finetune`` with the
+    ``sns_*`` settings). ``overrides`` changes settings by name (see
+    ``recipe_settings``); they are part of the cache key. Returns
     ``(model, meta)``; ``meta`` holds the settings, the training history, the
     seconds it took, the test accuracy, the git commit of the code that
     trained it and whether it came from the cache."""
@@ -725,7 +793,7 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
     if snapshot is not None:
         check_choice("snapshot", snapshot, list(rc.get("snapshots", [])) + [1.0])
     dev = get_device(device)
-    key = zoo_key(arch, dataset, recipe, profile, seed, variant)
+    key = zoo_key(arch, dataset, recipe, profile, seed, variant, overrides)
     path = checkpoint_dir() / f"{key}.pt"
     kw = model_kwargs(arch, recipe, profile, dataset)
     want = _snapshot_path(path, snapshot)
@@ -734,9 +802,11 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
         _, meta = load_checkpoint(want, model, map_location=dev)
         model.to(memory_format=torch.channels_last).eval()
         return model, {**meta, "cached": True, "path": str(want)}
+    st = recipe_settings(arch, recipe, profile, dataset, variant, overrides)
+    if st.get("init"):
+        return _zoo_finetune(arch, dataset, recipe, profile, seed, variant, st, key, path, dev, progress)
     seed_everything(seed)
     model = nrmodels.build(arch, dataset, **kw).to(dev)
-    st = recipe_settings(arch, recipe, profile, dataset, variant)
     base = {"key": key, "arch": arch, "dataset": dataset, "recipe": recipe, "variant": variant,
             "profile": profile, "seed": seed,
             "settings": st, "git_commit": nrresults.git_commit(),
@@ -770,6 +840,43 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
     model.eval()
     if want != path:   # the snapshot was written during this run
         return zoo_get(arch, dataset, recipe, profile, seed, variant=variant, snapshot=snapshot, device=dev)
+    return model, {**meta, "cached": False, "path": str(path)}
+
+
+FINETUNES = ("sns",)      # what a variant with ``init`` does to its starting model
+
+
+def _zoo_finetune(arch, dataset, recipe, profile, seed, variant, st, key, path, dev, progress):
+    """``zoo_get``'s path for a variant that fine-tunes the zoo's ``st["init"]`` model."""
+    check_choice("finetune", st.get("finetune"), FINETUNES)
+    model, init = zoo_get(arch, dataset, recipe, profile, seed, variant=st["init"], device=dev,
+                          progress=progress)
+    base = {"key": key, "arch": arch, "dataset": dataset, "recipe": recipe, "variant": variant,
+            "profile": profile, "seed": seed, "settings": st, "init_key": init["key"],
+            "init_train_seconds": init["train_seconds"], "git_commit": nrresults.git_commit(),
+            "device": str(dev), "device_name": nrresults.device_name(dev), "torch": str(torch.__version__),
+            "model_kwargs": init.get("model_kwargs", {})}
+    seed_everything(seed)
+    xtr, ytr, _, _ = train_val_data(dataset, recipe, profile, seed, device=dev, arch=arch)
+    xte, yte = nrdata.load(dataset, "test", n=st["n_test"] if st["n_test"] < 10000 else None,
+                           seed=seed, device=dev)
+    layers = list(st["sns_layers"])
+    t0 = time.perf_counter()
+    out = sns_finetune(model, xtr, ytr, layers=layers, trainable=sns_trainable(model, layers),
+                       adversary=variant_training(st)["adversary"], mode=st["sns_mode"],
+                       share=st["sns_share"], weight=st["sns_weight"], select_n=st["sns_select_n"],
+                       reselect_n=st["sns_reselect_n"], pick_seed=st["sns_pick_seed"], seed=seed,
+                       optimizer=st["optimizer"], lr=st["lr"], batch_size=st["batch_size"],
+                       max_epochs=st["epochs"], patience=None, weight_decay=st.get("weight_decay", 0.0),
+                       schedule=st.get("schedule", "constant"), augment=AUGMENTS.get(st.get("augment")),
+                       progress=progress, desc=f"{arch}+{variant}")
+    hist = out["history"]
+    meta = {**base, "history": hist, "train_seconds": time.perf_counter() - t0, "snapshot": 1.0,
+            "epoch": len(hist["epoch"]), "n_train": int(len(ytr)), "n_test": int(len(yte)),
+            "sensitive": out["sensitive"], "selections": out["selections"],
+            "test_acc": accuracy(model, xte, yte)}
+    save_checkpoint(path, model, meta)
+    model.eval()
     return model, {**meta, "cached": False, "path": str(path)}
 
 

@@ -98,3 +98,57 @@ def test_sns_finetune_trains_only_the_named_layers_with_its_mode(mode):
         assert len(out["selections"]) == (1 + 2 if mode == "dyn" else 1)
     with pytest.raises(ValueError, match="mode"):
         train.sns_finetune(m, x, y, layers=top, trainable=top, adversary=attacks.FGSM(0.1), mode="fixed")
+
+
+def test_sns_trainable_names_the_blocks_and_the_logits_layer():
+    m = models.build("vgg16", "cifar10", width=4)
+    assert train.sns_trainable(m, ["relu12", "conv13"]) == ["conv12", "bn12", "conv13", "bn13", "fc1"]
+    with pytest.raises(ValueError, match="conv14"):
+        train.sns_trainable(m, ["conv14"])
+
+
+def test_sns_finetune_keeps_the_locked_batch_norm_statistics():
+    """The bottom batch norms stay in eval mode: their running statistics do not move, while
+    those of the fine-tuned blocks do (a locked layer that drifted would not be locked)."""
+    from nrlib import attacks
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(32, 3, 32, 32, generator=g), torch.arange(32) % 10
+    torch.manual_seed(0)
+    m = models.build("vgg16", "cifar10", width=4)
+    stats = {n: b.clone() for n, b in m.named_buffers() if "running" in n}
+    train.sns_finetune(m, x, y, layers=["relu13"], trainable=train.sns_trainable(m, ["relu13"]),
+                       adversary=attacks.FGSM(8 / 255), mode="all", optimizer="sgd", lr=0.01,
+                       batch_size=16, max_epochs=1, patience=None, progress=False)
+    moved = {n.split(".")[0] for n, b in m.named_buffers() if n in stats and not torch.equal(b, stats[n])}
+    assert moved == {"bn13"}, moved
+
+
+def test_sns_variants_settings_overrides_and_keys():
+    st = train.recipe_settings("vgg16", "cifar", "full", variant="sns_sen")
+    assert st["init"] == "standard" and st["sns_weight"] == 5.0 and st["sns_share"] == 0.1
+    assert st["sns_layers"] == [f"relu{i}" for i in range(8, 14)] and st["adv_steps"] == 10
+    assert st["sns_reselect_n"] == 200 and st["sns_mode"] == "sen"
+    base = train.zoo_key("vgg16", "cifar10", "cifar", "cpu", 0, "sns_sen")
+    lam = train.zoo_key("vgg16", "cifar10", "cifar", "cpu", 0, "sns_sen", {"sns_weight": 1.0})
+    assert lam != base and lam.startswith("cifar10/vgg16/cifar+sns_sen-")
+    assert train.recipe_settings("vgg16", "cifar", "cpu", variant="sns_sen",
+                                 overrides={"sns_weight": 1.0})["sns_weight"] == 1.0
+    with pytest.raises(ValueError, match=r"overrides \['sns_wieght'\]"):
+        train.zoo_key("vgg16", "cifar10", "cifar", "cpu", 0, "sns_sen", {"sns_wieght": 1.0})
+
+
+def test_zoo_sns_variant_finetunes_the_cached_vanilla_model(tmp_path, monkeypatch):
+    from nrlib import data as nrdata
+    (tmp_path / "cifar-10-batches-py").symlink_to((nrdata.data_root() / "cifar-10-batches-py").resolve(),
+                                                 target_is_directory=True)
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path))
+    m, meta = train.zoo_get("vgg16", "cifar10", "cifar", "smoke", variant="sns_sen", device="cpu",
+                            progress=False)
+    vanilla, vmeta = train.zoo_get("vgg16", "cifar10", "cifar", "smoke", device="cpu", progress=False)
+    assert vmeta["cached"] and meta["init_key"] == vmeta["key"] and not meta["cached"]
+    assert set(meta["sensitive"]) == {f"relu{i}" for i in range(8, 14)}
+    same = {n for n, p in m.state_dict().items() if torch.equal(p, vanilla.state_dict()[n])}
+    assert {n.split(".")[0] for n in same} >= {f"conv{i}" for i in range(1, 8)}      # locked
+    assert not torch.equal(m.fc1.weight, vanilla.fc1.weight)
+    again, ameta = train.zoo_get("vgg16", "cifar10", "cifar", "smoke", variant="sns_sen", device="cpu")
+    assert ameta["cached"] and torch.equal(again.fc1.weight, m.fc1.weight)
