@@ -331,8 +331,10 @@ def sns_finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, layers, 
         chosen = select(select_n)
     elif mode == "rand":
         chosen, pick = {}, torch.Generator().manual_seed(pick_seed)
+        with torch.no_grad(), hooks.capture(model, layers) as acts:      # a ReLU's width: from its output
+            model(x[:1].float().div(255.0) if x.dtype == torch.uint8 else x[:1])
         for n in layers:
-            c = hooks.layer_channels(hooks.get_layer(model, n))
+            c = acts[n][0].shape[1]
             chosen[n] = torch.randperm(c, generator=pick)[: max(1, round(share * c))].sort().values.tolist()
     else:
         chosen = None

@@ -73,16 +73,17 @@ def test_select_sensitive_takes_the_top_share_by_sigma():
         assert sig[n]["sigma"][idx].min() >= sig[n]["sigma"].sort(descending=True).values[len(idx) - 1]
 
 
+@pytest.mark.parametrize("hook", ["conv", "relu"])
 @pytest.mark.parametrize("mode", ["sen", "dyn", "all", "rand"])
-def test_sns_finetune_trains_only_the_named_layers_with_its_mode(mode):
+def test_sns_finetune_trains_only_the_named_layers_with_its_mode(mode, hook):
     from nrlib import attacks
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(48, 3, 32, 32, generator=g), torch.arange(48) % 10
     torch.manual_seed(0)
     m = models.build("vgg16", "cifar10", width=4)
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
-    top = [f"conv{i}" for i in (12, 13)]
-    out = train.sns_finetune(m, x, y, layers=top, trainable=top + ["bn12", "bn13", "fc1"],
+    top = [f"{hook}{i}" for i in (12, 13)]
+    out = train.sns_finetune(m, x, y, layers=top, trainable=["conv12", "conv13", "bn12", "bn13", "fc1"],
                              adversary=attacks.PGD(8 / 255, steps=1), mode=mode, share=0.25,
                              select_n=16, optimizer="sgd", lr=0.01, batch_size=16, max_epochs=2,
                              patience=None, progress=False)
@@ -93,7 +94,7 @@ def test_sns_finetune_trains_only_the_named_layers_with_its_mode(mode):
         assert out["sensitive"] is None and out["selections"] == []
     else:
         assert set(out["sensitive"]) == set(top)
-        assert all(len(v) == max(1, round(0.25 * m.get_submodule(n).out_channels))
+        assert all(len(v) == max(1, round(0.25 * m.get_submodule("conv" + n[4:]).out_channels))
                    for n, v in out["sensitive"].items())
         assert len(out["selections"]) == (1 + 2 if mode == "dyn" else 1)
     with pytest.raises(ValueError, match="mode"):
