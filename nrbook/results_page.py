@@ -631,7 +631,8 @@ def _variant_text(diff: dict) -> str:
         mix = {"adv": "adversarial examples only", "benign+adv": "clean and adversarial examples"}
         parts.append(f"PGD {norm} ε = {eps}, {steps} step{'s' if steps > 1 else ''} of {step} from a "
                      f"random start, trained on {mix.get(diff.get('mix', 'adv'), diff.get('mix'))}")
-    rest = {k: v for k, v in diff.items() if not k.startswith("adv_") and k not in ("mix", "variant")}
+    rest = {k: v for k, v in diff.items()          # a setting left unset (None) says nothing
+            if not k.startswith("adv_") and k not in ("mix", "variant") and v is not None}
     parts += [f"{k.replace('_', ' ')} " + (f"`{v}`" if isinstance(v, str) else _fmt_setting(v))
               for k, v in rest.items()]
     return "; ".join(parts)
