@@ -109,6 +109,12 @@ def crop_flip(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     return out.gather(3, cols.expand(n, c, h, w))
 
 
+def _pixels(x: torch.Tensor) -> torch.Tensor:
+    """Images as the models take them: raw uint8 pixels to floats in [0, 1] (a new tensor); float
+    images unchanged."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
 def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
         optimizer: str = "rmsprop", lr: float = 1e-3, batch_size: int = 128,
@@ -183,8 +189,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
     if not isinstance(desc, str):
         raise ValueError(f"desc={desc!r} must be a string (the progress bar's label)")
     y = y.to(x.device)
-    if x_val is not None and x_val.dtype == torch.uint8:
-        x_val = x_val.float().div_(255.0)
+    if x_val is not None:
+        x_val = _pixels(x_val)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no trainable parameters (all requires_grad=False)")
@@ -220,8 +226,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
             xb, yb = x[idx], y[idx]
             if augment is not None:
                 xb = augment(xb)
-            if xb.dtype == torch.uint8:
-                xb = xb.float().div_(255.0)
+            xb = _pixels(xb)
             if adversary is not None:
                 xa = adversary(model, xb, yb)
                 xb, yb = (xa, yb) if mix == "adv" else (torch.cat([xb, xa]), torch.cat([yb, yb]))
@@ -324,7 +329,7 @@ def sns_finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, layers, 
 
     def select(n):
         idx = torch.randperm(x.shape[0], generator=gen)[:n].to(x.device)
-        xs = x[idx].float().div(255.0) if x.dtype == torch.uint8 else x[idx]
+        xs = _pixels(x[idx])
         return select_sensitive(model, xs, adversary(model, xs, y[idx]), layers, share=share)
 
     if mode in ("sen", "dyn"):
@@ -332,7 +337,7 @@ def sns_finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, layers, 
     elif mode == "rand":
         chosen, pick = {}, torch.Generator().manual_seed(pick_seed)
         with torch.no_grad(), hooks.capture(model, layers) as acts:      # a ReLU's width: from its output
-            model(x[:1].float().div(255.0) if x.dtype == torch.uint8 else x[:1])
+            model(_pixels(x[:1]))
         for n in layers:
             c = acts[n][0].shape[1]
             chosen[n] = torch.randperm(c, generator=pick)[: max(1, round(share * c))].sort().values.tolist()
