@@ -44,7 +44,7 @@ import nbformat
 
 from nrlib import papers
 from nrlib.profiles import PROFILES
-from nrlib.results import results_dir
+from nrlib.results import estimates, results_dir
 from nrlib.utils import atomic_write_bytes
 
 from . import NOTEBOOKS, ROOT
@@ -260,9 +260,8 @@ def scoreboard_rows(names: list[str] | None = None) -> list[dict]:
         best = next(iter(shown), None)
         record = shown.get(best, {})
         label = run_label(best, record) if best else "no run"
-        for r in papers.scoreboard(name, record.get("metrics"), best):
-            judged_elsewhere = best is not None and best not in r["profiles"]
-            r["run"] = f"{label} (judged at {' / '.join(r['profiles'])} only)" if judged_elsewhere else label
+        for r in papers.scoreboard(name, estimates(record), best):
+            r["run"] = label
             r["chapter"] = name.split("_")[0]
             r["section"] = section_link(name, doc, r["key"])
             rows.append(r)
@@ -272,20 +271,26 @@ def scoreboard_rows(names: list[str] | None = None) -> list[dict]:
 def _scoreboard_section(rows: list[dict]) -> list[str]:
     md = ["## Scoreboard", "",
           "Every claim we check, from every chapter: the section of the chapter that shows it, the paper's "
-          "value, ours from the chapter's best run (the `full` profile when it has run, else `cpu`), and the "
-          "verdict under the rule in the last column but one. *not run*: the run did not produce that number "
-          "(or the claim is judged at another profile); *—*: a number shown beside the paper's without a "
-          "verdict. The rules are the book's, kept with the papers' numbers in `nrlib/papers/*.json`.", ""]
+          "value, ours from the chapter's best run (the `full` profile when it has run, else `cpu`) with its "
+          "95% interval and sample size where the run measured one, and the verdict under the rule in the "
+          "last column but one. The rules are the book's, kept with the papers' numbers in "
+          "`nrlib/papers/*.json`; each holds on the paper's own printed numbers and each can fail. "
+          "What the verdicts mean:", "", *verdict_legend(), ""]
     md += verdict_counts(rows)
     md += [papers.markdown_table(rows, ("section", "claim", "where", "paper", "ours", "verdict", "rule", "run"))]
     return md
+
+
+def verdict_legend() -> list[str]:
+    """Markdown lines: each verdict and what it means (``papers.VERDICT_MEANINGS``)."""
+    return [f"- *{v}*: {papers.VERDICT_MEANINGS[v]}." for v in papers.VERDICTS]
 
 
 def verdict_counts(rows: list[dict]) -> list[str]:
     """Markdown lines: per chapter and run, how many claims got each verdict."""
     counts: dict[tuple[str, str], Counter] = {}
     for r in rows:
-        counts.setdefault((r["chapter"], r["run"].split(" (judged")[0]), Counter())[r["verdict"]] += 1
+        counts.setdefault((r["chapter"], r["run"]), Counter())[papers.verdict_class(r["verdict"])] += 1
     return _table(["chapter", "run (profile · device · date)", "claims", *papers.VERDICTS],
                   [[ch, run, sum(c.values()), *[c.get(v, 0) for v in papers.VERDICTS]]
                    for (ch, run), c in counts.items()])
@@ -294,8 +299,10 @@ def verdict_counts(rows: list[dict]) -> list[str]:
 # ----------------------------------------------------------------------------
 # the figure of a chapter: ours against the paper's
 # ----------------------------------------------------------------------------
-VERDICT_COLOURS = {papers.NOT_RUN: "#999999", papers.REPORTED: "#4575b4",      # drawn in this order:
-                   papers.REPRODUCED: "#1a9850", papers.NOT_REPRODUCED: "#d73027"}  # misses on top
+VERDICT_COLOURS = {papers.NOT_RUN: "#999999", papers.FULL_ONLY: "#bbbbbb",        # drawn in this order:
+                   papers.REPORTED: "#4575b4", papers.BY_READING: "#8073ac",       # misses on top
+                   papers.NOT_JUDGED: "#e0a000", papers.INCONCLUSIVE: "#fdae61",
+                   papers.REPRODUCED: "#1a9850", papers.NOT_REPRODUCED: "#d73027"}
 PROFILE_MARKERS = {"cpu": "hollow", "full": "filled"}
 UNIT_TITLES = {"%": "percent", "pts": "percentage points", "s": "seconds", "count": "count",
                "": "numbers without a unit"}
@@ -311,13 +318,13 @@ def figure_points(name: str, shown: dict[str, dict] | None = None) -> list[dict]
     shown = runs(name) if shown is None else shown
     points, seen = [], set()
     for profile, record in shown.items():
-        for r in papers.scoreboard(name, record.get("metrics"), profile):
+        for r in papers.scoreboard(name, estimates(record), profile):
             ident = (profile, r["key"], r["paper"])
             if r["paper"] is None or r["ours"] is None or ident in seen:
                 continue
             seen.add(ident)
-            points.append({"key": r["key"], "unit": r["unit"], "paper": float(r["paper"]), "ours": r["ours"],
-                           "profile": profile, "verdict": r["verdict"]})
+            points.append({"key": r["key"], "unit": r["unit"], "paper": float(r["paper"]), "ours": float(r["ours"]),
+                           "profile": profile, "verdict": papers.verdict_class(r["verdict"])})
     return points
 
 
@@ -676,15 +683,15 @@ def write_intro_section(intro: Path = BOOK / "intro.md") -> Path | None:
 def _claims_table(name: str, shown: dict[str, dict]) -> list[str]:
     best = next(iter(shown), None)
     base = papers.scoreboard(name, None)
-    per_profile = {p: papers.scoreboard(name, r.get("metrics"), p) for p, r in shown.items()}
+    per_profile = {p: papers.scoreboard(name, estimates(r), p) for p, r in shown.items()}
     rows = []
     for i, b in enumerate(base):
         ours = {p: per_profile[p][i]["ours"] for p in shown}
         mine = ours.get(best)
         delta = f"{mine - b['paper']:+.2f}" if mine is not None and b["paper"] is not None else ""
-        verdict = per_profile[best][i]["verdict"] if best else papers.NOT_RUN
+        verdict = papers.verdict_cell(per_profile[best][i]) if best else papers.NOT_RUN
         rows.append([f"`{b['key']}`", b["where"], papers.paper_cell(b),
-                     *[papers.fmt(ours[p], b["unit"]) for p in shown], delta, verdict, b["rule"]])
+                     *[papers.interval_text(ours[p], b["unit"]) for p in shown], delta, verdict, b["rule"]])
     intro = (f"Each verdict is that of the {best} run; Δ is ours ({best}) minus the paper's." if best
              else "The paper's values; the verdicts wait for a run.")
     md = [":::{dropdown} " + f"Every claim, key by key ({len(rows)} claims)", "", intro, ""]

@@ -35,7 +35,7 @@ import copy
 import math
 import re
 from collections import OrderedDict
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from .hooks import capture, layer_names
 from .models import frozen
 from .metrics import accuracy, mean_pairwise_jaccard
 from .utils import batches, check_bool, check_indices, check_int, check_labels, check_number, check_pixels
+from .utils import check_input, check_model, num_classes as _num_classes
 
 
 def n_top(channels: int, frac: float) -> int:
@@ -66,8 +67,8 @@ def filter_differences(model: nn.Module, layers: list[str], x: torch.Tensor, x_a
     output on the benign image and on its adversarial counterpart.
     """
     layers = layer_names(model, layers)
-    check_pixels(x, "x")
-    check_pixels(x_adv, "x_adv")
+    check_input(model, x, "x")
+    check_input(model, x_adv, "x_adv")
     if x.shape != x_adv.shape:
         raise ValueError(f"x and x_adv must have the same shape, got {tuple(x.shape)} and {tuple(x_adv.shape)}")
     out = OrderedDict((n, []) for n in layers)
@@ -78,6 +79,9 @@ def filter_differences(model: nn.Module, layers: list[str], x: torch.Tensor, x_a
                 model(xb)
             for n in layers:
                 a = acts[n][0].float()
+                if a.dim() < 3:
+                    raise ValueError(f"layers names {n!r}, whose output is shaped {tuple(a.shape[1:])} per image; "
+                                     "filter differences need conv outputs, C×H×W per image")
                 clean, adv = a.chunk(2)
                 out[n].append((clean - adv).abs().flatten(2).mean(2))
     return OrderedDict((n, torch.cat(v)) for n, v in out.items())
@@ -90,12 +94,21 @@ def top_filters(diff: torch.Tensor, frac: float = 0.1) -> torch.Tensor:
     if not torch.is_tensor(diff) or diff.dim() != 2:
         raise ValueError(f"diff must be an N×C tensor (pairs × filters), got "
                          f"{tuple(diff.shape) if torch.is_tensor(diff) else type(diff).__name__}")
+    if diff.shape[1] == 0 or not diff.is_floating_point():
+        raise ValueError(f"diff must hold float differences for at least one filter; got {diff.dtype} "
+                         f"shape {tuple(diff.shape)}")
+    if not bool(torch.isfinite(diff).all()):
+        raise ValueError("diff holds NaN or inf; the filter differences must be finite")
     return diff.topk(n_top(diff.shape[1], frac), dim=1).indices
 
 
 def frequency(top_idx: torch.Tensor, channels: int) -> torch.Tensor:
     """How often each filter appears in the per-pair top sets (Karnine et al. 2024,
     Fig. 4's histogram; chapter 4 §4)."""
+    channels = check_int("channels", channels, low=1)
+    if not torch.is_tensor(top_idx):
+        raise ValueError(f"top_idx must be a tensor of filter indices (top_filters(...)), got {type(top_idx).__name__}")
+    check_indices("top_idx", top_idx.flatten().unique(), channels)
     return torch.bincount(top_idx.flatten(), minlength=channels)
 
 
@@ -105,9 +118,13 @@ def dominant_filters(freq: torch.Tensor, frac: float = 0.1) -> torch.Tensor:
     if not torch.is_tensor(freq) or freq.dim() != 1:
         raise ValueError(f"freq must be a 1-D tensor of counts per filter, got "
                          f"{tuple(freq.shape) if torch.is_tensor(freq) else type(freq).__name__}")
+    if freq.numel() == 0 or freq.dtype == torch.bool or not bool(torch.isfinite(freq.float()).all()):
+        raise ValueError(f"freq must hold a finite count for each of at least one filter; got {freq.dtype} "
+                         f"shape {tuple(freq.shape)}")
     k = n_top(freq.numel(), frac)
-    # stable tie-break by filter index: sort by (-count, index)
-    order = sorted(range(freq.numel()), key=lambda c: (-int(freq[c]), c))
+    # stable tie-break by filter index: sort by (-count, index); the values as they are (counts or shares)
+    vals = freq.tolist()
+    order = sorted(range(freq.numel()), key=lambda c: (-vals[c], c))
     return torch.tensor(sorted(order[:k]), dtype=torch.long)
 
 
@@ -121,7 +138,17 @@ def compared_layers(model: nn.Module, convs=None) -> "OrderedDict[str, str]":
     what a Keras ``Conv2D(activation="relu")`` layer, the paper's code base,
     returns — or the conv itself where no such ReLU exists."""
     paths = conv_paths(model)
-    names = list(paths) if convs is None else list(convs)
+    if convs is None:
+        names = list(paths)
+    elif isinstance(convs, str):
+        names = [convs]
+    elif isinstance(convs, Iterable) and not isinstance(convs, (bytes, Mapping)):
+        names = list(convs)
+    else:
+        raise ValueError(f"convs={convs!r} must be a conv layer name or a list of them (None: all)")
+    if not names:
+        raise ValueError(f"convs={convs!r} names no conv layer" + (
+            f"; conv layers are {list(paths)}" if paths else f": a {type(model).__name__} has no conv layers"))
     known = model.layers() if hasattr(model, "layers") else {}
     out = OrderedDict()
     for c in names:
@@ -138,8 +165,11 @@ def class_frequencies(diff: torch.Tensor, source: torch.Tensor, frac: float = 0.
     a ``num_classes × C`` tensor whose row k counts how often each filter is
     among the top ``frac`` of a pair whose benign image is of class k.
     ``diff`` is one layer's N×C output of :func:`filter_differences`."""
-    if diff.dim() != 2 or source.shape != (diff.shape[0],):
-        raise ValueError(f"diff must be N×C and source N labels; got {tuple(diff.shape)} and {tuple(source.shape)}")
+    if not torch.is_tensor(diff) or diff.dim() != 2:
+        raise ValueError(f"diff must be an N×C tensor (pairs × filters), got "
+                         f"{tuple(diff.shape) if torch.is_tensor(diff) else type(diff).__name__}")
+    num_classes = check_int("num_classes", num_classes, low=2)
+    source = check_labels(source, diff.shape[0], num_classes, name="source")
     top = top_filters(diff, frac).cpu()
     src = source.cpu()
     return torch.stack([frequency(top[src == k], diff.shape[1]) for k in range(num_classes)])
@@ -155,6 +185,10 @@ def dominant_frequencies(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
     :func:`compared_layers`. ``source`` is the class of each benign image
     (the pairs of :func:`targeted_pairs`, attacked toward their targets)."""
     layers = compared_layers(model, convs)
+    check_pixels(x, "x")
+    num_classes = check_int("num_classes", num_classes, low=2)
+    check_labels(source, x.shape[0], num_classes, name="source")
+    check_number("frac", frac, low=0.0, high=1.0, low_open=True)
     diffs = filter_differences(model, list(layers.values()), x, x_adv, batch_size=batch_size)
     return OrderedDict((c, class_frequencies(diffs[r], source, frac, num_classes)) for c, r in layers.items())
 
@@ -163,6 +197,14 @@ def dominant_sets(freq: Mapping[str, torch.Tensor], frac: float = 0.1) -> "Order
     """The dominant filters of each layer, pooled over classes (Karnine et al.
     2024, §3.5; chapter 4 §4–6): the ``ceil(frac·C)`` most frequent filters of
     the summed per-class frequencies — the filters the split model trains."""
+    if not isinstance(freq, Mapping):
+        raise ValueError(f"freq must be a dict layer -> frequencies (dominant_frequencies(...)), "
+                         f"got {type(freq).__name__}")
+    check_number("frac", frac, low=0.0, high=1.0, low_open=True)
+    for c, f in freq.items():
+        if not torch.is_tensor(f) or f.dim() not in (1, 2):
+            raise ValueError(f"freq[{c!r}] must be a 1-D (filters) or 2-D (classes × filters) tensor of counts, "
+                             f"got {tuple(f.shape) if torch.is_tensor(f) else type(f).__name__}")
     return OrderedDict((c, dominant_filters(f.sum(0) if f.dim() == 2 else f, frac)) for c, f in freq.items())
 
 
@@ -171,8 +213,9 @@ def class_stability(freq: torch.Tensor, frac: float = 0.1) -> float:
     2024, §3.4: "the top 10% filters remain mostly the same"; chapter 4 §4):
     the mean pairwise Jaccard index of the classes' top-``frac`` sets (rows of
     a ``K × C`` frequency tensor); 1 when every class has the same set."""
-    if freq.dim() != 2:
-        raise ValueError(f"freq must be a classes × filters tensor, got shape {tuple(freq.shape)}")
+    if not torch.is_tensor(freq) or freq.dim() != 2 or freq.shape[0] < 2:
+        raise ValueError(f"freq must be a classes × filters tensor with at least 2 classes, got "
+                         f"{'shape ' + str(tuple(freq.shape)) if torch.is_tensor(freq) else type(freq).__name__}")
     return mean_pairwise_jaccard([dominant_filters(row, frac).tolist() for row in freq])
 
 
@@ -182,6 +225,7 @@ def random_stability(channels: int, k: int, *, n_sets: int = 10, trials: int = 2
     filters, averaged over ``trials`` draws."""
     channels = check_int("channels", channels, low=1)
     k = check_int("k", k, low=1, high=channels)
+    n_sets = check_int("n_sets", n_sets, low=2)
     rng = np.random.default_rng(check_int("seed", seed, low=0))
     return float(np.mean([mean_pairwise_jaccard([rng.choice(channels, k, replace=False) for _ in range(n_sets)])
                           for _ in range(check_int("trials", trials, low=1))]))
@@ -261,6 +305,7 @@ def conv_paths(model: nn.Module) -> "OrderedDict[str, str]":
     ``conv1`` → ``conv1`` in the MNIST CNNs, ``l1b1c1`` → ``stages.0.0.c1``
     in a ResNet. Names come from ``model.conv_layers()`` (``model.layers()``);
     a model without them is described by its module paths."""
+    check_model(model)
     path_of = {}
     for p, m in model.named_modules():
         path_of.setdefault(id(m), p)
@@ -297,6 +342,10 @@ def split_model(model: nn.Module, dominant: Mapping[str, object], *, train_dense
     CNNs have none).
     """
     check_bool("train_dense", train_dense)
+    check_model(model)
+    if not isinstance(dominant, Mapping):
+        raise ValueError(f"dominant must be a dict conv layer -> filter indices (e.g. dominant_sets(...)), "
+                         f"got {type(dominant).__name__}")
     m = _copy(model, trainable=False)
     paths = conv_paths(m)
     unknown = sorted(set(dominant) - set(paths))
@@ -318,6 +367,7 @@ def merge_split(model: nn.Module) -> nn.Module:
     """The plain model again (chapter 4 §6): every :class:`SplitConv2d`, at
     whatever depth, put back as an ``nn.Conv2d`` at its path, so the result
     has the original's ``state_dict`` keys; every parameter trainable."""
+    check_model(model)
     m = _copy(model, trainable=True)
     for path, mod in list(m.named_modules()):
         if isinstance(mod, SplitConv2d):
@@ -329,10 +379,13 @@ def trainable_share(model: nn.Module) -> dict[str, float]:
     """Trainable and total parameter counts and the percentage frozen
     (Karnine et al. 2024, Table 12; chapter 4 §5). Frozen filters of a
     :class:`SplitConv2d` are buffers, so they are added to the total here."""
+    check_model(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     total += sum(m.w_frozen.numel() + (m.b_frozen.numel() if m.b_frozen is not None else 0)
                  for m in model.modules() if isinstance(m, SplitConv2d))
+    if total == 0:
+        raise ValueError(f"model (a {type(model).__name__}) has no parameters to share out")
     return {"trainable": trainable, "total": total, "frozen_pct": 100.0 * (total - trainable) / total}
 
 
@@ -378,6 +431,22 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Te
         raise ValueError("give exactly one of x_adv (static adversarial set) or adversary (online)")
     if mix not in ("adv", "benign+adv"):
         raise ValueError(f"mix={mix!r} is not allowed; choose 'adv' or 'benign+adv'")
+    check_model(model)
+    check_bool("train_dense", train_dense)
+    if x_adv is not None:
+        check_pixels(x, "x", allow_uint8=True)
+        check_pixels(x_adv, "x_adv", allow_uint8=True)
+        if x_adv.shape != x.shape:
+            raise ValueError(f"x_adv is shaped {tuple(x_adv.shape)} but x {tuple(x.shape)}; the static "
+                             "adversarial set holds one adversarial image per image of x")
+    if x_val_adv is not None:
+        if x_val is None or y_val is None:
+            raise ValueError("x_val_adv needs x_val and y_val too (the clean validation images and their labels)")
+        check_pixels(x_val, "x_val", allow_uint8=True)
+        check_pixels(x_val_adv, "x_val_adv", allow_uint8=True)
+        if x_val_adv.shape != x_val.shape:
+            raise ValueError(f"x_val_adv is shaped {tuple(x_val_adv.shape)} but x_val {tuple(x_val.shape)}; "
+                             "they must hold the same images, clean and attacked")
     if dominant is not None:
         m = split_model(model, dominant, train_dense=train_dense)
     else:
@@ -403,6 +472,12 @@ def finetune_and_evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_
     Returns ``(model, record, history)``; the record holds ``clean``, ``adv``
     (percent), ``seconds``, ``epochs``, ``s_per_epoch`` (each epoch's
     training and validation pass) and ``trainable_pct``."""
+    check_input(model, x_test, "x_test")
+    check_labels(y_test, x_test.shape[0], _num_classes(model), name="y_test")
+    check_input(model, x_test_adv, "x_test_adv")
+    if x_test_adv.shape != x_test.shape:
+        raise ValueError(f"x_test_adv is shaped {tuple(x_test_adv.shape)} but x_test {tuple(x_test.shape)}; "
+                         "it holds the adversarial version of each test image")
     tuned, hist = finetune(model, x, y, x_adv, **finetune_kw)
     n = len(hist["epoch"])
     rec = dict(clean=accuracy(tuned, x_test, y_test), adv=accuracy(tuned, x_test_adv, y_test),
@@ -424,6 +499,11 @@ def epoch_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dominant: 
     from .train import fit
 
     rounds = check_int("rounds", rounds, low=1)
+    check_int("seed", seed, low=0)
+    fixed = sorted(set(fit_kw) & {"max_epochs", "patience", "seed", "progress"})
+    if fixed:
+        raise ValueError(f"fit_kw={fixed} are set by epoch_seconds itself (one epoch, no early stopping, "
+                         "seed + round, no progress bar); leave them out")
     nets = {"split": split_model(model, dominant, train_dense=train_dense), "full": _copy(model, trainable=True)}
     out = {"split": [], "full": []}
     for r in range(rounds):

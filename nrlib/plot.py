@@ -207,9 +207,11 @@ def scoreboard(notebook: str, metrics: Mapping[str, float], *, keys: Sequence[st
                profile: str | None = None):
     """The paper-vs-ours table of a chapter as Markdown, one row per claim of
     its paper file (``nrlib.papers``): the claim, where the paper prints it,
-    the paper's value, ours and the verdict by the claim's rule. ``keys``
-    limits it to some claims (a section's table); ``profile``, the run's, makes
-    the claims judged only at other profiles read "not run"."""
+    the paper's value, ours (with its 95% interval and n where ``metrics``
+    holds a ``stats.Estimate``) and the verdict by the claim's rule, with a
+    failed gate's or a reading's reason. ``keys`` limits it to some claims (a
+    section's table); ``profile``, the run's, makes the claims judged only at
+    other profiles read "judged at full only"."""
     from IPython.display import Markdown
 
     from . import papers

@@ -5,6 +5,11 @@
 version, git commit, date and seconds per stage; ``read`` loads it back.
 ``Timer`` collects the seconds per stage as a notebook runs; ``tag`` writes
 a setting into a metric key (``eps=0.0314``, ``snapshot=0.1``).
+
+A metric may be a ``stats.Estimate`` (a number with its 95% interval, sample
+size and method): ``write`` stores the number under ``metrics`` and the rest
+under ``evidence`` with the same key; ``estimates(record)`` puts them back
+together (a record written before intervals existed loads as plain numbers).
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ import numpy as np
 import torch
 
 from . import precision
+from .stats import Estimate
 from .data import data_root
 from .utils import atomic_write_bytes, check_choice, check_name, check_number, get_device
 
@@ -105,7 +111,7 @@ def _clean(v):
 
 
 RECORD_FIELDS = ("notebook", "profile", "date", "device", "torch", "python", "git_commit", "precision",
-                 "params", "seconds", "metrics", "wall_seconds")
+                 "params", "seconds", "metrics", "evidence", "wall_seconds")
 
 
 def _path(notebook: str, profile: str) -> Path:
@@ -145,13 +151,16 @@ def write(notebook: str, profile: str, metrics: dict, *, seconds: dict | None = 
     clash = sorted(set(extra or {}) & set(RECORD_FIELDS))
     if clash:
         raise ValueError(f"extra={sorted(extra)} would overwrite the record's own fields {clash}; rename them")
+    evidence = {k: v.evidence() for k, v in metrics.items() if isinstance(v, Estimate)}
     record = {
         "notebook": notebook, "profile": profile,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
         "git_commit": git_commit(), "precision": precision.describe(device),
         "params": _clean(params or {}),
-        "seconds": _clean(seconds or {}), "metrics": _clean(metrics),
+        "seconds": _clean(seconds or {}), "metrics": _clean({k: float(v) if isinstance(v, Estimate) else v
+                                                             for k, v in metrics.items()}),
+        "evidence": _clean(evidence),
     }
     record.update(_clean(extra or {}))
     try:
@@ -191,6 +200,15 @@ def read(notebook: str, profile: str) -> dict:
         raise CorruptResultsError(f"results file {path} is not a results record (no 'metrics' dict); "
                                   "delete it and re-run the notebook")
     return rec
+
+
+def estimates(record: dict) -> dict:
+    """A record's metrics with their evidence: each metric that was written as a
+    ``stats.Estimate`` comes back as one (interval, n, method), the others as
+    plain numbers (None stays None)."""
+    ev = record.get("evidence") or {}
+    return {k: (None if v is None else Estimate.from_evidence(v, ev.get(k)))
+            for k, v in (record.get("metrics") or {}).items()}
 
 
 def best(notebook: str) -> dict | None:

@@ -52,10 +52,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from .hooks import capture, get_layer
+from .hooks import capture, layer_names
 from .metrics import accuracy, predict
 from .models import SHAPES, frozen
 from .utils import batches, check_choice, check_input, check_int, check_number
+from .utils import check_bool, check_callable, check_labels, check_list, check_model, num_classes
 
 DEFAULT_BINS = 128
 FALLBACKS = ("zero", "midpoint")   # the binary threshold of a neuron without a valley
@@ -65,6 +66,14 @@ TERNARY = {"range": (0.25, 0.75),   # ours: min + f·(max − min)
 KINDS = ("binary", "ternary")
 PAD_BANDWIDTHS = 3.0       # the KDE grid reaches 3 bandwidths beyond the data on each side
 MIN_PROMINENCE = 0.05      # peaks less prominent than 5 % of the density maximum are sampling ripples, not modes
+# The valley rule: "book" (nrlib's: 5% prominence cut, the lowest grid point between the two most
+# prominent peaks) or "report" (the report's get_kde_threshold: a 100-point KDE, smoothed by a
+# Savitzky-Golay filter of window 7 and order 3, every local maximum a peak, and the lowest strict
+# local minimum strictly between the two most prominent peaks; 0 where there is none).
+VALLEY_RULES = ("book", "report")
+REPORT_GRID = 100          # KDEpy's FFTKDE(...).evaluate(100) in the report's code
+REPORT_SAVGOL = (7, 3)     # scipy.signal.savgol_filter(y, window_length=7, polyorder=3)
+REPORT_PAD = (0.05, 4.0)   # KDEpy's autogrid: max(5% of the range, the Gaussian's practical support ≈ 4h)
 
 
 def _silverman(std: torch.Tensor | float, n: int):
@@ -78,22 +87,31 @@ def _fallback_value(mn, mx, fallback: str):
     return 0.0 * mn if fallback == "zero" else 0.5 * (mn + mx)
 
 
-def kde_threshold(values, *, grid: int = 512, fallback: str = "zero", return_details: bool = False):
+def kde_threshold(values, *, grid: int | None = None, fallback: str = "zero", valley: str = "book",
+                  return_details: bool = False):
     """Binary threshold of one neuron (Prattico 2022 §2.2, Fig. 3), with scipy.
 
-    Gaussian KDE (Silverman bandwidth) of ``values`` on a grid over
-    [min − 3h, max + 3h]; the threshold is the grid point of lowest density
-    between the two most prominent peaks (``scipy.signal.find_peaks``
-    prominences). When there is no valley (fewer than two peaks, or a constant
-    sample) the threshold is the ``fallback``: ``"zero"`` (the report's code)
-    or ``"midpoint"`` of [min, max]. With ``return_details`` also returns a
-    dict with the grid, density, peaks and whether the fallback was used.
-    Chapter 5, §2 (the check of the vectorised version and the figure).
+    ``valley="book"``: Gaussian KDE (Silverman bandwidth) of ``values`` on a
+    grid of ``grid`` points (default 512) over [min − 3h, max + 3h]; the
+    threshold is the grid point of lowest density between the two most
+    prominent peaks (``scipy.signal.find_peaks`` prominences, peaks under 5%
+    of the maximum dropped). ``valley="report"``: the report's
+    ``get_kde_threshold`` — the KDE on 100 points over [min − pad, max + pad]
+    (pad = max(5% of the range, 4h), KDEpy's grid), smoothed by a
+    Savitzky–Golay filter (window 7, order 3), every local maximum a peak, and
+    the lowest *strict local minimum strictly between* the two most prominent
+    peaks. When there is no valley (fewer than two peaks, no minimum between
+    them, or a constant sample) the threshold is the ``fallback``: ``"zero"``
+    (the report's code) or ``"midpoint"`` of [min, max]. With
+    ``return_details`` also returns a dict with the grid, density, peaks and
+    whether the fallback was used. Chapter 5, §2.
     """
-    from scipy.signal import find_peaks
+    from scipy.signal import argrelextrema, find_peaks, peak_prominences, savgol_filter
     from scipy.stats import gaussian_kde
 
     check_choice("fallback", fallback, FALLBACKS)
+    check_choice("valley", valley, VALLEY_RULES)
+    grid = (512 if valley == "book" else REPORT_GRID) if grid is None else grid
     v = np.asarray(values, dtype=np.float64).ravel()
     if v.size < 2 or not np.all(np.isfinite(v)):
         raise ValueError(f"values must be a finite 1-D sample of at least 2 numbers; got {v.size} values"
@@ -101,7 +119,22 @@ def kde_threshold(values, *, grid: int = 512, fallback: str = "zero", return_det
     check_int("grid", grid, low=16)
     lo, hi = float(v.min()), float(v.max())
     details = {"grid": None, "density": None, "peaks": [], "fallback": True}
-    if hi > lo and v.std() > 0:
+    if hi > lo and v.std() > 0 and valley == "report":
+        h = _silverman(v.std(ddof=1), v.size)
+        pad = max(REPORT_PAD[0] * (hi - lo), REPORT_PAD[1] * h)
+        xs = np.linspace(lo - pad, hi + pad, grid)
+        dens = savgol_filter(gaussian_kde(v, bw_method="silverman")(xs), *REPORT_SAVGOL)
+        peaks = find_peaks(dens)[0]
+        mins = argrelextrema(dens, np.less)[0]
+        details.update(grid=xs, density=dens)
+        if len(peaks) >= 2 and len(mins):
+            top = np.sort(peaks[np.argsort(peak_prominences(dens, peaks)[0], kind="stable")[-2:]])
+            inner = mins[(mins > top[0]) & (mins < top[1])]
+            if len(inner):
+                details.update(peaks=top.tolist(), fallback=False)
+                thr = float(xs[inner[np.argmin(dens[inner])]])
+                return (thr, details) if return_details else thr
+    elif hi > lo and v.std() > 0:
         h = _silverman(v.std(ddof=1), v.size)
         xs = np.linspace(lo - PAD_BANDWIDTHS * h, hi + PAD_BANDWIDTHS * h, grid)
         dens = gaussian_kde(v, bw_method="silverman")(xs)
@@ -117,8 +150,8 @@ def kde_threshold(values, *, grid: int = 512, fallback: str = "zero", return_det
     return (thr, details) if return_details else thr
 
 
-def kde_thresholds(values: torch.Tensor, *, bins: int = DEFAULT_BINS, fallback: str = "zero",
-                   chunk: int | None = None):
+def kde_thresholds(values: torch.Tensor, *, bins: int | None = None, fallback: str = "zero",
+                   valley: str = "book", chunk: int | None = None):
     """Binary thresholds of many neurons at once — the vectorised ``kde_threshold``.
 
     ``values`` is (samples × neurons). Returns ``(threshold, bimodal)`` per
@@ -127,19 +160,29 @@ def kde_thresholds(values: torch.Tensor, *, bins: int = DEFAULT_BINS, fallback: 
     hold; this is the in-memory form (tests compare it with the scipy version).
     """
     check_choice("fallback", fallback, FALLBACKS)
+    check_choice("valley", valley, VALLEY_RULES)
+    bins = _bins(bins, valley)
     v = values.float()
     n = v.shape[0]
     mn, mx = v.min(0).values, v.max(0).values
     std = v.std(0, unbiased=True)
-    lo, step, h = _grid(mn, mx, std, n, bins)
+    lo, step, h = _grid(mn, mx, std, n, bins, valley)
     counts = _bin_counts(v, lo, step, bins)
-    return _valleys(counts, lo, step, h, mn, mx, fallback=fallback, chunk=chunk)
+    return _valleys(counts, lo, step, h, mn, mx, fallback=fallback, valley=valley, chunk=chunk)
 
 
-def _grid(mn, mx, std, n, bins):
+def _bins(bins, valley: str) -> int:
+    """The grid size: the report's 100 points for its valley rule, else ``bins`` (default 128)."""
+    if bins is None:
+        return REPORT_GRID if valley == "report" else DEFAULT_BINS
+    return check_int("bins", bins, low=16, high=4096)
+
+
+def _grid(mn, mx, std, n, bins, valley: str = "book"):
     h = _silverman(std, n)
-    lo = mn - PAD_BANDWIDTHS * h
-    step = (mx - mn + 2 * PAD_BANDWIDTHS * h) / (bins - 1)
+    pad = PAD_BANDWIDTHS * h if valley == "book" else torch.maximum(REPORT_PAD[0] * (mx - mn), REPORT_PAD[1] * h)
+    lo = mn - pad
+    step = (mx - mn + 2 * pad) / (bins - 1)
     return lo, step, h
 
 
@@ -155,10 +198,14 @@ def _bin_counts(v: torch.Tensor, lo, step, bins, counts: torch.Tensor | None = N
     return counts
 
 
-def _valleys(counts, lo, step, h, mn, mx, *, fallback: str = "zero", chunk: int | None = None):
+def _valleys(counts, lo, step, h, mn, mx, *, fallback: str = "zero", valley: str = "book",
+             chunk: int | None = None):
     """Per neuron: the density (binned counts ⊛ Gaussian of bandwidth h), its two
     most prominent peaks (scipy's definition of prominence), and the grid point
-    of lowest density between them; the ``fallback`` where there is none."""
+    of lowest density between them; the ``fallback`` where there is none.
+    ``valley="report"``: the density smoothed by the report's Savitzky–Golay
+    filter, no prominence cut, and the lowest strict local minimum strictly
+    between the two peaks (``kde_threshold`` says the same for one neuron)."""
     n_neurons, bins = counts.shape
     if chunk is None:   # neurons per pass: each holds chunk × bins × bins temporaries
         chunk = 8192 if counts.is_cuda else 1024
@@ -176,6 +223,9 @@ def _valleys(counts, lo, step, h, mn, mx, *, fallback: str = "zero", chunk: int 
         w = torch.exp(-0.5 * (offs[None] * r[:, None]) ** 2)    # each neuron's Gaussian, in grid steps
         d = torch.fft.irfft(torch.fft.rfft(c, n=L) * torch.fft.rfft(w, n=L), n=L)[:, :bins]
         d = d.clamp_min(0)
+        if valley == "report":       # the report smooths the density before it looks for extrema
+            from scipy.signal import savgol_filter
+            d = torch.from_numpy(savgol_filter(d.double().cpu().numpy(), *REPORT_SAVGOL, axis=1)).to(d)
         # strict local maxima (the grid is padded, so the edges are never peaks)
         peak = torch.zeros_like(d, dtype=torch.bool)
         peak[:, 1:-1] = (d[:, 1:-1] > d[:, :-2]) & (d[:, 1:-1] >= d[:, 2:])
@@ -189,14 +239,21 @@ def _valleys(counts, lo, step, h, mn, mx, *, fallback: str = "zero", chunk: int 
         lmin = torch.where((ar >= left[..., None]) & (ar[None, None] <= ar[None, :, None]), dd, inf).amin(2)
         rmin = torch.where((ar <= right[..., None]) & (ar[None, None] >= ar[None, :, None]), dd, inf).amin(2)
         prom = d - torch.maximum(lmin, rmin)
-        prom = torch.where(peak & (prom >= MIN_PROMINENCE * d.amax(1, keepdim=True)), prom, -inf)
+        cut = MIN_PROMINENCE if valley == "book" else 0.0
+        prom = torch.where(peak & (prom >= cut * d.amax(1, keepdim=True)), prom, -inf)
         top = prom.topk(2, dim=1)
         has2 = torch.isfinite(top.values[:, 1]) & ok
         p1 = top.indices.amin(1)
         p2 = top.indices.amax(1)
-        between = (ar[None] >= p1[:, None]) & (ar[None] <= p2[:, None])
-        valley = torch.where(between, d, inf).argmin(1)
-        t = lo[s:e] + valley.float() * st
+        if valley == "book":
+            between = (ar[None] >= p1[:, None]) & (ar[None] <= p2[:, None])
+        else:                        # strict local minima strictly between the two peaks
+            strict = torch.zeros_like(peak)
+            strict[:, 1:-1] = (d[:, 1:-1] < d[:, :-2]) & (d[:, 1:-1] < d[:, 2:])
+            between = strict & (ar[None] > p1[:, None]) & (ar[None] < p2[:, None])
+            has2 = has2 & between.any(1)
+        low_at = torch.where(between, d, inf).argmin(1)
+        t = lo[s:e] + low_at.float() * st
         thr[s:e] = torch.where(has2, t, thr[s:e])
         bimodal[s:e] = has2
     return thr, bimodal
@@ -240,6 +297,7 @@ class Thresholds:
     ternary_rule: str = "range"
     min: dict[str, torch.Tensor] = field(default_factory=dict)
     max: dict[str, torch.Tensor] = field(default_factory=dict)
+    valley: str = "book"
 
     def n_neurons(self, layer: str | None = None) -> int:
         names = self.layers if layer is None else [layer]
@@ -274,12 +332,13 @@ class Thresholds:
 
 
 def _layer_names(model, layers):
+    check_model(model)
     if layers is None:
+        if not hasattr(model, "conv_layers"):
+            raise ValueError(f"layers=None means the model's conv_layers(), which a {type(model).__name__} "
+                             "does not have; name the layers to profile (e.g. layers=['conv1'])")
         return list(model.conv_layers())
-    names = [layers] if isinstance(layers, str) else list(layers)
-    for n in names:
-        get_layer(model, n)      # a clear error for an unknown name
-    return names
+    return layer_names(model, layers)   # a non-empty list of known layers, else a clear error
 
 
 @torch.no_grad()
@@ -299,19 +358,33 @@ def layer_table(model: nn.Module, layers: Sequence[str] | None = None) -> list[d
     order with its 0-based ``layer_no``, name and output shape (c, h, w) —
     chapter 5, §1. One forward pass of a blank image of the model's dataset."""
     names = _layer_names(model, layers)
-    p = next(model.parameters())
-    x = torch.zeros(1, *SHAPES[getattr(model, "dataset", "cifar10")], device=p.device)
+    p = next(model.parameters(), None)
+    dataset = getattr(model, "dataset", "cifar10")
+    if p is None or dataset not in SHAPES:
+        raise ValueError(f"model: layer_table needs a model with parameters and a dataset in {list(SHAPES)} "
+                         f"(model.dataset), got a {type(model).__name__} with dataset={dataset!r}")
+    x = torch.zeros(1, *SHAPES[dataset], device=p.device)
     shapes = {}
     with frozen(model):
         _outputs(model, x, names, shapes)
+    shapes = {n: _chw(n, s) for n, s in shapes.items()}
     return [{"layer_no": i, "layer": n, "c": shapes[n][0], "h": shapes[n][1], "w": shapes[n][2],
              "neurons": int(np.prod(shapes[n]))} for i, n in enumerate(names)]
+
+
+def _chw(layer: str, shape: tuple) -> tuple:
+    """A neuron grid as (c, h, w): a dense layer's F outputs are (F, 1, 1)."""
+    if not 1 <= len(shape) <= 3:
+        raise ValueError(f"layer {layer!r} has outputs shaped {tuple(shape)} per image; neurons are numbered "
+                         "(c, h, w) for C×H×W (conv) or F (dense) outputs only")
+    return tuple(shape) + (1,) * (3 - len(shape))
 
 
 def neuron_values(model: nn.Module, x: torch.Tensor, layer: str, *, batch_size: int = 500) -> torch.Tensor:
     """The values of every neuron of ``layer`` over the images ``x``: a
     (images × neurons) fp32 tensor — the sample a neuron's KDE is fitted to
     (chapter 5, §2: the scipy check and the density figure)."""
+    check_input(model, x)
     _layer_names(model, [layer])
     with frozen(model):
         return torch.cat([_outputs(model, xb, [layer])[layer] for xb in batches(x, batch_size=batch_size)])
@@ -326,13 +399,24 @@ def compare_with_scipy(values, th: Thresholds, layer: str, *, n: int = 50, seed:
     fallback, and, where they agree, the largest and median threshold difference
     in percent of the neuron's range. Chapter 5, §2."""
     check_int("n", n, low=1)
-    v = values.cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
+    check_int("seed", seed, low=0)
+    _check_thresholds(th)
+    if layer not in th.layers:
+        raise ValueError(f"layer={layer!r} is not a layer of th; its layers are {th.layers}")
+    v = values.detach().cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
+    want = th.binary[layer].numel()
+    if v.ndim != 2 or v.dtype.kind not in "fiu" or v.shape[0] < 2 or v.shape[1] != want:
+        raise ValueError(f"values must be an (images × neurons) table of numbers with at least 2 images and the "
+                         f"{want} neurons of {layer!r} (neuron_values(model, x, {layer!r})); got "
+                         f"{v.dtype} shape {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError("values holds NaN or inf; the profiling values must be finite")
     bim = th.bimodal[layer].flatten().cpu().numpy()
     vec = th.binary[layer].flatten().cpu().numpy()
     rng = np.random.default_rng(seed)
     pick = np.concatenate([rng.permutation(np.flatnonzero(bim))[: n // 2],
                            rng.permutation(np.flatnonzero(~bim))[: n - n // 2]])
-    ref = [kde_threshold(v[:, j], fallback=th.fallback, return_details=True) for j in pick]
+    ref = [kde_threshold(v[:, j], fallback=th.fallback, valley=th.valley, return_details=True) for j in pick]
     agree = np.array([(not d["fallback"]) == bool(bim[j]) for (_, d), j in zip(ref, pick)])
     span = np.where(np.ptp(v[:, pick], axis=0) > 0, np.ptp(v[:, pick], axis=0), 1.0)
     diff = 100.0 * np.abs(np.array([t for t, _ in ref]) - vec[pick]) / span
@@ -342,24 +426,28 @@ def compare_with_scipy(values, th: Thresholds, layer: str, *, n: int = 50, seed:
 
 
 def fit_thresholds(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None, *,
-                   bins: int = DEFAULT_BINS, fallback: str = "zero", ternary_rule: str = "range",
-                   ternary: tuple[float, float] | None = None, batch_size: int = 500,
+                   bins: int | None = None, fallback: str = "zero", ternary_rule: str = "range",
+                   ternary: tuple[float, float] | None = None, valley: str = "book", batch_size: int = 500,
                    progress: bool = True) -> Thresholds:
     """Fit every neuron's thresholds over the images ``x`` (Prattico 2022 §2.2,
     Figs. 3–4; the report's ``NeuronProfiler``): the binary KDE-valley
     threshold (``fallback`` where there is no valley: ``"zero"``, the report's
     code, or ``"midpoint"``) and the ternary pair (``ternary_thresholds`` with
     ``ternary_rule`` and its fractions ``ternary``, default that rule's).
+    ``valley`` picks the valley rule (``"book"`` or ``"report"``, see
+    ``kde_threshold``); ``bins`` the grid (default 128, the report's rule 100).
     Chapter 5, §2.
 
     Two passes over ``x``: min / max / mean / σ per neuron (the KDE grid and
     Silverman bandwidth), then counts on each neuron's grid; the densities and
     valleys are computed for all neurons at once (``_valleys``).
     """
-    check_int("bins", bins, low=16, high=4096)
+    check_choice("valley", valley, VALLEY_RULES)
+    bins = _bins(bins, valley)
     check_int("batch_size", batch_size, low=1)
     check_choice("fallback", fallback, FALLBACKS)
     check_choice("ternary_rule", ternary_rule, TERNARY_RULES)
+    check_bool("progress", progress)
     if ternary is not None and (not isinstance(ternary, (tuple, list)) or len(ternary) != 2):
         raise ValueError(f"ternary={ternary!r} must be a pair (low, high) of fractions, or None for the "
                          f"rule's default {TERNARY[ternary_rule]}")
@@ -383,18 +471,18 @@ def fit_thresholds(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | No
         grids, counts = {}, {}
         for name, (mn, mx, s1, s2) in stats.items():
             var = ((s2 - s1 ** 2 / n) / (n - 1)).clamp_min(0)
-            grids[name] = _grid(mn, mx, var.sqrt().float(), n, bins)
+            grids[name] = _grid(mn, mx, var.sqrt().float(), n, bins, valley)
         for xb in tqdm(list(batches(x, batch_size=batch_size)), desc="thresholds 2/2", disable=not progress,
                        leave=False):
             for name, a in _outputs(model, xb, names).items():
                 lo, step, _ = grids[name]
                 counts[name] = _bin_counts(a, lo, step, bins, counts.get(name))
     th = Thresholds(names, {}, {}, {}, {}, n_profile=n, ternary=tuple(float(f) for f in fr), fallback=fallback,
-                    ternary_rule=ternary_rule)
+                    ternary_rule=ternary_rule, valley=valley)
     for name in names:
         mn, mx = stats[name][0], stats[name][1]
         lo, step, h = grids[name]
-        thr, bim = _valleys(counts[name], lo, step, h, mn, mx, fallback=fallback)
+        thr, bim = _valleys(counts[name], lo, step, h, mn, mx, fallback=fallback, valley=valley)
         shp = shapes[name]
         th.binary[name], th.bimodal[name] = thr.view(shp), bim.view(shp)
         th.min[name], th.max[name] = mn.view(shp), mx.view(shp)
@@ -420,7 +508,7 @@ def extrema(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = No
     names = _layer_names(model, layers)
     check_int("batch_size", batch_size, low=1)
     N = x.shape[0]
-    ns = sorted({check_int("sizes[i]", int(s), low=1, high=N) for s in (sizes or [N])})
+    ns = _check_sizes(sizes, N) if sizes is not None else [N]
     out, cur = {}, None
     bounds = sorted(set(ns) | set(range(0, N, batch_size)) | {N})
     with frozen(model), torch.no_grad():
@@ -432,6 +520,12 @@ def extrema(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = No
             if b in ns:
                 out[b] = {k: (v[0].clone(), v[1].clone()) for k, v in cur.items()}
     return out if sizes is not None else out[N]
+
+
+def _check_sizes(sizes, high: int | None = None) -> list[int]:
+    """``sizes`` as the sorted distinct dataset sizes, each an integer in [1, high]."""
+    items = check_list("sizes", sizes, what="dataset sizes (integers >= 1)")
+    return sorted({check_int(f"sizes[{i}]", s, low=1, high=high) for i, s in enumerate(items)})
 
 
 def _minmax(a: torch.Tensor):
@@ -447,10 +541,18 @@ def merge_extrema(*parts: Extrema) -> Extrema:
     per-neuron min of the mins and max of the maxes; all parts cover the same layers)."""
     if not parts:
         raise ValueError("parts: merge_extrema needs at least one Extrema (layer -> (min, max)) to merge")
+    for i, p in enumerate(parts):
+        _check_extrema(f"parts[{i}]", p)
     layers = [list(p) for p in parts]
     if any(ls != layers[0] for ls in layers):
         raise ValueError(f"parts cover different layers ({[list(p) for p in parts]}); "
                          "merge extrema of the same layers only")
+    for i, p in enumerate(parts[1:], 1):
+        for k in p:
+            if p[k][0].shape != parts[0][k][0].shape or p[k][0].device != parts[0][k][0].device:
+                raise ValueError(f"parts[{i}][{k!r}] holds {tuple(p[k][0].shape)} neurons on {p[k][0].device} but "
+                                 f"parts[0][{k!r}] holds {tuple(parts[0][k][0].shape)} on "
+                                 f"{parts[0][k][0].device}; merge extrema of the same model's layers only")
     out = {}
     for k in parts[0]:
         out[k] = (torch.stack([p[k][0] for p in parts]).amin(0), torch.stack([p[k][1] for p in parts]).amax(0))
@@ -461,14 +563,63 @@ def toggled(mn: torch.Tensor, mx: torch.Tensor, low: torch.Tensor, high: torch.T
     """Which neurons toggle over a dataset whose per-neuron extrema are ``mn``,
     ``mx``: at least once ≤ ``low`` and at least once > ``high`` (binary:
     ``high = low`` = the threshold)."""
+    for name, t in (("mn", mn), ("mx", mx)):
+        if not torch.is_tensor(t):
+            raise ValueError(f"{name} must be a tensor of per-neuron extrema, got {type(t).__name__}")
+    if mx.shape != mn.shape:
+        raise ValueError(f"mn is shaped {tuple(mn.shape)} but mx {tuple(mx.shape)}; they must match")
+    for name, t in (("low", low), ("high", high)):
+        if torch.is_tensor(t) and t.shape != mn.shape and t.dim() > 0:
+            raise ValueError(f"{name} is shaped {tuple(t.shape)} but the extrema {tuple(mn.shape)}; "
+                             "thresholds and extrema must be of the same layer")
+        if not torch.is_tensor(t) and (t is not None or name == "low"):
+            check_number(name, t)
     high = low if high is None else high
     return (mn <= low) & (mx > high)
+
+
+def _check_extrema(name: str, ext) -> Extrema:
+    """``ext`` is an Extrema: a non-empty dict layer -> (min, max), two tensors of one shape."""
+    if not isinstance(ext, dict) or not ext:
+        raise ValueError(f"{name} must be a non-empty Extrema, a dict layer -> (min, max) as extrema() returns; "
+                         f"got {type(ext).__name__} {ext!r:.60}")
+    for k, v in ext.items():
+        if not (isinstance(v, (tuple, list)) and len(v) == 2 and all(torch.is_tensor(t) for t in v)):
+            hint = (" (extrema(..., sizes=...) returns {n: Extrema}: take one of its values)"
+                    if isinstance(v, dict) else "")
+            raise ValueError(f"{name}[{k!r}] must be a pair (min, max) of tensors, got {type(v).__name__}{hint}")
+        if v[0].shape != v[1].shape:
+            raise ValueError(f"{name}[{k!r}] holds a min shaped {tuple(v[0].shape)} and a max shaped "
+                             f"{tuple(v[1].shape)}; they must match")
+    return ext
+
+
+def _check_thresholds(th, name: str = "th") -> None:
+    """``th`` is a Thresholds with at least one layer and its binary, low and high thresholds."""
+    if not isinstance(th, Thresholds):
+        raise ValueError(f"{name} must be a Thresholds (fit_thresholds(...)), got {type(th).__name__}")
+    if not th.layers:
+        raise ValueError(f"{name} has no layers; fit thresholds of at least one layer")
+    for part in ("binary", "low", "high"):
+        missing = [n for n in th.layers if n not in getattr(th, part)]
+        if missing:
+            raise ValueError(f"{name}.{part} lacks the layers {missing} of {name}.layers")
 
 
 def toggle_activity(ext: Extrema, th: Thresholds, kind: str = "binary") -> dict[str, float]:
     """Toggle activity in percent per layer and in total (key ``"total"``, over
     all neurons of all layers) — Prattico 2022 §2.2."""
     check_choice("kind", kind, KINDS)
+    _check_thresholds(th)
+    _check_extrema("ext", ext)
+    missing = [n for n in th.layers if n not in ext]
+    if missing:
+        raise ValueError(f"ext lacks the layers {missing} of th (it has {list(ext)}); measure the extrema "
+                         "of the layers the thresholds were fitted on")
+    for name in th.layers:
+        if ext[name][0].shape != th.binary[name].shape:
+            raise ValueError(f"ext[{name!r}] holds {tuple(ext[name][0].shape)} neurons but th has thresholds for "
+                             f"{tuple(th.binary[name].shape)}; extrema and thresholds must be of the same model")
     out, hit, tot = {}, 0, 0
     for name in th.layers:
         mn, mx = ext[name]
@@ -493,6 +644,18 @@ class Datasets:
     ext: dict[tuple[str, Any], Extrema]
     acc: dict[tuple[str, Any], float] = field(default_factory=dict)
     x_adv: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.ext, dict):
+            raise ValueError(f"ext must be a dict (arm, tag) -> Extrema, got {type(self.ext).__name__}")
+        for k, e in self.ext.items():
+            if not (isinstance(k, tuple) and len(k) == 2):
+                raise ValueError(f"ext keys must be (arm, tag) pairs such as ('clean', 50), got {k!r}")
+            _check_extrema(f"ext[{k!r}]", e)
+        if not isinstance(self.acc, dict):
+            raise ValueError(f"acc must be a dict (arm, tag) -> accuracy %, got {type(self.acc).__name__}")
+        if self.x_adv is not None and not torch.is_tensor(self.x_adv):
+            raise ValueError(f"x_adv must be a tensor of images or None, got {type(self.x_adv).__name__}")
 
     def activity(self, th: Thresholds, kind: str = "binary",
                  keys: Sequence[tuple[str, Any]] | None = None) -> dict[tuple[str, Any], dict[str, float]]:
@@ -536,6 +699,16 @@ def _check_xy(x, y, n, what):
         raise ValueError(f"{what}={n} is larger than the {x.shape[0]} images given")
 
 
+def _check_run(model, x, y, attack, layers, batch_size):
+    """The arguments every experiment shares, checked before any attack runs:
+    returns the layer names and ``y`` as class indices."""
+    check_input(model, x)
+    y = check_labels(y, x.shape[0], num_classes(model))
+    check_callable("attack", attack, "an attack: attacks.FGSM(...) or a function (model, x, y) -> x_adv")
+    check_int("batch_size", batch_size, low=1)
+    return _layer_names(model, layers), y
+
+
 def size_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, sizes: Sequence[int], *,
                layers: Sequence[str] | None = None, batch_size: int = 500) -> Datasets:
     """Prattico 2022 §3.2.1, Figs. 6–8 (chapter 5, §3): for each n in ``sizes``
@@ -544,7 +717,8 @@ def size_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, sizes
     ``"clean+<attack>"``, e.g. ``"clean+fgsm"``. One attack and two network
     passes over the largest dataset (``extrema`` of every prefix); keeps the
     attacked images in ``x_adv`` and the accuracy on each prefix in ``acc``."""
-    ns = sorted({check_int("sizes[i]", int(s), low=1) for s in sizes})
+    layers, y = _check_run(model, x, y, attack, layers, batch_size)
+    ns = _check_sizes(sizes)
     N = ns[-1]
     _check_xy(x, y, N, "max(sizes)")
     arm = f"clean+{_attack_name(attack)}"
@@ -568,6 +742,7 @@ def equal_size(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, n: in
     arm ``"half+<attack>"`` the first n/2 of them together with their
     ``attack`` versions (also n images). Keys ``(arm, draw)``; ``mean_std``
     averages over the draws."""
+    layers, y = _check_run(model, x, y, attack, layers, batch_size)
     n = check_int("n", n, low=2)
     draws = check_int("draws", draws, low=1)
     _check_xy(x, y, n, "n")
@@ -594,12 +769,16 @@ def eps_sweep(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, eps_gr
     if not hasattr(attack, "replace"):
         raise ValueError("attack must be an nrlib.attacks object (e.g. attacks.FGSM(8/255)) so that "
                          "eps_sweep can vary its ε with attack.replace(eps=...)")
+    layers, y = _check_run(model, x, y, attack, layers, batch_size)
+    eps_grid = [check_number(f"eps_grid[{i}]", e, low=0.0)
+                for i, e in enumerate(check_list("eps_grid", eps_grid, what="ε values >= 0"))]
+    made = {e: attack.replace(eps=e) for e in eps_grid}   # each ε checked by the attack itself, before any pass
     _check_xy(x, y, x.shape[0], "len(x)")
     arm = f"clean+{_attack_name(attack)}"
     ec = extrema(model, x, layers, batch_size=batch_size)
     ds = Datasets({("clean", 0.0): ec})
     for e in eps_grid:
-        xa = attack.replace(eps=float(e))(model, x, y)
+        xa = made[float(e)](model, x, y)
         ds.ext[(arm, float(e))] = merge_extrema(ec, extrema(model, xa, layers, batch_size=batch_size))
         ds.acc[(arm, float(e))] = accuracy(model, xa, y)
     return ds
@@ -616,6 +795,21 @@ class Ranking:
     score: dict[str, torch.Tensor]
     cls: dict[str, torch.Tensor]
 
+    def __post_init__(self):
+        if isinstance(self.layers, str) or not isinstance(self.layers, (list, tuple)) or not self.layers:
+            raise ValueError(f"layers={self.layers!r} must be a non-empty list of layer names")
+        self.layers = list(self.layers)
+        for part in ("score", "cls"):
+            d = getattr(self, part)
+            missing = [n for n in self.layers if not isinstance(d, dict) or not torch.is_tensor(d.get(n))]
+            if missing:
+                raise ValueError(f"{part} must be a dict layer -> tensor covering layers; it lacks {missing}")
+        for n in self.layers:
+            if self.cls[n].shape != self.score[n].shape:
+                raise ValueError(f"cls[{n!r}] is shaped {tuple(self.cls[n].shape)} but score[{n!r}] "
+                                 f"{tuple(self.score[n].shape)}; they must match")
+            _chw(n, tuple(self.score[n].shape))
+
     def top(self, k: int = 10) -> list[dict]:
         """The ``k`` highest-scoring neurons (Prattico 2022, Tables 1–2): rank,
         layer name, ``layer_no`` — the layer's 0-based position among the ranked
@@ -629,7 +823,7 @@ class Ranking:
         for r, (v, i) in enumerate(zip(vals.tolist(), idx.tolist())):
             li = int(np.searchsorted(sizes, i, side="right") - 1)
             name = self.layers[li]
-            c, h, w = np.unravel_index(i - sizes[li], tuple(self.score[name].shape))
+            c, h, w = np.unravel_index(i - sizes[li], _chw(name, tuple(self.score[name].shape)))
             rows.append({"rank": r, "layer": name, "layer_no": li, "c": int(c), "h": int(h), "w": int(w),
                          "score": float(v), "class": int(self.cls[name].flatten()[i - sizes[li]])})
         return rows
@@ -652,16 +846,24 @@ class Ranking:
         return {(r["layer"], r["c"], r["h"], r["w"]) for r in self.top(k)}
 
 
+AGGREGATES = ("max", "mean", "abs_max")
+
+
 def rank_neurons(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None = None, *,
-                 batch_size: int = 250) -> Ranking:
+                 aggregate: str = "max", batch_size: int = 250) -> Ranking:
     """Neural ranking (Prattico 2022 §2.3, §3.1): score every neuron of ``layers``
     by its contribution to the predicted class, activation × ∂z_ŷ/∂activation,
-    per image; a neuron's score over ``x`` is its maximum, its class the
-    prediction of the image that gave it. Weights stay frozen. Chapter 5, §7."""
+    per image; a neuron's score over ``x`` aggregates its contributions:
+    ``aggregate="max"`` (default: its largest), ``"mean"`` (its average over
+    the images) or ``"abs_max"`` (its largest in magnitude, either sign) — the
+    report does not say which. Its class is the prediction of the image that
+    gave its largest (``"mean"``: largest) contribution. Weights stay frozen.
+    Chapter 5, §7."""
     check_input(model, x)
     names = _layer_names(model, layers)
+    check_choice("aggregate", aggregate, AGGREGATES)
     check_int("batch_size", batch_size, low=1)
-    best, cls = {}, {}
+    best, cls, total = {}, {}, {}
     with frozen(model):
         for xb in batches(x, batch_size=batch_size):
             with capture(model, names, detach=False) as store:
@@ -672,7 +874,9 @@ def rank_neurons(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None
             grads = torch.autograd.grad(logits.gather(1, pred[:, None]).sum(), acts)
             for n, a, g in zip(names, acts, grads):
                 s = (a.detach() * g).float().contiguous()    # N×C×H×W contributions (see _minmax)
-                v, j = s.max(0)
+                if aggregate == "mean":
+                    total[n] = s.sum(0) + total.get(n, 0.0)
+                v, j = (s.abs() if aggregate == "abs_max" else s).max(0)
                 c = pred[j]
                 if n not in best:
                     best[n], cls[n] = v, c
@@ -680,4 +884,6 @@ def rank_neurons(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | None
                     upd = v > best[n]
                     best[n] = torch.where(upd, v, best[n])
                     cls[n] = torch.where(upd, c, cls[n])
+    if aggregate == "mean":
+        best = {n: total[n] / x.shape[0] for n in names}
     return Ranking(names, best, cls)

@@ -188,13 +188,7 @@ def check_indices(name: str, idx: Any, size: int | None) -> list[int]:
     """A list (or 1-D tensor/array) of integer indices in [0, size), repeats
     allowed; ``size=None`` checks only that they are integers ≥ 0."""
     rng = f"in [0, {size - 1}]" if size is not None else ">= 0"
-    if isinstance(idx, (torch.Tensor, np.ndarray)):
-        ok = idx.ndim == 1
-    else:
-        ok = isinstance(idx, Iterable) and not isinstance(idx, (str, bytes, dict))
-    if not ok:
-        raise ValueError(f"{name}={idx!r} must be a list of integer indices {rng}, not a single number or string")
-    vals = idx.tolist() if isinstance(idx, (torch.Tensor, np.ndarray)) else list(idx)
+    vals = check_list(name, idx, min_len=0, what=f"integer indices {rng}")
     for v in vals:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise ValueError(f"{name} must hold integer indices {rng}; got {v!r}")
@@ -203,6 +197,22 @@ def check_indices(name: str, idx: Any, size: int | None) -> list[int]:
         raise ValueError(f"{name}={bad} are outside [0, {size - 1}] ({size} to choose from)" if size is not None
                          else f"{name}={bad} are negative; indices must be >= 0")
     return [int(v) for v in vals]
+
+
+def check_list(name: str, value: Any, *, min_len: int = 1, what: str = "values") -> list:
+    """A list, tuple, set or 1-D tensor/array of at least ``min_len`` items, as a
+    Python list (tensor and array items become Python numbers); a single number,
+    a string or a dict is refused. The items are the caller's to check."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        ok = value.ndim == 1
+    else:
+        ok = isinstance(value, Iterable) and not isinstance(value, (str, bytes, dict))
+    if not ok:
+        raise ValueError(f"{name}={value!r:.80} must be a list of {what}, not a single number, string or dict")
+    items = value.tolist() if isinstance(value, (torch.Tensor, np.ndarray)) else list(value)
+    if len(items) < min_len:
+        raise ValueError(f"{name}={items!r:.80} holds {len(items)} item(s); it must hold at least {min_len} {what}")
+    return items
 
 
 def check_input(model: Any, x: Any, name: str = "x", **pixel_kw) -> torch.Tensor:

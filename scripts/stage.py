@@ -42,6 +42,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import zlib
@@ -52,7 +53,7 @@ if str(ROOT) not in sys.path:    # `python scripts/stage.py` from a checkout tha
     sys.path.insert(0, str(ROOT))
 
 from nrlib.data import data_root, file_digest  # noqa: E402
-from nrlib.utils import atomic_write_bytes, check_int  # noqa: E402
+from nrlib.utils import atomic_write_bytes, check_int, check_name  # noqa: E402
 
 NAME = "cifar10"
 MANIFEST = f"{NAME}.manifest.json"
@@ -77,7 +78,62 @@ def default_folder() -> Path:
 
 
 def part_name(k: int, n: int) -> str:
-    return f"{NAME}.part{k}of{n}.bin"
+    n = check_int("n", n, low=1)
+    return f"{NAME}.part{check_int('k', k, low=1, high=n)}of{n}.bin"
+
+
+def _path(name: str, value, default) -> Path:
+    """``value`` as a Path (``default()`` when None); anything but a str or os.PathLike is refused."""
+    if value is None:
+        return default()
+    if not isinstance(value, (str, os.PathLike)) or not str(value):
+        raise ValueError(f"{name}={value!r} must be a folder path (a str or pathlib.Path), or None for the default")
+    return Path(value)
+
+
+_DIGESTS = {"files": ("md5", 32), "parts": ("sha256", 64)}
+
+
+def _check_manifest(path: Path, manifest) -> dict:
+    """The manifest as ``pack`` writes it, else a ValueError naming the field that is wrong."""
+    def bad(what: str):
+        raise ValueError(f"{path} is not a valid manifest: {what}; re-run `python scripts/stage.py pack` "
+                         f"(make stage) and re-send the manifest with the parts")
+
+    def field(check, *args, **kw):
+        try:
+            return check(*args, **kw)
+        except ValueError as e:
+            bad(str(e))
+
+    if not isinstance(manifest, dict):
+        bad(f"it holds a JSON {type(manifest).__name__}, not an object")
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} has format={manifest.get('format')!r}; this nrlib reads {FORMAT!r}")
+    missing = [k for k in ("part_bytes", "files", "total_bytes", "compressed_bytes", "parts") if k not in manifest]
+    if missing:
+        bad(f"the fields {missing} are missing")
+    field(check_int, "part_bytes", manifest["part_bytes"], low=1)
+    for key, (digest, width) in _DIGESTS.items():
+        items = manifest[key]
+        if not isinstance(items, list) or not items:
+            bad(f"{key}={items!r:.60} must be a non-empty list")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or any(k not in item for k in ("name", "bytes", digest)):
+                bad(f"{key}[{i}]={item!r:.80} must be an object with 'name', 'bytes' and {digest!r}")
+            field(check_name, f"{key}[{i}].name", item["name"])
+            field(check_int, f"{key}[{i}].bytes", item["bytes"], low=1 if key == "parts" else 0)
+            h = item[digest]
+            if not (isinstance(h, str) and re.fullmatch(f"[0-9a-f]{{{width}}}", h)):
+                bad(f"{key}[{i}].{digest}={h!r} is not {width} lowercase hex digits")
+        names = [item["name"] for item in items]
+        if len(set(names)) != len(names):
+            bad(f"{key} names a file twice: {names}")
+    for key, total in (("files", "total_bytes"), ("parts", "compressed_bytes")):
+        if manifest[total] != sum(item["bytes"] for item in manifest[key]):
+            bad(f"{total}={manifest[total]!r} is not the sum of the {key}' bytes, "
+                f"{sum(item['bytes'] for item in manifest[key])}")
+    return manifest
 
 
 def _sources(src: Path) -> list[str]:
@@ -90,15 +146,18 @@ def _sources(src: Path) -> list[str]:
 
 def read_manifest(folder: Path | None = None) -> dict:
     """The manifest of ``folder`` (default ``data/gpu``); FileNotFoundError if there is none."""
-    folder = Path(folder) if folder is not None else default_folder()
+    folder = _path("folder", folder, default_folder)
     path = folder / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"no {MANIFEST} in folder={str(folder)!r}: run `python scripts/stage.py pack` "
-                                f"(make stage) here, and carry the manifest with every device call")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"{path} has format={manifest.get('format')!r}; this nrlib reads {FORMAT!r}")
-    return manifest
+        where = "" if folder.is_dir() else " (there is no such folder)"
+        raise FileNotFoundError(f"no {MANIFEST} in folder={str(folder)!r}{where}: run `python scripts/stage.py "
+                                f"pack` (make stage) here, and carry the manifest with every device call")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): the manifest is damaged or cut short; re-run "
+                         f"`python scripts/stage.py pack` (make stage) and re-send it") from None
+    return _check_manifest(path, manifest)
 
 
 def _problems(folder: Path, manifest: dict) -> dict[str, str]:
@@ -117,7 +176,7 @@ def _problems(folder: Path, manifest: dict) -> dict[str, str]:
 
 def check(folder: Path | None = None) -> list[str]:
     """Names of the parts in ``folder`` that are missing or have a wrong size or sha256 ([] = complete)."""
-    folder = Path(folder) if folder is not None else default_folder()
+    folder = _path("folder", folder, default_folder)
     return list(_problems(folder, read_manifest(folder)))
 
 
@@ -144,8 +203,10 @@ def pack(src: Path | None = None, out: Path | None = None, part_bytes: int = PAR
     pack of the same files with the same ``part_bytes``.
     """
     part_bytes = check_int("part_bytes", part_bytes, low=MIN_PART_BYTES, high=CALL_BYTES)
-    src = Path(src) if src is not None else default_src()
-    out = Path(out) if out is not None else default_folder()
+    src = _path("src", src, default_src)
+    out = _path("out", out, default_folder)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} exists and is not a folder; the parts go into a folder")
     if not src.is_dir():
         raise FileNotFoundError(f"src={str(src)!r} is not a folder; expected CIFAR-10 in torchvision's "
                                 f"layout (cifar-10-batches-py/ with {list(FILES)})")
@@ -214,8 +275,10 @@ def unpack(folder: Path | None = None, dest: Path | None = None) -> Path:
     checked against the manifest's md5 before it is written (atomically). Files already in
     ``dest`` with the right md5 are left as they are.
     """
-    folder = Path(folder) if folder is not None else default_folder()
-    dest = Path(dest) if dest is not None else default_src()
+    folder = _path("folder", folder, default_folder)
+    dest = _path("dest", dest, default_src)
+    if dest.exists() and not dest.is_dir():
+        raise ValueError(f"dest={str(dest)!r} exists and is not a folder; the CIFAR-10 files go into a folder")
     manifest = read_manifest(folder)
     bad = _problems(folder, manifest)
     missing = [n for n, why in bad.items() if why == "missing"]

@@ -507,3 +507,163 @@ def test_bad_toggle_dominant_input_is_named(c, data_in_tmp, fn, match, exc):
     with pytest.raises(exc, match=match) as info:
         fn(c, data_in_tmp)
     assert_raised_by_nrlib(info)
+
+
+# =============================================================================
+# nrlib.toggle and nrlib.dominant: inputs that used to fail deep inside torch
+# (or return a wrong-sized / meaningless result) before they were validated
+# =============================================================================
+def _plain_net():
+    """A model without nrlib's layers()/conv_layers()."""
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+
+
+def _fc1_ext(c, **kw):
+    return toggle.extrema(c.m, c.x, ["fc1"], **kw)
+
+
+def _fc1_values(c):
+    return toggle.neuron_values(c.m, c.x, "fc1")
+
+
+_Z5 = torch.zeros(5)
+
+HARDENED_CASES = [
+    # --- toggle: layers, sizes, images -----------------------------------------
+    case("extrema-layers-none-plain-model", lambda c, t: toggle.extrema(_plain_net(), c.x), r"^layers=None"),
+    case("rank-neurons-layers-none-plain-model", lambda c, t: toggle.rank_neurons(_plain_net(), c.x),
+         r"^layers=None"),
+    case("layer-table-layers-none-plain-model", lambda c, t: toggle.layer_table(_plain_net()), r"^layers=None"),
+    case("extrema-layers-empty", lambda c, t: toggle.extrema(c.m, c.x, []), r"^layers=\[\]"),
+    case("fit-thresholds-layers-empty", lambda c, t: toggle.fit_thresholds(c.m, c.x, [], progress=False),
+         r"^layers=\[\]"),
+    case("fit-thresholds-progress-str", lambda c, t: _fc1_thresholds(c, progress="yes"), r"^progress='yes'"),
+    case("extrema-sizes-empty", lambda c, t: _fc1_ext(c, sizes=[]), r"^sizes=\[\] holds 0"),
+    case("extrema-sizes-float", lambda c, t: _fc1_ext(c, sizes=[2.5]), r"^sizes\[0\]=2.5 must be an integer"),
+    case("extrema-sizes-int", lambda c, t: _fc1_ext(c, sizes=4), r"^sizes=4 must be a list"),
+    case("neuron-values-x-nan", lambda c, t: toggle.neuron_values(c.m, with_nan(c.x), "fc1"), r"^x holds NaN"),
+    case("neuron-values-x-rank", lambda c, t: toggle.neuron_values(c.m, c.x[0], "fc1"), r"^x must be a batch"),
+    # --- toggle: thresholds, extrema and their consistency ------------------------
+    case("compare-scipy-layer", lambda c, t: toggle.compare_with_scipy(_fc1_values(c), _fc1_thresholds(c), "conv1"),
+         r"^layer='conv1' is not a layer of th"),
+    case("compare-scipy-values-width", lambda c, t: toggle.compare_with_scipy(torch.rand(4, 5), _fc1_thresholds(c),
+                                                                              "fc1"), r"^values must be.*32 neurons"),
+    case("compare-scipy-th-dict", lambda c, t: toggle.compare_with_scipy(_fc1_values(c), {"fc1": 0}, "fc1"),
+         r"^th must be a Thresholds"),
+    case("merge-extrema-list", lambda c, t: toggle.merge_extrema([_fc1_ext(c), _fc1_ext(c)]),
+         r"^parts\[0\] must be a non-empty Extrema"),
+    case("merge-extrema-sizes-dict", lambda c, t: toggle.merge_extrema(_fc1_ext(c, sizes=[2, 4])),
+         r"^parts\[0\]\[2\] must be a pair.*sizes"),
+    case("merge-extrema-widths", lambda c, t: toggle.merge_extrema({"fc1": (torch.zeros(32), torch.ones(32))},
+                                                                   {"fc1": (torch.zeros(16), torch.ones(16))}),
+         r"^parts\[1\]\['fc1'\] holds \(16,\)"),
+    case("toggled-low-broadcasts", lambda c, t: toggle.toggled(_Z5, _Z5 + 1, torch.zeros(5, 1)),
+         r"^low is shaped \(5, 1\)"),
+    case("toggled-mx-shape", lambda c, t: toggle.toggled(_Z5, torch.ones(4), _Z5), r"^mn is shaped \(5,\) but mx"),
+    case("toggled-low-none", lambda c, t: toggle.toggled(_Z5, _Z5, None), r"^low=None must be a number"),
+    case("toggle-activity-th-dict", lambda c, t: toggle.toggle_activity(_fc1_ext(c), {"fc1": 0.0}),
+         r"^th must be a Thresholds"),
+    case("toggle-activity-other-layer", lambda c, t: toggle.toggle_activity(toggle.extrema(c.m, c.x, ["conv1"]),
+                                                                            _fc1_thresholds(c)),
+         r"^ext lacks the layers \['fc1'\]"),
+    case("toggle-activity-other-width", lambda c, t: toggle.toggle_activity({"fc1": (torch.zeros(16), torch.ones(16))},
+                                                                            _fc1_thresholds(c)),
+         r"^ext\['fc1'\] holds \(16,\) neurons.*\(32,\)"),
+    case("toggle-activity-sizes-dict", lambda c, t: toggle.toggle_activity(_fc1_ext(c, sizes=[2, 4]),
+                                                                           _fc1_thresholds(c)), r"^ext\[2\]"),
+    case("datasets-layer-keys", lambda c, t: toggle.Datasets(_fc1_ext(c)), r"^ext keys must be \(arm, tag\)"),
+    case("ranking-missing-scores", lambda c, t: toggle.Ranking(["fc1"], {}, {}), r"^score must be a dict"),
+    # --- toggle: the experiments check everything before the first attack ----------
+    case("size-sweep-sizes-empty", lambda c, t: toggle.size_sweep(c.m, c.x, c.y, FGSM(0.1), [], layers=["fc1"]),
+         r"^sizes=\[\]"),
+    case("size-sweep-attack-str", lambda c, t: toggle.size_sweep(c.m, c.x, c.y, "fgsm", [2], layers=["fc1"]),
+         r"^attack='fgsm' must be an attack"),
+    case("size-sweep-x-rank", lambda c, t: toggle.size_sweep(c.m, c.x[0], c.y, FGSM(0.1), [2], layers=["fc1"]),
+         r"^x must be a batch"),
+    case("equal-size-attack-none", lambda c, t: toggle.equal_size(c.m, c.x, c.y, None, 2, 1, layers=["fc1"]),
+         r"^attack=None"),
+    case("eps-sweep-grid-number", lambda c, t: toggle.eps_sweep(c.m, c.x, c.y, FGSM(0.1), 0.1, layers=["fc1"]),
+         r"^eps_grid=0.1 must be a list"),
+    case("eps-sweep-grid-str", lambda c, t: toggle.eps_sweep(c.m, c.x, c.y, FGSM(0.1), ["8/255"], layers=["fc1"]),
+         r"^eps_grid\[0\]='8/255' must be a number"),
+    case("eps-sweep-grid-empty", lambda c, t: toggle.eps_sweep(c.m, c.x, c.y, FGSM(0.1), [], layers=["fc1"]),
+         r"^eps_grid=\[\] holds 0"),
+    # --- dominant ----------------------------------------------------------------
+    case("filter-diff-dense-layer", lambda c, t: dominant.filter_differences(c.m, ["fc1"], c.x, c.x),
+         r"^layers names 'fc1'.*conv outputs"),
+    case("filter-diff-x-channels", lambda c, t: dominant.filter_differences(c.m, ["conv1"], c.x.expand(4, 3, 28, 28),
+                                                                            c.x.expand(4, 3, 28, 28)),
+         r"^x holds images shaped 3×28×28"),
+    case("top-filters-no-filters", lambda c, t: dominant.top_filters(torch.rand(4, 0), 0.1), r"^diff must hold"),
+    case("top-filters-nan", lambda c, t: dominant.top_filters(torch.full((2, 4), float("nan")), 0.1),
+         r"^diff holds NaN"),
+    case("frequency-index-too-large", lambda c, t: dominant.frequency(torch.tensor([[0, 16]]), 16),
+         r"^top_idx=\[16\] are outside \[0, 15\]"),
+    case("frequency-channels-0", lambda c, t: dominant.frequency(torch.tensor([[0]]), 0), r"^channels=0"),
+    case("frequency-float", lambda c, t: dominant.frequency(torch.tensor([[0.5]]), 4),
+         r"^top_idx must hold integer"),
+    case("frequency-list", lambda c, t: dominant.frequency([[0, 1]], 4), r"^top_idx must be a tensor"),
+    case("dominant-filters-empty", lambda c, t: dominant.dominant_filters(torch.ones(0), 0.1), r"^freq must hold"),
+    case("dominant-filters-nan", lambda c, t: dominant.dominant_filters(torch.tensor([1.0, float("nan")]), 0.5),
+         r"^freq must hold a finite count"),
+    case("compared-layers-empty", lambda c, t: dominant.compared_layers(c.m, []), r"^convs=\[\] names no conv"),
+    case("compared-layers-no-convs", lambda c, t: dominant.compared_layers(_plain_net()),
+         r"^convs=None names no conv layer.*no conv layers"),
+    case("conv-paths-str", lambda c, t: dominant.conv_paths("shallow"), r"^model must be a torch.nn.Module"),
+    case("class-freq-source-range", lambda c, t: dominant.class_frequencies(torch.rand(4, 16), c.y + 10),
+         r"^source holds classes"),
+    case("class-freq-source-float", lambda c, t: dominant.class_frequencies(torch.rand(4, 16), c.y.float()),
+         r"^source must be a 1-D integer"),
+    case("class-freq-classes-0", lambda c, t: dominant.class_frequencies(torch.rand(4, 16), c.y, num_classes=0),
+         r"^num_classes=0"),
+    case("dominant-freq-source-length", lambda c, t: dominant.dominant_frequencies(c.m, c.x, c.x, c.y[:2]),
+         r"^source has 2 labels"),
+    case("dominant-sets-list", lambda c, t: dominant.dominant_sets([torch.ones(16)]), r"^freq must be a dict"),
+    case("dominant-sets-value-list", lambda c, t: dominant.dominant_sets({"conv1": [1, 2]}), r"^freq\['conv1'\]"),
+    case("class-stability-one-class", lambda c, t: dominant.class_stability(torch.ones(1, 16)),
+         r"^freq must be.*at least 2 classes"),
+    case("class-stability-list", lambda c, t: dominant.class_stability([[1, 2], [2, 1]]), r"^freq must be"),
+    case("random-stability-n-sets-1", lambda c, t: dominant.random_stability(8, 2, n_sets=1), r"^n_sets=1"),
+    case("split-model-list", lambda c, t: dominant.split_model(c.m, ["conv1"]), r"^dominant must be a dict"),
+    case("merge-split-str", lambda c, t: dominant.merge_split("model"), r"^model must be a torch.nn.Module"),
+    case("trainable-share-no-params", lambda c, t: dominant.trainable_share(torch.nn.ReLU()),
+         r"^model \(a ReLU\) has no parameters"),
+    case("finetune-x-adv-length", lambda c, t: dominant.finetune(c.m, c.x, c.y, c.x[:2]), r"^x_adv is shaped"),
+    case("finetune-x-val-adv-alone", lambda c, t: dominant.finetune(c.m, c.x, c.y, c.x, x_val_adv=c.x),
+         r"^x_val_adv needs x_val and y_val"),
+    case("finetune-train-dense-str", lambda c, t: dominant.finetune(c.m, c.x, c.y, c.x, train_dense="yes"),
+         r"^train_dense='yes'"),
+    case("finetune-evaluate-y-test", lambda c, t: dominant.finetune_and_evaluate(
+        c.m, c.x, c.y, c.x, x_test=c.x, y_test=c.y[:2], x_test_adv=c.x), r"^y_test has 2 labels"),
+    case("finetune-evaluate-x-test-adv", lambda c, t: dominant.finetune_and_evaluate(
+        c.m, c.x, c.y, c.x, x_test=c.x, y_test=c.y, x_test_adv=c.x[:2]), r"^x_test_adv is shaped"),
+    case("epoch-seconds-fit-kw", lambda c, t: dominant.epoch_seconds(c.m, c.x, c.y, {"conv1": [0]}, max_epochs=2),
+         r"^fit_kw=\['max_epochs'\]"),
+]
+
+
+@pytest.mark.parametrize("fn,match,exc", HARDENED_CASES)
+def test_bad_toggle_dominant_input_fails_early(c, data_in_tmp, fn, match, exc):
+    with pytest.raises(exc, match=match) as info:
+        fn(c, data_in_tmp)
+    assert_raised_by_nrlib(info)
+
+
+def test_hardened_functions_keep_their_good_inputs(c):
+    """What the new checks must not refuse: dense layers as neurons, one conv
+    name as a string, shares as frequencies, tensors as size lists, numbers as
+    thresholds."""
+    row, = toggle.layer_table(c.m, ["fc1"])
+    assert (row["c"], row["h"], row["w"], row["neurons"]) == (32, 1, 1, 32)
+    top = toggle.rank_neurons(c.m, c.x, ["fc1"]).top(3)
+    assert len(top) == 3 and all(r["h"] == r["w"] == 0 and 0 <= r["c"] < 32 for r in top)
+    assert dominant.compared_layers(c.m, "conv1") == {"conv1": "relu1"}
+    assert dominant.dominant_filters(torch.tensor([0.1, 0.5, 0.2]), 0.5).tolist() == [1, 2]   # not truncated to 0s
+    assert dominant.dominant_filters(torch.tensor([4, 9, 9, 9, 0]), 0.4).tolist() == [1, 2]
+    ext = toggle.extrema(c.m, c.x, ["fc1"], sizes=torch.tensor([4, 2]))
+    assert list(ext) == [2, 4]
+    assert toggle.toggled(_Z5, _Z5 + 1, 0.5).all()
+    th = _fc1_thresholds(c)
+    assert set(toggle.toggle_activity(ext[4], th)) == {"fc1", "total"}
+    assert utils.check_list("sizes", np.array([3, 1])) == [3, 1]
+    assert dominant.frequency(torch.tensor([[0, 2], [2, 1]]), 4).tolist() == [1, 1, 2, 0]

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
-from nrlib import papers
+from nrlib import papers, stats
 from nrlib.profiles import PROFILES
+from nrlib.stats import Estimate
 
 NOTEBOOKS = {"karnine2024": "04_dominant_filters", "prattico2022": "05_toggle_activity",
              "pravin2021": "01_fragile_kernels", "suri2020": "02_one_neuron",
@@ -182,11 +184,15 @@ def test_a_missing_compared_metric_is_not_run(rule):
     assert papers.verdict(claim(rule), {"m": 1.0, "o": None}) == "not run"
 
 
-def test_a_claim_judged_at_other_profiles_is_not_run_at_this_one():
+def test_a_claim_judged_at_other_profiles_says_so_at_this_one():
     c = claim({"type": "at_least", "value": 1.0}, profiles=["full"])
     assert papers.verdict(c, {"m": 5.0}, "full") == "reproduced"
-    assert papers.verdict(c, {"m": 5.0}, "cpu") == "not run"
+    assert papers.verdict(c, {"m": 5.0}, "cpu") == "judged at full only" == papers.FULL_ONLY
+    assert papers.verdict(c, {}, "cpu") == "not run"                     # "not run" only without a number
     assert papers.verdict(c, {"m": 5.0}) == "reproduced"                 # profile not given: not checked
+    two = claim({"type": "at_least", "value": 1.0}, profiles=["cpu", "full"])
+    assert papers.verdict(two, {"m": 5.0}, "smoke") == "judged at cpu and full only"
+    assert papers.verdict_class("judged at cpu and full only") == papers.FULL_ONLY
 
 
 def test_verdict_checks_the_claim():
@@ -250,14 +256,15 @@ def test_markdown_table():
     rows = [{"key": "acc", "claim": "accuracy | high", "where": "Table 1", "paper": 99.33, "unit": "%",
              "ours": 99.061, "compared": {}, "verdict": "reproduced", "rule": "≥ 99"},
             {"key": "gain", "claim": "gain falls", "where": "Fig. 7", "paper": None, "paper_text": "≈ 0",
-             "unit": "pts", "ours": 0.5, "compared": {"gain/n=5": 9.3}, "verdict": "reproduced", "rule": "< x"},
+             "unit": "pts", "ours": 0.5, "compared": {"gain/n=5": 9.3}, "verdict": "reproduced", "rule": "< x",
+             "interval": False},
             {"key": "t", "claim": "faster", "where": "§4", "paper": None, "unit": "s", "ours": None,
              "compared": {}, "verdict": "not run", "rule": "< y", "run": "cpu · here · 2026-01-02"}]
     text = papers.markdown_table(rows)
     lines = text.strip().splitlines()
     assert lines[0] == "| claim | where | paper | ours | verdict | rule |" and len(lines) == 5
     assert lines[2] == "| accuracy \\| high | Table 1 | 99.33% | 99.06% | reproduced | ≥ 99 |"
-    assert lines[3] == "| gain falls | Fig. 7 | ≈ 0 | 0.50 pts (vs 9.30 pts) | reproduced | < x |"
+    assert lines[3] == "| gain falls | Fig. 7 | ≈ 0 | 0.50 pts (vs 9.30 pts) | reproduced (no interval) | < x |"
     assert lines[4] == "| faster | §4 | not reported | — | not run | < y |"
     extra = papers.markdown_table(rows[2:], ("key", "ours", "run")).strip().splitlines()
     assert extra[0] == "| metric | ours | run |" and extra[2] == "| `t` | — | cpu · here · 2026-01-02 |"
@@ -269,3 +276,117 @@ def test_claim_keys_in_file_order():
     assert papers.claim_keys("pravin2021")[0] == doc["claims"][0]["key"]
     with pytest.raises(ValueError, match="notebook_or_name="):
         papers.claim_keys("no_such_chapter")
+
+
+# ----------------------------------------------------------------------------
+# verdicts on intervals, gates, readings
+# ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rule, ours, expected", [
+    ({"type": "at_least", "value": 10.0}, Estimate(16.0, 11.0, 21.0, n=200), "reproduced"),
+    ({"type": "at_least", "value": 14.0}, Estimate(16.0, 11.0, 21.0, n=200), "inconclusive"),
+    ({"type": "at_least", "value": 25.0}, Estimate(16.0, 11.0, 21.0, n=200), "not reproduced"),
+    ({"type": "at_most", "value": 14.0}, Estimate(16.0, 11.0, 21.0, n=200), "inconclusive"),
+    ({"type": "tolerance", "abs": 3.0}, Estimate(10.5, 9.0, 12.0, n=500), "reproduced"),       # paper 10
+    ({"type": "tolerance", "abs": 3.0}, Estimate(12.0, 9.0, 15.0, n=100), "inconclusive"),
+    ({"type": "tolerance", "abs": 3.0}, Estimate(16.0, 14.0, 18.0, n=100), "not reproduced"),
+    ({"type": "range", "low": 0.0, "high": 20.0}, Estimate(16.0, 11.0, 21.0, n=200), "inconclusive"),
+])
+def test_a_verdict_is_decided_by_the_interval(rule, ours, expected):
+    assert papers.verdict(claim(rule), {"m": ours}) == expected
+
+
+def test_an_inconclusive_verdict_says_what_n_would_settle_it():
+    row = papers.judge(claim({"type": "at_least", "value": 14.0}), {"m": stats.proportion(32, 200)})
+    assert row["verdict"] == "inconclusive" and row["settle"] == stats.n_to_settle(stats.proportion(32, 200), 14.0)
+    assert "would settle it" in papers.verdict_cell(row)
+
+
+def test_a_comparison_is_judged_on_the_paired_difference():
+    rule = {"type": "less_than", "metric": "o"}
+    rng = np.random.default_rng(0)
+    a, b = rng.random(200) < 0.14, rng.random(200) < 0.16
+    m = {"m": stats.proportion(a), "o": stats.proportion(b)}
+    assert papers.verdict(claim(rule), m) == "inconclusive"            # independent intervals overlap
+    clear = {"m": 10.0, "o": 30.0, papers.diff_key("m", "o"): Estimate(-20.0, -26.0, -14.0, n=200)}
+    assert papers.verdict(claim(rule), clear) == "reproduced"
+    wrong = {"m": 10.0, "o": 30.0, papers.diff_key("m", "o"): Estimate(2.0, 0.5, 3.5, n=200)}
+    assert papers.verdict(claim(rule), wrong) == "not reproduced"      # the paired difference decides
+    assert papers.verdict(claim(rule), {"m": 10.0, "o": 30.0}) == "reproduced"      # points only
+
+
+def test_all_rules_combine_interval_verdicts():
+    rule = {"type": "all", "rules": [{"type": "at_least", "value": 10.0}, {"type": "at_most", "value": 18.0}]}
+    assert papers.verdict(claim(rule), {"m": Estimate(14.0, 12.0, 16.0, n=9)}) == "reproduced"
+    assert papers.verdict(claim(rule), {"m": Estimate(16.0, 12.0, 20.0, n=9)}) == "inconclusive"
+    assert papers.verdict(claim(rule), {"m": Estimate(25.0, 20.0, 30.0, n=9)}) == "not reproduced"
+
+
+def test_a_failed_gate_gives_not_judged_with_the_reason():
+    c = claim({"type": "at_most", "value": 5.0},
+              gates=[{"metric": "clean", "at_least": 20.0, "reason": "model at chance"}])
+    row = papers.judge(c, {"m": 1.0, "clean": 10.7})
+    assert row["verdict"] == "not judged" and "model at chance" in row["reason"] and "10.7" in row["reason"]
+    assert papers.verdict(c, {"m": 1.0, "clean": 80.0}) == "reproduced"
+    assert papers.verdict(c, {"m": 1.0}) == "not run"                    # the gate cannot be checked
+    attack = claim({"type": "at_most", "value": 5.0},
+                   gates=[{"metric": "pgd_on_standard", "at_most": 50.0, "reason": "the attack does not work"}])
+    assert papers.verdict(attack, {"m": 1.0, "pgd_on_standard": 90.0}) == "not judged"
+
+
+def test_a_declared_reading_is_shown_as_fixed_by_our_reading():
+    c = claim({"type": "at_least", "value": 1.0}, reading="the share cannot depend on ε under our reading")
+    row = papers.judge(c, {"m": 5.0})
+    assert row["verdict"] == "fixed by our reading" and papers.verdict_cell(row).endswith("depend on ε under our reading")
+
+
+@pytest.mark.parametrize("extra, match", [
+    ({"gates": [{"metric": "c", "reason": "x"}]}, "gate"),
+    ({"gates": [{"metric": "c", "at_least": 1, "at_most": 2, "reason": "x"}]}, "gate"),
+    ({"gates": [{"metric": "c", "at_least": 1}]}, "gate"),
+    ({"reading": ""}, "reading"),
+    ({"domain": [1, 0]}, "domain"),
+])
+def test_malformed_gates_readings_domains(paper_dir, extra, match):
+    (paper_dir / "bad.json").write_text(json.dumps(_file([claim({"type": "at_least", "value": 1}, **extra)])))
+    with pytest.raises(ValueError, match=match):
+        papers.load("bad")
+
+
+def test_the_table_prints_the_interval_and_the_difference():
+    rows = papers.scoreboard("prattico2022", {})
+    r = {**rows[0], "ours": stats.proportion(32, 200), "verdict": "inconclusive", "settle": 900, "unit": "%"}
+    assert "16.00% [11.57, 21.71], n = 200" in papers.markdown_table([r])
+    assert "n ≈ 900 would settle it" in papers.markdown_table([r])
+
+
+# ----------------------------------------------------------------------------
+# the two tests over every paper file
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_every_rule_holds_on_the_papers_own_numbers(name):
+    """A rule that the paper's own printed numbers fail is a wrong rule."""
+    doc = papers.load(name)
+    numbers = papers.paper_numbers(doc)
+    failed = [(c["key"], c["where"], papers.rule_text(c["rule"])) for c in doc["claims"]
+              if papers.evaluate_on_paper(c, numbers) == "not reproduced"]
+    assert not failed, failed
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_every_rule_can_go_either_way(name):
+    """For each judged rule, values in the metrics' domains exist that give each of reproduced and
+    not reproduced: a rule that cannot fail (or cannot pass) is a defect."""
+    doc = papers.load(name)
+    stuck = [(c["key"], papers.rule_text(c["rule"]), papers.can_go_either_way(c, doc)) for c in doc["claims"]
+             if c["rule"]["type"] != "reported" and not c.get("reading")
+             and papers.can_go_either_way(c, doc) != (True, True)]
+    assert not stuck, stuck
+
+
+def test_the_two_file_tests_can_fail():
+    doc = {"claims": [claim({"type": "range", "low": 0.0, "high": 100.0}, unit="%"),
+                      claim({"type": "at_least", "value": 20.0}, paper=10.0, key="x")]}
+    assert papers.can_go_either_way(doc["claims"][0], doc) == (True, False)        # a % is always in [0, 100]
+    assert papers.evaluate_on_paper(doc["claims"][1], papers.paper_numbers(doc)) == "not reproduced"

@@ -108,12 +108,12 @@ def test_results_page_scoreboard_and_details(tmp_path, monkeypatch):
     run = "cpu · cpu-device (test) · 2026-01-02"
     assert papers.verdict(base, metrics) == "not reproduced"
     assert _row(board, base["claim"], papers.fmt(ours_base, "%"), "not reproduced", run)
-    assert _row(board, pgd["claim"], papers.fmt(metrics[pgd["key"]], "%"), "| reproduced |", run)
+    assert _row(board, pgd["claim"], papers.fmt(metrics[pgd["key"]], "%"), "| reproduced (no interval) |", run)
     other = _claim("karnine2024", "clean_acc/shallow")
     assert _row(board, other["claim"], "not run", run)                # the run lacks that metric
     assert _row(board, "| 05 |", "no run")                            # chapter 5 has no results
     zoo = _claim("zoo", "test_acc/resnet18")                          # judged at the full profile only
-    assert _row(board, zoo["claim"], "not run", "judged at full only")
+    assert _row(board, zoo["claim"], "50.00%", "| judged at full only |", run)   # measured, never "not run"
     counts = _row(board, "| 04 |", run, str(len(papers.load("karnine2024")["claims"])))
     assert counts, "the summary table counts chapter 4's claims"
 

@@ -158,3 +158,93 @@ def test_runs_as_a_script_from_a_checkout(src, tmp_path):
     run = subprocess.run([sys.executable, str(SCRIPT), "check", "--folder", str(out)], capture_output=True,
                          text=True, env=env, cwd=tmp_path, timeout=120)
     assert run.returncode == 0 and "3 of 3 parts intact" in run.stdout, run.stdout + run.stderr
+
+
+# --- malformed input: a clear error naming what is wrong, never a traceback from json or a KeyError ---
+def _edit_manifest(out, change):
+    path = out / stage.MANIFEST
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("text,match", [
+    ('{"format": "nrlib.stage/1", "parts": [', r"is not valid JSON"),   # cut short
+    ("", r"is not valid JSON"),
+    (b"\xff\xfe\x00garbage", r"is not valid JSON"),
+    ("[1, 2]", r"not a valid manifest: it holds a JSON list"),
+])
+def test_corrupt_manifest_is_a_clear_error(packed, tmp_path, text, match):
+    out, _ = packed
+    path = out / stage.MANIFEST
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    for call in (lambda: stage.check(out), lambda: stage.unpack(out, tmp_path / "dest"), lambda: stage.read_manifest(out)):
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert stage.main(["check", "--folder", str(out)]) == 1
+    assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda m: m.pop("parts"), r"the fields \['parts'\] are missing"),
+    (lambda m: m.pop("files"), r"the fields \['files'\] are missing"),
+    (lambda m: m.update(parts=[]), r"parts=\[\] must be a non-empty list"),
+    (lambda m: m["parts"][1].pop("sha256"), r"parts\[1\]=.* must be an object with 'name', 'bytes' and 'sha256'"),
+    (lambda m: m["files"][0].pop("md5"), r"files\[0\]=.*'md5'"),
+    (lambda m: m["parts"][0].update(name="../../escape.bin"), r"parts\[0\]\.name='\.\./\.\./escape\.bin' is not a plain"),
+    (lambda m: m["files"][2].update(name="/etc/passwd"), r"files\[2\]\.name='/etc/passwd'"),
+    (lambda m: m["parts"][0].update(bytes="1000000"), r"parts\[0\]\.bytes='1000000' must be an integer"),
+    (lambda m: m["parts"][0].update(bytes=0), r"parts\[0\]\.bytes=0 is out of range"),
+    (lambda m: m["parts"][2].update(sha256="abc"), r"parts\[2\]\.sha256='abc' is not 64"),
+    (lambda m: m.update(total_bytes=1), r"total_bytes=1 is not the sum of the files' bytes"),
+    (lambda m: m.update(part_bytes=-5), r"part_bytes=-5 is out of range"),
+    (lambda m: m["parts"].append(dict(m["parts"][0])), r"parts names a file twice"),
+])
+def test_manifest_with_bad_fields_names_the_field(packed, tmp_path, change, match):
+    out, _ = packed
+    _edit_manifest(out, change)
+    with pytest.raises(ValueError, match=match):
+        stage.check(out)
+    with pytest.raises(ValueError, match=match):
+        stage.unpack(out, tmp_path / "dest")
+    assert stage.main(["unpack", "--folder", str(out), "--dest", str(tmp_path / "dest")]) == 1
+    assert not (tmp_path / "dest").exists() and not (tmp_path / "escape.bin").exists()
+
+
+def test_pack_replaces_a_damaged_manifest(src, packed):
+    out, manifest = packed
+    (out / stage.MANIFEST).write_text('{"format": "nrlib.stage/1", "files": [')
+    assert stage.pack(src, out, part_bytes=PART) == manifest
+    assert stage.check(out) == []
+
+
+def test_missing_or_empty_folder_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"cifar10\.manifest\.json.*no such folder"):
+        stage.check(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"cifar10\.manifest\.json in folder=") as e:
+        stage.unpack(tmp_path / "empty", tmp_path / "dest")
+    assert "no such folder" not in str(e.value)
+
+
+def test_paths_that_are_not_folders_are_refused(src, packed, tmp_path):
+    out, _ = packed
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match=r"^dest='.*a_file' exists and is not a folder"):
+        stage.unpack(out, a_file)
+    with pytest.raises(ValueError, match=r"^out='.*a_file' exists and is not a folder"):
+        stage.pack(src, a_file, part_bytes=PART)
+    for bad in (5, b"gpu", ""):
+        with pytest.raises(ValueError, match=r"^folder="):
+            stage.check(bad)
+        with pytest.raises(ValueError, match=r"^src="):
+            stage.pack(bad, tmp_path / "gpu2", part_bytes=PART)
+    assert a_file.read_text() == "x" and not (tmp_path / "gpu2").exists()
+
+
+@pytest.mark.parametrize("k,n,match", [(0, 4, r"^k=0"), (5, 4, r"^k=5.*<= 4"), (1, 0, r"^n=0"), (1.0, 4, r"^k=1.0")])
+def test_part_name_checks_its_numbers(k, n, match):
+    with pytest.raises(ValueError, match=match):
+        stage.part_name(k, n)
+    assert stage.part_name(2, 4) == "cifar10.part2of4.bin"

@@ -337,3 +337,84 @@ def test_activity_of_chosen_datasets_only(tiny_cifar_net, tiny_images):
     assert list(some) == keys and some == {k: v for k, v in ds.activity(th, "binary").items() if k in keys}
     with pytest.raises(KeyError, match="0.5"):
         ds.activity(th, "binary", keys=[("clean+fgsm", 0.5)])
+
+
+# ----------------------------------------------------------------------------
+# the report's valley rule (get_kde_threshold) and the ranking's aggregations
+# ----------------------------------------------------------------------------
+def _report_rule_by_hand(v):
+    """The report's get_kde_threshold, literally (KDE on 100 points, Savitzky-Golay 7/3, every local
+    maximum a peak, the lowest strict local minimum strictly between the two most prominent peaks)."""
+    from scipy.signal import argrelextrema, find_peaks, peak_prominences, savgol_filter
+    from scipy.stats import gaussian_kde
+    h = v.std(ddof=1) * (v.size * 3 / 4) ** (-1 / 5)
+    pad = max(0.05 * np.ptp(v), 4 * h)
+    x = np.linspace(v.min() - pad, v.max() + pad, 100)
+    y = savgol_filter(gaussian_kde(v, bw_method="silverman")(x), window_length=7, polyorder=3)
+    mi, peaks = argrelextrema(y, np.less)[0], find_peaks(y)[0]
+    try:
+        top = np.sort(peaks[np.argpartition(peak_prominences(y, peaks)[0], -2)[-2:]])
+        between = mi[(x[mi] > x[top[0]]) & (x[mi] < x[top[1]])]
+        return float(x[between[np.argmin(y[between])]])
+    except ValueError:
+        return 0.0
+
+
+def test_the_reports_valley_rule_for_one_neuron_is_its_code():
+    rng = np.random.default_rng(5)
+    for v in (_bimodal(rng), rng.normal(0, 1, 500), np.concatenate([rng.normal(0, .3, 700), rng.normal(1, .3, 300)]),
+              np.abs(rng.normal(0, 1, 400)) * (rng.random(400) < 0.6)):      # a ReLU-like neuron
+        assert toggle.kde_threshold(v, valley="report") == pytest.approx(_report_rule_by_hand(v), abs=1e-9)
+
+
+def test_the_reports_rule_keeps_the_small_peaks_the_books_drops():
+    """A second mode of 3% of the images: the book's 5% prominence cut ignores it, the report's rule
+    (no cut) puts the threshold in the valley before it."""
+    rng = np.random.default_rng(6)
+    v = np.concatenate([rng.normal(0, 1, 970), rng.normal(8, 0.3, 30)])
+    book, det = toggle.kde_threshold(v, return_details=True)
+    report, rdet = toggle.kde_threshold(v, valley="report", return_details=True)
+    assert not rdet["fallback"] and 2.5 < report < 7.5
+    assert report == pytest.approx(_report_rule_by_hand(v))
+
+
+def test_vectorised_report_rule_matches_the_scalar_one():
+    rng = np.random.default_rng(7)
+    cols = [_bimodal(rng), rng.normal(3, 1, 1000), np.concatenate([rng.normal(0, .3, 800), rng.normal(2, .3, 200)]),
+            np.full(1000, 0.5), np.concatenate([rng.normal(0, 1, 970), rng.normal(8, 0.3, 30)])]
+    V = np.stack(cols, 1)
+    thr, bim = toggle.kde_thresholds(torch.tensor(V, dtype=torch.float32), valley="report")
+    ref = [toggle.kde_threshold(V[:, j], valley="report", return_details=True) for j in range(V.shape[1])]
+    assert bim.tolist() == [not d["fallback"] for _, d in ref]
+    for j, (t, _) in enumerate(ref):
+        span = np.ptp(V[:, j]) or 1.0
+        assert abs(float(thr[j]) - t) < 0.04 * span     # binned vs exact KDE: a few grid steps of 100
+    with pytest.raises(ValueError, match="valley"):
+        toggle.kde_thresholds(torch.tensor(V, dtype=torch.float32), valley="lowest")
+
+
+def test_fit_thresholds_with_the_reports_rules(tiny_cifar_net, tiny_images):
+    net, (x, _) = tiny_cifar_net, tiny_images
+    th = toggle.fit_thresholds(net, x, ["l1b1c1"], valley="report", ternary_rule="report", progress=False)
+    assert th.valley == "report" and th.ternary_rule == "report"
+    v = toggle.neuron_values(net, x, "l1b1c1")
+    chk = toggle.compare_with_scipy(v, th, "l1b1c1", n=12, seed=0)
+    assert chk["agree"] >= 9
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "abs_max"])
+def test_ranking_aggregations(tiny_cifar_net, tiny_images, aggregate):
+    net, (x, _) = tiny_cifar_net, tiny_images
+    rk = toggle.rank_neurons(net, x[:6], ["l3b1c2"], aggregate=aggregate, batch_size=4)
+    from nrlib.hooks import capture
+    vals = []
+    for i in range(6):
+        with capture(net, "l3b1c2", detach=False) as st:
+            logits = net(x[i:i + 1])
+        a = st["l3b1c2"][0]
+        g, = torch.autograd.grad(logits[0, int(logits.argmax(1))], a)
+        vals.append(float((a * g).detach()[0, 1, 2, 3]))
+    want = np.mean(vals) if aggregate == "mean" else max(abs(v) for v in vals)
+    assert float(rk.score["l3b1c2"][1, 2, 3]) == pytest.approx(want, rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="aggregate"):
+        toggle.rank_neurons(net, x[:2], ["l3b1c2"], aggregate="sum")

@@ -29,13 +29,33 @@ the claim's metric in the run's ``metrics``:
 * ``{"type": "all", "rules": [...]}`` — every rule holds;
 * ``{"type": "reported"}`` — no verdict: the number is only shown beside the paper's.
 
-``verdict`` gives ``"reproduced"``, ``"not reproduced"``, ``"not run"`` (the metric, or one a
-rule compares it with, is missing from the run, or the run's profile is not among the claim's
-``profiles``: a smoke run does not reach n = 1000, and the zoo's goals are for the full profile)
-or ``"—"`` (reported only). RobustBench keeps a
-model's *reported* robust accuracy beside the one it measures in the same way.
+Optional fields of a claim besides ``unit``, ``paper_text`` and ``profiles``:
 
-API: ``names()``, ``load(name)``, ``for_notebook(notebook)``, ``claim_keys(notebook_or_name)``, ``verdict(claim, metrics)``,
+* ``"gates": [{"metric": "clean_acc/base", "at_least": 20, "reason": "model at chance"}]`` —
+  validity gates on other metrics of the run (the model trained, the attack working, the control
+  twin above chance); a failed gate gives *not judged* with the reason and the value;
+* ``"reading": "…"`` — the book's reading of a vague passage fixes the answer: the verdict is
+  *fixed by our reading*, with this reason, and the chapter tests the claim under a reading where
+  it can go either way if there is one;
+* ``"domain": [low, high]`` — the values the metric can take (default by unit: ``%`` → [0, 100]),
+  for the test that every rule can fail.
+
+A run's metric may be a ``stats.Estimate`` (a number with its 95% interval and sample size), and a
+comparative rule is judged on the difference ``key − metric``: the paired difference the run
+stored under ``diff_key(key, metric)``, else both intervals combined as independent
+(``stats.difference``). ``judge``/``verdict`` give, in this order of checks: ``"not run"`` (a
+metric is missing), ``"judged at full only"`` (measured, but the claim is judged at other
+``profiles``), ``"—"`` (reported only), ``"fixed by our reading"``, ``"not judged"`` (a gate
+failed), then by the rule on the interval ``"reproduced"`` (it lies inside what the rule
+accepts), ``"not reproduced"`` (wholly outside) or ``"inconclusive"`` (it straddles a bound; the
+row says about what n would settle it). A number without an interval is judged on its point and
+the table says "(no interval)". RobustBench keeps a model's *reported* robust accuracy beside the
+one it measures in the same way. Two tests run over every file (tests/test_papers.py): each rule
+holds on the paper's own printed numbers (``evaluate_on_paper``) and each rule can go either way
+(``can_go_either_way``).
+
+API: ``names()``, ``load(name)``, ``for_notebook(notebook)``, ``claim_keys(notebook_or_name)``, ``judge`` and
+``verdict(claim, metrics)``, ``diff_key``, ``evaluate_on_paper``, ``can_go_either_way``,
 ``rule_text(rule)``, ``claim_metrics(claim)``, ``scoreboard(notebook_or_name, metrics)`` and
 ``markdown_table(rows)``.
 No paper number is typed anywhere else in the book: notebooks, the results page and the tests
@@ -45,20 +65,41 @@ from __future__ import annotations
 
 import copy
 import functools
+import itertools
 import json
 import math
 import numbers
 from pathlib import Path
 
+import numpy as np
+
+from .. import stats
 from ..profiles import PROFILES
+from ..stats import Estimate
 
 HERE = Path(__file__).resolve().parent
 
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
+INCONCLUSIVE = "inconclusive"
+NOT_JUDGED = "not judged"
+BY_READING = "fixed by our reading"
+FULL_ONLY = "judged at full only"
 NOT_RUN = "not run"
 REPORTED = "—"
-VERDICTS = (REPRODUCED, NOT_REPRODUCED, NOT_RUN, REPORTED)
+# the verdicts in the order the tables count them; "judged at … only" names the profiles
+# (``judged_only_at``): at a cpu run that is FULL_ONLY
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE, NOT_JUDGED, BY_READING, FULL_ONLY, NOT_RUN, REPORTED)
+VERDICT_MEANINGS = {
+    REPRODUCED: "ours, with its 95% interval where the run measured one, clears the paper's claim by the rule",
+    NOT_REPRODUCED: "the interval (or, without one, ours) lies entirely on the other side of the rule",
+    INCONCLUSIVE: "the interval straddles the rule's threshold; the row says about what sample would settle it",
+    NOT_JUDGED: "a validity gate failed (the model at chance, the attack not working): the reason is given",
+    BY_READING: "the book's reading of a vague passage decides the answer, so no verdict is claimed",
+    FULL_ONLY: "ours is measured, but the claim is judged only at the paper's scale (the full profile)",
+    NOT_RUN: "the run did not produce the number",
+    REPORTED: "the number is shown beside the paper's, without a rule",
+}
 
 # rule type -> (required fields, optional fields) besides "type"
 RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -74,7 +115,7 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 FILE_FIELDS = ("citation", "bibtex", "notebook", "source", "claims")
 CLAIM_FIELDS = ("key", "paper", "where", "claim", "rule")
-OPTIONAL_CLAIM_FIELDS = ("unit", "paper_text", "profiles")
+OPTIONAL_CLAIM_FIELDS = ("unit", "paper_text", "profiles", "gates", "reading", "domain")
 UNITS = ("%", "pts", "s", "count", "")
 
 
@@ -143,6 +184,22 @@ def _check_claim(claim, where: str) -> None:
         prof = claim["profiles"]
         if not isinstance(prof, list) or not prof or any(p not in PROFILES for p in prof):
             raise ValueError(f"{where}: profiles={prof!r} must be a non-empty list of {list(PROFILES)}")
+    if "reading" in claim and not (isinstance(claim["reading"], str) and claim["reading"].strip()):
+        raise ValueError(f"{where}: reading must be a non-empty string saying why the book's reading decides it")
+    if "domain" in claim:
+        d = claim["domain"]
+        if not (isinstance(d, list) and len(d) == 2 and all(_is_number(x) for x in d) and d[0] < d[1]):
+            raise ValueError(f"{where}: domain={d!r} must be [low, high] with low < high")
+    gates = claim.get("gates", [])
+    if not isinstance(gates, list):
+        raise ValueError(f"{where}: gates must be a list of {{metric, at_least|at_most, reason}}")
+    for g in gates:
+        bounds = [b for b in ("at_least", "at_most") if isinstance(g, dict) and b in g]
+        if not isinstance(g, dict) or set(g) - {"metric", "reason", "at_least", "at_most"} or len(bounds) != 1 \
+                or not (isinstance(g.get("metric"), str) and g["metric"]) \
+                or not (isinstance(g.get("reason"), str) and g["reason"].strip()) or not _is_number(g[bounds[0]]):
+            raise ValueError(f"{where}: gate {g!r} must be {{'metric': key, 'at_least' or 'at_most': number, "
+                             "'reason': text}")
     _check_rule(claim["rule"], where, paper=claim["paper"])
 
 
@@ -206,48 +263,221 @@ def for_notebook(notebook: str) -> dict | None:
 # ----------------------------------------------------------------------------
 def _value(metrics: dict, key: str):
     v = (metrics or {}).get(key)
+    if isinstance(v, Estimate):
+        return v
     return float(v) if _is_number(v) else None
 
 
-def _holds(rule: dict, ours: float, paper, metrics: dict) -> bool | None:
-    """Whether ``rule`` holds for ``ours``; None when a metric it compares with is missing."""
+def diff_key(key: str, other: str) -> str:
+    """The metric key under which a run stores the *paired* difference ``key − other`` with its
+    interval (``stats.paired_difference`` / ``paired_bootstrap``): a comparative rule between the
+    two is judged on it. Without it, the difference of the two estimates' intervals (independent
+    samples, ``stats.difference``) is used, and without any interval the point values decide."""
+    return f"{key} - {other}"
+
+
+# the set a rule accepts for its quantity: (low, high, low_closed, high_closed)
+_INF = math.inf
+
+
+def _accepts(rule: dict, paper) -> tuple[float, float, bool, bool]:
     kind = rule["type"]
-    if kind == "all":
-        results = [_holds(r, ours, paper, metrics) for r in rule["rules"]]
-        return None if None in results else all(results)
     if kind == "tolerance":
-        return abs(ours - paper) <= rule["abs"]
+        return paper - rule["abs"], paper + rule["abs"], True, True
     if kind == "at_most":
-        return ours <= rule["value"]
+        return -_INF, rule["value"], False, True
     if kind == "at_least":
-        return ours >= rule["value"]
+        return rule["value"], _INF, True, False
     if kind == "range":
-        return rule["low"] <= ours <= rule["high"]
+        return rule["low"], rule["high"], True, True
+    if kind == "less_than":
+        return -_INF, -rule.get("margin", 0.0), False, False
+    if kind == "greater_than":
+        return rule.get("margin", 0.0), _INF, False, False
+    if kind == "close_to":
+        return -rule["abs"], rule["abs"], True, True
+    raise ValueError(f"rule type {kind!r} has no accepted set")
+
+
+def _inside(v: float, acc) -> bool:
+    lo, hi, lc, hc = acc
+    return (v > lo or (lc and v == lo)) and (v < hi or (hc and v == hi))
+
+
+def _quantity(rule: dict, key: str, ours, metrics: dict):
+    """What a rule judges: ours, or ours − the compared metric (with the paired interval the run
+    stored under ``diff_key``, else the independent one); None when a compared metric is missing."""
+    if "metric" not in rule:
+        return ours
     other = _value(metrics, rule["metric"])
     if other is None:
         return None
-    if kind == "less_than":
-        return ours < other - rule.get("margin", 0.0)
-    if kind == "greater_than":
-        return ours > other + rule.get("margin", 0.0)
-    if kind == "close_to":
-        return abs(ours - other) <= rule["abs"]
-    raise ValueError(f"rule type {kind!r} is not one of {sorted(RULES)}")
+    paired = (metrics or {}).get(diff_key(key, rule["metric"]))
+    if isinstance(paired, Estimate) and paired.has_interval:
+        return paired
+    return stats.difference(ours, other)
+
+
+def _judge_rule(rule: dict, key: str, ours, paper, metrics: dict) -> dict | None:
+    """``{"verdict", "interval" (bool), "settle" (n or None), "quantity"}`` of one rule; None when a
+    metric it needs is missing. With an interval: reproduced when it lies inside the set the rule
+    accepts, not reproduced when it lies wholly outside, inconclusive when it straddles a bound."""
+    if rule["type"] == "all":
+        parts = [_judge_rule(r, key, ours, paper, metrics) for r in rule["rules"]]
+        if any(p is None for p in parts):
+            return None
+        vs = [p["verdict"] for p in parts]
+        v = NOT_REPRODUCED if NOT_REPRODUCED in vs else REPRODUCED if all(x == REPRODUCED for x in vs) \
+            else INCONCLUSIVE
+        settles = [p["settle"] for p in parts if p["verdict"] == INCONCLUSIVE and p["settle"]]
+        return {"verdict": v, "interval": all(p["interval"] for p in parts),
+                "settle": max(settles) if settles else None, "quantity": parts[0]["quantity"]}
+    q = _quantity(rule, key, ours, metrics)
+    if q is None:
+        return None
+    acc = _accepts(rule, paper)
+    point = _inside(float(q), acc)
+    if not (isinstance(q, Estimate) and q.has_interval):
+        return {"verdict": REPRODUCED if point else NOT_REPRODUCED, "interval": False, "settle": None,
+                "quantity": q}
+    lo, hi, _, _ = acc
+    if _inside(q.low, acc) and _inside(q.high, acc):
+        v = REPRODUCED
+    elif q.high < lo or q.low > hi or (q.high == lo and not acc[2]) or (q.low == hi and not acc[3]):
+        v = NOT_REPRODUCED
+    elif q.low == q.high:          # a zero-width interval on a bound: the point decides
+        v = REPRODUCED if point else NOT_REPRODUCED
+    else:
+        v = INCONCLUSIVE
+    settle = None
+    if v == INCONCLUSIVE:
+        bound = min((b for b in (lo, hi) if math.isfinite(b)), key=lambda b: abs(b - float(q)))
+        settle = stats.n_to_settle(q, bound)
+    return {"verdict": v, "interval": True, "settle": settle, "quantity": q}
+
+
+def _gate_failure(gate: dict, metrics: dict) -> str | None:
+    """The reason a validity gate fails on this run, '' when its metric is missing, None when it holds."""
+    v = _value(metrics, gate["metric"])
+    if v is None:
+        return ""
+    if ("at_least" in gate and float(v) < gate["at_least"]) or ("at_most" in gate and float(v) > gate["at_most"]):
+        bound = f"≥ {_num(gate['at_least'])}" if "at_least" in gate else f"≤ {_num(gate['at_most'])}"
+        return f"{gate['reason']} ({gate['metric']} = {float(v):.4g}, needs {bound})"
+    return None
+
+
+def judged_only_at(profiles) -> str:
+    """The verdict of a measured claim judged only at other profiles: ``"judged at full only"``."""
+    return f"judged at {' and '.join(profiles)} only"
+
+
+def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
+    """The verdict of one claim on one run, with its evidence: ``{"verdict", "reason", "interval"
+    (whether an interval decided it), "settle" (for an inconclusive one: about the n that would
+    settle it, or None), "quantity" (the number judged: ours, or ours − the compared metric, an
+    ``Estimate`` where the run gave its interval)}``. The order of the checks:
+
+    1. ``not run`` — ours, or a metric the rule compares with, is missing;
+    2. ``judged at full only`` — measured, but the claim is judged at other ``profiles``;
+    3. ``—`` — a ``reported`` claim, shown without a verdict;
+    4. ``fixed by our reading`` — the claim's ``reading`` says the book's reading decides it;
+    5. ``not judged`` — a validity ``gate`` failed (the model at chance, the attack not working);
+    6. ``reproduced`` / ``not reproduced`` / ``inconclusive`` by the rule on the interval (or, for
+       a number the run gave without one, on the point: ``interval`` False)."""
+    _check_claim(claim, "claim")
+    out = {"verdict": NOT_RUN, "reason": "", "interval": False, "settle": None, "quantity": None}
+    ours = _value(metrics, claim["key"])
+    if ours is None:
+        return out
+    if profile is not None and profile not in claim.get("profiles", PROFILES):
+        return {**out, "verdict": judged_only_at(claim["profiles"]), "quantity": ours}
+    if claim["rule"]["type"] == "reported":
+        return {**out, "verdict": REPORTED, "quantity": ours}
+    if claim.get("reading"):
+        return {**out, "verdict": BY_READING, "reason": claim["reading"], "quantity": ours}
+    res = _judge_rule(claim["rule"], claim["key"], ours, claim["paper"], metrics)
+    if res is None:
+        return out
+    for gate in claim.get("gates", []):
+        why = _gate_failure(gate, metrics)
+        if why == "":
+            return out
+        if why:
+            return {**out, "verdict": NOT_JUDGED, "reason": why, "quantity": ours}
+    return {**out, **res}
 
 
 def verdict(claim: dict, metrics: dict, profile: str | None = None) -> str:
-    """The verdict of one claim on one run's ``metrics``: ``"reproduced"``, ``"not reproduced"``,
-    ``"not run"`` (its metric, or one its rule compares with, is missing or not a number; or the
-    run's ``profile``, when given, is not among the claim's ``profiles``) or ``"—"`` (a
-    ``reported`` claim, shown without a verdict)."""
+    """The verdict of one claim on one run's ``metrics`` (values may be ``stats.Estimate``s with
+    their intervals): see :func:`judge` for the order of the checks and the seven outcomes."""
+    return judge(claim, metrics, profile)["verdict"]
+
+
+def evaluate_on_paper(claim: dict, numbers: dict) -> str | None:
+    """The rule of ``claim`` evaluated on the paper's own printed numbers (``numbers``: metric key
+    → the paper's value), ignoring profiles, gates and readings: ``reproduced`` or ``not
+    reproduced``, or None when the paper does not print every number the rule needs or the claim
+    is only reported. A rule the paper's own numbers fail is a wrong rule."""
     _check_claim(claim, "claim")
-    ours = _value(metrics, claim["key"])
-    if ours is None or (profile is not None and profile not in claim.get("profiles", PROFILES)):
-        return NOT_RUN
-    if claim["rule"]["type"] == "reported":
-        return REPORTED
-    ok = _holds(claim["rule"], ours, claim["paper"], metrics)
-    return NOT_RUN if ok is None else (REPRODUCED if ok else NOT_REPRODUCED)
+    if claim["rule"]["type"] == "reported" or not _is_number(numbers.get(claim["key"])):
+        return None
+    res = _judge_rule(claim["rule"], claim["key"], float(numbers[claim["key"]]), claim["paper"], numbers)
+    return None if res is None else res["verdict"]
+
+
+def paper_numbers(doc: dict) -> dict:
+    """The metric key → value map of a paper file's printed numbers (the first claim that prints a
+    key gives its value)."""
+    out: dict = {}
+    for c in doc["claims"]:
+        if _is_number(c["paper"]):
+            out.setdefault(c["key"], float(c["paper"]))
+    return out
+
+
+def domain(claim: dict) -> tuple[float, float]:
+    """The values a claim's metric can take: its ``domain`` field, else by unit (``%`` → [0, 100],
+    ``count``/``s`` → [0, 1e9]), else the real line (±1e9)."""
+    if "domain" in claim:
+        return tuple(claim["domain"])
+    unit = claim.get("unit", "")
+    return (0.0, 100.0) if unit == "%" else (0.0, 1e9) if unit in ("count", "s") else (-1e9, 1e9)
+
+
+def can_go_either_way(claim: dict, doc: dict) -> tuple[bool, bool]:
+    """Whether values exist in the metrics' domains that make ``claim``'s rule say reproduced, and
+    values that make it say not reproduced (a grid over each domain, its bounds, the rule's
+    thresholds and their neighbours). A rule that cannot fail is a defect."""
+    others = {c["key"]: c for c in doc["claims"]}
+    keys = claim_metrics(claim)
+
+    def candidates(c: dict) -> list[float]:
+        lo, hi = domain(c)
+        pts = set(np.linspace(lo, hi, 41).tolist()) | {lo, hi}
+        for r in _leaves(claim["rule"]):
+            for f in ("abs", "value", "low", "high", "margin"):
+                if f in r:
+                    for s in (r[f], -r[f]):
+                        pts |= {s - 1e-3, s, s + 1e-3}
+            if r["type"] == "tolerance":
+                pts |= {claim["paper"] + d for d in (-r["abs"] - 1e-3, 0.0, r["abs"] + 1e-3)}
+        return sorted(p for p in pts if lo <= p <= hi)
+
+    seen = set()
+    grids = [candidates(others.get(k, claim)) for k in keys]
+    # the claim's own grid against every compared metric's grid, two at a time
+    for combo in itertools.product(*grids):
+        res = _judge_rule(claim["rule"], claim["key"], combo[0], claim["paper"], dict(zip(keys, combo)))
+        if res is not None:
+            seen.add(res["verdict"])
+        if {REPRODUCED, NOT_REPRODUCED} <= seen:
+            break
+    return REPRODUCED in seen, NOT_REPRODUCED in seen
+
+
+def _leaves(rule: dict) -> list[dict]:
+    return [x for r in rule["rules"] for x in _leaves(r)] if rule["type"] == "all" else [rule]
 
 
 def _num(v) -> str:
@@ -294,10 +524,14 @@ def claim_metrics(claim: dict) -> list[str]:
 
 def scoreboard(notebook_or_name: str, metrics: dict | None, profile: str | None = None) -> list[dict]:
     """One row per claim of a paper file (by file stem, or by the notebook it belongs to) on one
-    run's ``metrics`` (None: no run) made at ``profile`` (None: not checked): ``key``, ``claim``,
-    ``where``, ``paper`` (number or None), ``paper_text``, ``unit``, ``profiles`` (where the claim
-    is judged), ``ours`` (number or None), ``compared`` ({other metric: its value} for the rules
-    that compare two metrics of the run), ``verdict`` and ``rule`` (``rule_text``)."""
+    run's ``metrics`` (None: no run; values may be ``stats.Estimate``s) made at ``profile`` (None:
+    not checked): ``key``, ``claim``, ``where``, ``paper`` (number or None), ``paper_text``,
+    ``unit``, ``profiles`` (where the claim is judged), ``ours`` (number, Estimate or None),
+    ``compared`` ({other metric: its value} for the rules that compare two metrics of the run),
+    ``verdict``, ``reason`` (a failed gate's or a reading's), ``interval`` (whether an interval
+    decided the verdict), ``settle`` (for an inconclusive one, about the n that would settle it),
+    ``quantity`` (what was judged: ours, or the difference with its interval) and ``rule``
+    (``rule_text``)."""
     doc = load(notebook_or_name) if notebook_or_name in names() else for_notebook(notebook_or_name)
     if doc is None:
         covered = [load(n)["notebook"] for n in names()]
@@ -306,12 +540,20 @@ def scoreboard(notebook_or_name: str, metrics: dict | None, profile: str | None 
     metrics = metrics or {}
     rows = []
     for c in doc["claims"]:
+        j = judge(c, metrics, profile)
         rows.append({"key": c["key"], "claim": c["claim"], "where": c["where"], "paper": c["paper"],
                      "paper_text": c.get("paper_text"), "unit": c.get("unit", ""),
                      "profiles": list(c.get("profiles", PROFILES)), "ours": _value(metrics, c["key"]),
                      "compared": {m: _value(metrics, m) for m in _compared(c["rule"])},
-                     "verdict": verdict(c, metrics, profile), "rule": rule_text(c["rule"])})
+                     "verdict": j["verdict"], "reason": j["reason"], "interval": j["interval"],
+                     "settle": j["settle"], "quantity": j["quantity"], "rule": rule_text(c["rule"])})
     return rows
+
+
+def verdict_class(v: str) -> str:
+    """The verdict a count or a colour groups ``v`` under: every ``judged at … only`` is
+    ``FULL_ONLY``'s class."""
+    return FULL_ONLY if v.startswith("judged at ") else v
 
 
 # ----------------------------------------------------------------------------
@@ -335,12 +577,47 @@ def paper_cell(row: dict) -> str:
     return fmt(row["paper"], row.get("unit", "")) if row.get("paper") is not None else "not reported"
 
 
+def interval_text(v, unit: str = "") -> str:
+    """``v`` with its interval as the tables print it: ``"16.00% [11.40, 21.80], n = 200"``; a
+    plain number (or an Estimate without an interval) as ``fmt`` prints it."""
+    text = fmt(v, unit)
+    if isinstance(v, Estimate) and v.has_interval:
+        lo, hi = fmt(v.low, "count" if unit == "count" else ""), fmt(v.high, "count" if unit == "count" else "")
+        text += f" [{lo}, {hi}]"
+    if isinstance(v, Estimate) and v.n:
+        text += f", n = {v.n:,}"
+    return text
+
+
+def _signed(v, unit: str) -> str:
+    t = interval_text(v, "count" if unit == "count" else ("pts" if unit == "%" else unit))
+    return ("+" if float(v) >= 0 else "") + t
+
+
 def _ours_cell(row: dict) -> str:
     if row.get("ours") is None:
         return "—"
-    text = fmt(row["ours"], row.get("unit", ""))
-    others = [fmt(v, row.get("unit", "")) for v in (row.get("compared") or {}).values() if v is not None]
+    unit = row.get("unit", "")
+    text = interval_text(row["ours"], unit)
+    others = [fmt(v, unit) for v in (row.get("compared") or {}).values() if v is not None]
+    q = row.get("quantity")
+    if others and isinstance(q, Estimate) and q.has_interval and row.get("interval"):
+        return text + f" (vs {', '.join(others)}; difference {_signed(q, unit)})"
     return text + (f" (vs {', '.join(others)})" if others else "")
+
+
+def verdict_cell(row: dict) -> str:
+    """The verdict as the tables print it, with its reason: ``"not judged: model at chance (…)"``,
+    ``"inconclusive (n ≈ 800 would settle it)"``; a verdict decided on a point value without an
+    interval says so (``"reproduced (no interval)"``)."""
+    v = row["verdict"]
+    if v in (NOT_JUDGED, BY_READING) and row.get("reason"):
+        return f"{v}: {row['reason']}"
+    if v == INCONCLUSIVE:
+        return v + (f" (n ≈ {row['settle']:,} would settle it)" if row.get("settle") else "")
+    if v in (REPRODUCED, NOT_REPRODUCED) and not row.get("interval", True):
+        return f"{v} (no interval)"
+    return v
 
 
 COLUMNS = {
@@ -349,7 +626,7 @@ COLUMNS = {
     "where": ("where", lambda r: r["where"]),
     "paper": ("paper", paper_cell),
     "ours": ("ours", _ours_cell),
-    "verdict": ("verdict", lambda r: r["verdict"]),
+    "verdict": ("verdict", verdict_cell),
     "rule": ("rule", lambda r: r["rule"]),
 }
 DEFAULT_COLUMNS = ("claim", "where", "paper", "ours", "verdict", "rule")

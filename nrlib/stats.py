@@ -1,0 +1,289 @@
+"""The evidence behind a verdict: a number with its 95% interval, sample size and method.
+
+A verdict on a sample of images is only as good as the sample: 16.0% against 14.0% on 200 images
+is four images. Every estimate here is an :class:`Estimate` — a ``float`` (so a notebook computes
+and prints with it as with any number) that also carries ``low``, ``high`` (the interval, in the
+same unit), ``n`` (the sample size), ``method`` and, for a test, ``p``. ``results.write`` stores
+the interval beside the value; ``nrlib.papers`` judges a claim on the interval, not the point.
+
+* :func:`proportion` — a share of images, Wilson score (default) or Clopper–Pearson (exact)
+  interval (scipy's ``binomtest(...).proportion_ci``).
+* :func:`paired_difference` — two models or attacks on the *same* images: the difference of their
+  success shares with Newcombe's (1998) hybrid score interval for paired proportions (method 10)
+  and the exact McNemar test (a binomial test on the discordant images).
+* :func:`paired_bootstrap` — any per-image statistic of two paired samples (mean of a − b by
+  default), percentile bootstrap interval (``scipy.stats.bootstrap``, ``paired=True``).
+* :func:`spearman` — Spearman's ρ (``scipy.stats.spearmanr``) with a permutation-test p-value
+  (``scipy.stats.permutation_test``) and the Fisher-z interval with Bonett & Wright's (2000)
+  variance (1 + ρ²/2)/(n − 3).
+* :func:`seeds` — the mean over training seeds with the t-interval (``scipy.stats.t``); with one
+  seed there is no interval (``low``/``high`` None).
+* :func:`difference` — two *independent* estimates: the difference with half-widths combined in
+  quadrature (an approximation, labelled as such).
+* :func:`n_to_settle` — for an interval that straddles a threshold, about how many samples would
+  make it clear the threshold if the estimate stayed where it is (the half-width shrinks as 1/√n).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+from scipy import stats as _st
+
+from .utils import check_choice, check_int, check_number
+
+LEVEL = 0.95
+PROPORTION_METHODS = {"wilson": "wilson", "clopper-pearson": "exact"}
+
+
+class Estimate(float):
+    """A number with its evidence. Behaves as the ``float`` ``value`` in arithmetic and formatting;
+    ``low``/``high`` bound the ``level`` interval (None when the sample gives none), ``n`` is the
+    sample size (images, pairs, seeds), ``method`` says how the interval was computed and ``p`` is
+    a test's p-value where there is one. Arithmetic on an Estimate gives a plain float: an interval
+    does not survive a transformation it was not computed for."""
+
+    __slots__ = ("low", "high", "n", "method", "p", "level")
+
+    def __new__(cls, value, low=None, high=None, *, n=None, method="", p=None, level=LEVEL):
+        value = check_number("value", value)
+        self = super().__new__(cls, value)
+        if (low is None) != (high is None):
+            raise ValueError(f"low={low!r} and high={high!r}: give both bounds of the interval or neither")
+        if low is not None:
+            low, high = check_number("low", low), check_number("high", high)
+            # an interval must hold its own estimate (a rounding hair is forgiven)
+            tol = 1e-9 * max(1.0, abs(value))
+            if not (low - tol <= value <= high + tol):
+                raise ValueError(f"the interval [{low}, {high}] does not contain the estimate value={value}")
+            low, high = min(low, value), max(high, value)
+        self.low, self.high = low, high
+        self.n = None if n is None else check_int("n", n, low=0)
+        if not isinstance(method, str):
+            raise ValueError(f"method={method!r} must be a string naming how the interval was computed")
+        self.method = method
+        self.p = None if p is None else check_number("p", p, low=0.0, high=1.0)
+        self.level = check_number("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
+        return self
+
+    @property
+    def value(self) -> float:
+        return float(self)
+
+    @property
+    def has_interval(self) -> bool:
+        return self.low is not None
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.low is None else (self.high - self.low) / 2.0
+
+    def evidence(self) -> dict:
+        """What ``results.write`` stores beside the value (JSON-ready)."""
+        out = {"low": self.low, "high": self.high, "n": self.n, "method": self.method, "level": self.level}
+        if self.p is not None:
+            out["p"] = self.p
+        return out
+
+    @classmethod
+    def from_evidence(cls, value, evidence: dict | None) -> "Estimate | float":
+        """Rebuild an Estimate from a stored value and its ``evidence()`` dict (a plain float when
+        there is no evidence: results written before intervals existed still load)."""
+        if not isinstance(evidence, dict):
+            return float(value)
+        return cls(value, evidence.get("low"), evidence.get("high"), n=evidence.get("n"),
+                   method=evidence.get("method", ""), p=evidence.get("p"), level=evidence.get("level", LEVEL))
+
+    def scaled(self, factor: float) -> "Estimate":
+        """The same estimate in another unit (e.g. a share ×100 for percent)."""
+        f = check_number("factor", factor, low=0.0, low_open=True)
+        return Estimate(self * f, None if self.low is None else self.low * f,
+                        None if self.high is None else self.high * f,
+                        n=self.n, method=self.method, p=self.p, level=self.level)
+
+    def __repr__(self) -> str:
+        iv = "" if self.low is None else f" [{self.low:.4g}, {self.high:.4g}]"
+        return f"Estimate({float(self):.4g}{iv}, n={self.n}, {self.method!r})"
+
+    def __reduce__(self):
+        return (_rebuild, (float(self), self.evidence()))
+
+
+def _rebuild(value, evidence):
+    return Estimate.from_evidence(value, evidence)
+
+
+def is_estimate(v) -> bool:
+    return isinstance(v, Estimate)
+
+
+def _bools(name: str, a) -> np.ndarray:
+    arr = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of per-image outcomes (True/False or 0/1), "
+                         f"got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: an interval needs at least one image")
+    if arr.dtype != bool:
+        if not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{name} must hold 0/1 or True/False per image; got values {np.unique(arr)[:5]}")
+        arr = arr.astype(bool)
+    return arr
+
+
+def _level(level) -> float:
+    return check_number("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
+
+
+def proportion(k, n=None, *, method: str = "wilson", scale: float = 100.0, level: float = LEVEL) -> Estimate:
+    """A share of images with its interval: ``k`` successes out of ``n`` (or ``k`` a 1-D bool
+    sequence, one outcome per image, with ``n`` None). Wilson score interval by default, or
+    ``method="clopper-pearson"`` (exact); both by ``scipy.stats.binomtest(k, n).proportion_ci``.
+    ``scale`` = 100 gives percent (the book's unit), 1 a fraction."""
+    check_choice("method", method, PROPORTION_METHODS)
+    if n is None:
+        arr = _bools("k", k)
+        k, n = int(arr.sum()), int(arr.size)
+    n = check_int("n", n, low=1)
+    k = check_int("k", k, low=0, high=n)
+    scale = check_number("scale", scale, low=0.0, low_open=True)
+    ci = _st.binomtest(k, n).proportion_ci(confidence_level=_level(level), method=PROPORTION_METHODS[method])
+    return Estimate(k / n * scale, ci.low * scale, ci.high * scale, n=n, method=method, level=level)
+
+
+def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def paired_difference(a, b, *, scale: float = 100.0, level: float = LEVEL) -> Estimate:
+    """share(a) − share(b) for two per-image outcomes on the **same** images (two models, or two
+    attacks, each correct/successful or not per image), with Newcombe's (1998) hybrid score interval
+    for paired proportions (his method 10: the Wilson intervals of both shares combined with the
+    correlation φ of the 2×2 table) and the exact McNemar p-value (``scipy.stats.binomtest`` on the
+    discordant pairs). ``scale`` = 100 gives percentage points."""
+    a, b = _bools("a", a), _bools("b", b)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must hold one outcome per image for the same images; "
+                         f"got {a.size} and {b.size} outcomes")
+    scale = check_number("scale", scale, low=0.0, low_open=True)
+    level = _level(level)
+    n = a.size
+    both, only_a, only_b = int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum())
+    neither = n - both - only_a - only_b
+    z = float(_st.norm.ppf(0.5 + level / 2))
+    p1, p2 = (both + only_a) / n, (both + only_b) / n
+    l1, u1 = _wilson(both + only_a, n, z)
+    l2, u2 = _wilson(both + only_b, n, z)
+    den = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    phi = 0.0 if den == 0 else (both * neither - only_a * only_b) / math.sqrt(den)
+    d = p1 - p2
+    lo = d - math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    hi = d + math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    m = only_a + only_b
+    p = 1.0 if m == 0 else float(_st.binomtest(only_a, m, 0.5).pvalue)
+    return Estimate(d * scale, max(-1.0, lo) * scale, min(1.0, hi) * scale, n=n,
+                    method="paired (Newcombe score; McNemar exact p)", p=p, level=level)
+
+
+def paired_bootstrap(a, b, statistic=None, *, scale: float = 1.0, n_resamples: int = 2000, seed: int = 0,
+                     level: float = LEVEL) -> Estimate:
+    """A statistic of two paired per-image samples (default: mean(a) − mean(b)) with the percentile
+    bootstrap interval over images (``scipy.stats.bootstrap`` with ``paired=True``)."""
+    a = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=float)
+    b = np.asarray(b.detach().cpu() if hasattr(b, "detach") else b, dtype=float)
+    if a.ndim != 1 or a.shape != b.shape or a.size < 2:
+        raise ValueError(f"a and b must be 1-D samples of the same length ≥ 2 (one value per image); "
+                         f"got shapes {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("a and b must hold finite numbers")
+    check_int("n_resamples", n_resamples, low=100)
+    check_int("seed", seed, low=0)
+    scale = check_number("scale", scale, low=0.0, low_open=True)
+    stat = statistic or (lambda u, v, axis=-1: np.mean(u, axis=axis) - np.mean(v, axis=axis))
+    value = float(stat(a, b))
+    res = _st.bootstrap((a, b), stat, paired=True, vectorized=True, n_resamples=n_resamples,
+                        confidence_level=_level(level), method="percentile", random_state=seed)
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):     # a degenerate sample: every resample equal
+        lo = hi = value
+    return Estimate(value * scale, min(lo, value) * scale, max(hi, value) * scale, n=a.size,
+                    method=f"paired bootstrap ({n_resamples} resamples)", level=level)
+
+
+def spearman(x, y, *, permutations: int = 2000, seed: int = 0, level: float = LEVEL) -> Estimate:
+    """Spearman's rank correlation of paired ``x``, ``y`` with a two-sided permutation-test p-value
+    (``scipy.stats.permutation_test``, the pairings permuted) and a Fisher-z interval with the
+    Bonett–Wright variance (1 + ρ²/2)/(n − 3) (needs n ≥ 4)."""
+    x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
+    y = np.asarray(y.detach().cpu() if hasattr(y, "detach") else y, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape or x.size < 4:
+        raise ValueError(f"x and y must be 1-D, of the same length ≥ 4; got shapes {x.shape} and {y.shape}")
+    check_int("permutations", permutations, low=100)
+    check_int("seed", seed, low=0)
+    level = _level(level)
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        raise ValueError("x or y is constant: a rank correlation is undefined")
+    rho = float(_st.spearmanr(x, y).statistic)
+    perm = _st.permutation_test((x,), lambda u: _st.spearmanr(u, y).statistic, permutation_type="pairings",
+                                n_resamples=permutations, alternative="two-sided", random_state=seed)
+    n = x.size
+    z = float(_st.norm.ppf(0.5 + level / 2))
+    r = min(max(rho, -0.999999), 0.999999)
+    se = math.sqrt((1 + r * r / 2) / (n - 3)) if n > 3 else float("inf")
+    lo, hi = math.tanh(math.atanh(r) - z * se), math.tanh(math.atanh(r) + z * se)
+    return Estimate(rho, min(lo, rho), max(hi, rho), n=n, p=float(perm.pvalue),
+                    method=f"Spearman; Fisher z (Bonett–Wright); permutation p ({permutations})", level=level)
+
+
+def seeds(values, *, level: float = LEVEL) -> Estimate:
+    """The mean over training seeds with the Student-t interval (``scipy.stats.t.interval``); one
+    seed gives the value with no interval."""
+    v = np.asarray(list(values), dtype=float)
+    if v.ndim != 1 or v.size == 0 or not np.isfinite(v).all():
+        raise ValueError(f"values must be a non-empty 1-D sequence of finite numbers (one per seed); got {v!r}")
+    level = _level(level)
+    mean = float(v.mean())
+    if v.size < 2:
+        return Estimate(mean, n=1, method="one seed: no interval", level=level)
+    sd = float(v.std(ddof=1))
+    if sd == 0:
+        lo = hi = mean
+    else:
+        lo, hi = _st.t.interval(level, df=v.size - 1, loc=mean, scale=sd / math.sqrt(v.size))
+    return Estimate(mean, float(lo), float(hi), n=int(v.size), method=f"mean of {v.size} seeds, t-interval",
+                    level=level)
+
+
+def difference(a, b) -> Estimate | float:
+    """a − b for two **independent** estimates (different images or models): the interval's
+    half-widths combined in quadrature (a normal approximation; for paired samples use
+    :func:`paired_difference` or :func:`paired_bootstrap`). Without both intervals, a plain float."""
+    for name, v in (("a", a), ("b", b)):
+        if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(float(v)):
+            raise ValueError(f"{name}={v!r} must be a finite number or an Estimate")
+    d = float(a) - float(b)
+    if not (is_estimate(a) and is_estimate(b) and a.has_interval and b.has_interval):
+        return d
+    lo = d - math.hypot(float(a) - a.low, b.high - float(b))
+    hi = d + math.hypot(a.high - float(a), float(b) - b.low)
+    ns = [x.n for x in (a, b) if x.n is not None]
+    return Estimate(d, lo, hi, n=min(ns) if ns else None, method="independent difference (quadrature)")
+
+
+def n_to_settle(est: Estimate, threshold: float) -> int | None:
+    """About how many samples would make ``est``'s interval clear ``threshold`` if the estimate
+    stayed where it is: n·(half-width / |estimate − threshold|)², the half-width shrinking as 1/√n.
+    None when there is no interval or sample size, or the estimate sits on the threshold."""
+    if not is_estimate(est) or not est.has_interval or not est.n:
+        return None
+    gap = abs(float(est) - check_number("threshold", threshold))
+    side = (est.high - float(est)) if threshold > float(est) else (float(est) - est.low)
+    if gap == 0 or side <= 0:
+        return None
+    return int(math.ceil(est.n * (side / gap) ** 2))

@@ -1,0 +1,165 @@
+"""nrlib.stats: each interval and test against scipy's definition or a hand computation, the
+coverage of the paired interval by simulation, and Estimate's round trips (pickle, results JSON)."""
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+from scipy import stats as st
+
+from nrlib import results, stats
+from nrlib.stats import Estimate
+
+
+def test_estimate_is_a_float_with_its_evidence():
+    e = Estimate(16.0, 11.4, 21.8, n=200, method="wilson")
+    assert e == 16.0 and e + 1 == 17.0 and f"{e:.1f}" == "16.0" and isinstance(e * 2, float)
+    assert e.has_interval and e.half_width == pytest.approx(5.2) and e.n == 200
+    assert pickle.loads(pickle.dumps(e)).evidence() == e.evidence()
+    assert Estimate.from_evidence(3.0, None) == 3.0 and not isinstance(Estimate.from_evidence(3.0, None), Estimate)
+    assert Estimate(5.0).has_interval is False
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(value=1.0, low=2.0, high=3.0), "does not contain"),
+    (dict(value=1.0, low=0.0), "both bounds"),
+    (dict(value=float("nan")), "value=nan must be finite"),
+    (dict(value=1.0, n=-1), "n=-1"),
+    (dict(value=1.0, p=1.5), "p=1.5"),
+])
+def test_estimate_refuses_bad_evidence(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Estimate(kw.pop("value"), kw.pop("low", None), kw.pop("high", None), **kw)
+
+
+def _wilson_by_hand(k, n, z=1.959963984540054):
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return c - h, c + h
+
+
+@pytest.mark.parametrize("k, n", [(32, 200), (0, 50), (50, 50), (7, 10), (500, 1000)])
+def test_proportion_wilson_and_clopper_pearson(k, n):
+    w = stats.proportion(k, n)
+    lo, hi = _wilson_by_hand(k, n)
+    assert w == pytest.approx(100 * k / n) and w.n == n
+    assert (w.low, w.high) == pytest.approx((100 * max(lo, 0), 100 * min(hi, 1)), abs=1e-9)
+    cp = stats.proportion(k, n, method="clopper-pearson", scale=1)
+    # Clopper-Pearson by its definition: beta quantiles
+    lo = 0.0 if k == 0 else st.beta.ppf(0.025, k, n - k + 1)
+    hi = 1.0 if k == n else st.beta.ppf(0.975, k + 1, n - k)
+    assert (cp.low, cp.high) == pytest.approx((lo, hi), abs=1e-9)
+
+
+def test_proportion_from_outcomes_equals_from_counts():
+    outcomes = np.array([1, 0, 1, 1, 0, 0, 0, 1, 1, 1])
+    assert stats.proportion(outcomes).evidence() == stats.proportion(6, 10).evidence()
+
+
+@pytest.mark.parametrize("args, match", [((5, 3), "k=5"), ((1, 0), "n=0"), ((np.array([0, 2]),), "0/1"),
+                                         ((np.zeros((2, 2)),), "1-D"), ((np.array([]),), "empty")])
+def test_proportion_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        stats.proportion(*args)
+
+
+def _mcnemar_by_hand(b, c):
+    m = b + c
+    tail = sum(math.comb(m, i) for i in range(min(b, c) + 1)) / 2 ** m
+    return min(1.0, 2 * tail)
+
+
+def test_paired_difference_value_and_mcnemar():
+    a = np.array([1] * 60 + [1] * 25 + [0] * 5 + [0] * 10, dtype=bool)
+    b = np.array([1] * 60 + [0] * 25 + [1] * 5 + [0] * 10, dtype=bool)
+    d = stats.paired_difference(a, b)
+    assert d == pytest.approx(20.0) and d.n == 100
+    assert d.p == pytest.approx(_mcnemar_by_hand(25, 5))
+    assert d.low > 0 and d.high < 100 and d.low < 20 < d.high
+    same = stats.paired_difference(a, a)
+    assert same == 0 and same.p == 1.0 and same.low <= 0 <= same.high
+
+
+def test_paired_difference_covers_the_truth():
+    """Newcombe's interval covers the true paired difference about 95% of the time (simulated)."""
+    rng = np.random.default_rng(0)
+    n, sims, hits = 150, 400, 0
+    # correlated outcomes (the same images are hard for both): a = u < 0.55, b = u + noise < 0.45
+    truth = 0.55 - np.mean(rng.random(2_000_000) + rng.normal(0, 0.15, 2_000_000) < 0.45)
+    for _ in range(sims):
+        u = rng.random(n)
+        a, b = u < 0.55, (u + rng.normal(0, 0.15, n)) < 0.45
+        d = stats.paired_difference(a, b, scale=1)
+        hits += d.low <= truth <= d.high
+    assert 0.91 <= hits / sims <= 0.99
+
+
+def test_paired_difference_needs_the_same_images():
+    with pytest.raises(ValueError, match="same images"):
+        stats.paired_difference(np.ones(5, bool), np.ones(6, bool))
+
+
+def test_paired_bootstrap_contains_the_difference_and_agrees_with_newcombe():
+    rng = np.random.default_rng(1)
+    a, b = rng.random(400) < 0.6, rng.random(400) < 0.5
+    boot = stats.paired_bootstrap(a.astype(float), b.astype(float), scale=100)
+    newc = stats.paired_difference(a, b)
+    assert boot == pytest.approx(float(newc)) and boot.low < float(boot) < boot.high
+    assert boot.low == pytest.approx(newc.low, abs=1.5) and boot.high == pytest.approx(newc.high, abs=1.5)
+
+
+def test_spearman_against_scipy():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=60)
+    y = x + rng.normal(scale=1.5, size=60)
+    r = stats.spearman(x, y)
+    ref = st.spearmanr(x, y)
+    assert r == pytest.approx(ref.statistic) and r.low < float(r) < r.high and r.n == 60
+    assert r.p == pytest.approx(ref.pvalue, abs=0.02)      # the permutation p agrees with the t approximation
+    noise = stats.spearman(x, rng.normal(size=60))
+    assert noise.p > 0.05 and noise.low < 0 < noise.high
+    with pytest.raises(ValueError, match="constant"):
+        stats.spearman(x, np.ones(60))
+
+
+def test_seeds_t_interval_by_hand():
+    s = stats.seeds([10.0, 12.0, 14.0])
+    half = 4.302652729911275 * 2.0 / math.sqrt(3)          # t(0.975, df=2) from the table, sd = 2
+    assert s == 12.0 and (s.low, s.high) == pytest.approx((12 - half, 12 + half)) and s.n == 3
+    one = stats.seeds([5.0])
+    assert one == 5.0 and not one.has_interval
+    with pytest.raises(ValueError, match="values"):
+        stats.seeds([])
+
+
+def test_difference_of_independent_estimates():
+    a, b = Estimate(10.0, 7.0, 13.0, n=100), Estimate(4.0, 0.0, 8.0, n=80)
+    d = stats.difference(a, b)
+    assert d == 6.0 and d.low == pytest.approx(6 - 5.0) and d.high == pytest.approx(6 + 5.0) and d.n == 80
+    assert stats.difference(10.0, b) == 6.0 and not isinstance(stats.difference(10.0, b), Estimate)
+
+
+def test_n_to_settle_shrinks_the_interval_past_the_threshold():
+    e = stats.proportion(32, 200)                # 16.0% [11.6, 21.7]: straddles 14%
+    n = stats.n_to_settle(e, 14.0)
+    assert n > 200
+    bigger = stats.proportion(round(0.16 * n * 1.2), round(n * 1.2))   # "about": a Wilson interval is skewed
+    assert bigger.low > 14.0
+    assert stats.n_to_settle(e, 16.0) is None and stats.n_to_settle(16.0, 14.0) is None
+
+
+def test_results_store_the_evidence_beside_the_value(tmp_path, monkeypatch):
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path))
+    m = {"acc": stats.proportion(32, 200), "plain": 3.0, "missing": None}
+    results.write("99_stats", "smoke", m)
+    rec = results.read("99_stats", "smoke")
+    assert rec["metrics"] == {"acc": 16.0, "plain": 3.0, "missing": None}
+    assert set(rec["evidence"]) == {"acc"} and rec["evidence"]["acc"]["n"] == 200
+    back = results.estimates(rec)
+    assert isinstance(back["acc"], Estimate) and back["acc"].evidence() == m["acc"].evidence()
+    assert back["plain"] == 3.0 and back["missing"] is None
+    del rec["evidence"]                                   # an old record still loads
+    assert results.estimates(rec)["acc"] == 16.0
