@@ -406,6 +406,14 @@ def targeted_pairs(x: torch.Tensor, y: torch.Tensor, num_classes: int = 10):
     return x.repeat_interleave(k, 0), y.repeat_interleave(k), target.flatten()
 
 
+def _check_clean_and_attacked(x, x_adv, name: str, why: str) -> None:
+    """Images ``x`` (named ``name``) and their attacked versions ``<name>_adv``: pixels, one per image."""
+    check_pixels(x, name, allow_uint8=True)
+    check_pixels(x_adv, f"{name}_adv", allow_uint8=True)
+    if x_adv.shape != x.shape:
+        raise ValueError(f"{name}_adv is shaped {tuple(x_adv.shape)} but {name} {tuple(x.shape)}; {why}")
+
+
 def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor | None = None, *,
              dominant: Mapping[str, object] | None = None, mix: str = "benign+adv",
              adversary=None, x_val=None, y_val=None, x_val_adv=None, train_dense: bool = True,
@@ -434,19 +442,12 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Te
     check_model(model)
     check_bool("train_dense", train_dense)
     if x_adv is not None:
-        check_pixels(x, "x", allow_uint8=True)
-        check_pixels(x_adv, "x_adv", allow_uint8=True)
-        if x_adv.shape != x.shape:
-            raise ValueError(f"x_adv is shaped {tuple(x_adv.shape)} but x {tuple(x.shape)}; the static "
-                             "adversarial set holds one adversarial image per image of x")
+        _check_clean_and_attacked(x, x_adv, "x", "the static adversarial set holds one adversarial image "
+                                  "per image of x")
     if x_val_adv is not None:
         if x_val is None or y_val is None:
             raise ValueError("x_val_adv needs x_val and y_val too (the clean validation images and their labels)")
-        check_pixels(x_val, "x_val", allow_uint8=True)
-        check_pixels(x_val_adv, "x_val_adv", allow_uint8=True)
-        if x_val_adv.shape != x_val.shape:
-            raise ValueError(f"x_val_adv is shaped {tuple(x_val_adv.shape)} but x_val {tuple(x_val.shape)}; "
-                             "they must hold the same images, clean and attacked")
+        _check_clean_and_attacked(x_val, x_val_adv, "x_val", "they must hold the same images, clean and attacked")
     if dominant is not None:
         m = split_model(model, dominant, train_dense=train_dense)
     else:

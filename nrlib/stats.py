@@ -118,8 +118,13 @@ def is_estimate(v) -> bool:
     return isinstance(v, Estimate)
 
 
+def _array(a, dtype=None) -> np.ndarray:
+    """A tensor (on any device), array or sequence as a NumPy array."""
+    return np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=dtype)
+
+
 def _bools(name: str, a) -> np.ndarray:
-    arr = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a)
+    arr = _array(a)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D sequence of per-image outcomes (True/False or 0/1), "
                          f"got shape {arr.shape}")
@@ -148,17 +153,14 @@ def proportion(k, n=None, *, method: str = "wilson", scale: float = 100.0, level
     n = check_int("n", n, low=1)
     k = check_int("k", k, low=0, high=n)
     scale = check_number("scale", scale, low=0.0, low_open=True)
-    ci = _st.binomtest(k, n).proportion_ci(confidence_level=_level(level), method=PROPORTION_METHODS[method])
-    return Estimate(k / n * scale, ci.low * scale, ci.high * scale, n=n, method=method, level=level)
+    lo, hi = _share_ci(k, n, _level(level), method)
+    return Estimate(k / n * scale, lo * scale, hi * scale, n=n, method=method, level=level)
 
 
-def _wilson(k: int, n: int, z: float) -> tuple[float, float]:
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def _share_ci(k: int, n: int, level: float, method: str = "wilson") -> tuple[float, float]:
+    """The interval of the share k/n (scipy's binomtest; ``method`` a key of PROPORTION_METHODS)."""
+    ci = _st.binomtest(k, n).proportion_ci(confidence_level=level, method=PROPORTION_METHODS[method])
+    return ci.low, ci.high
 
 
 def paired_difference(a, b, *, scale: float = 100.0, level: float = LEVEL) -> Estimate:
@@ -176,10 +178,9 @@ def paired_difference(a, b, *, scale: float = 100.0, level: float = LEVEL) -> Es
     n = a.size
     both, only_a, only_b = int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum())
     neither = n - both - only_a - only_b
-    z = float(_st.norm.ppf(0.5 + level / 2))
     p1, p2 = (both + only_a) / n, (both + only_b) / n
-    l1, u1 = _wilson(both + only_a, n, z)
-    l2, u2 = _wilson(both + only_b, n, z)
+    l1, u1 = _share_ci(both + only_a, n, level)
+    l2, u2 = _share_ci(both + only_b, n, level)
     den = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
     phi = 0.0 if den == 0 else (both * neither - only_a * only_b) / math.sqrt(den)
     d = p1 - p2
@@ -195,8 +196,8 @@ def paired_bootstrap(a, b, statistic=None, *, scale: float = 1.0, n_resamples: i
                      level: float = LEVEL) -> Estimate:
     """A statistic of two paired per-image samples (default: mean(a) − mean(b)) with the percentile
     bootstrap interval over images (``scipy.stats.bootstrap`` with ``paired=True``)."""
-    a = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=float)
-    b = np.asarray(b.detach().cpu() if hasattr(b, "detach") else b, dtype=float)
+    a = _array(a, float)
+    b = _array(b, float)
     if a.ndim != 1 or a.shape != b.shape or a.size < 2:
         raise ValueError(f"a and b must be 1-D samples of the same length ≥ 2 (one value per image); "
                          f"got shapes {a.shape} and {b.shape}")
@@ -220,8 +221,8 @@ def spearman(x, y, *, permutations: int = 2000, seed: int = 0, level: float = LE
     """Spearman's rank correlation of paired ``x``, ``y`` with a two-sided permutation-test p-value
     (``scipy.stats.permutation_test``, the pairings permuted) and a Fisher-z interval with the
     Bonett–Wright variance (1 + ρ²/2)/(n − 3) (needs n ≥ 4)."""
-    x = np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=float)
-    y = np.asarray(y.detach().cpu() if hasattr(y, "detach") else y, dtype=float)
+    x = _array(x, float)
+    y = _array(y, float)
     if x.ndim != 1 or x.shape != y.shape or x.size < 4:
         raise ValueError(f"x and y must be 1-D, of the same length ≥ 4; got shapes {x.shape} and {y.shape}")
     check_int("permutations", permutations, low=100)

@@ -368,11 +368,12 @@ def test_the_reports_valley_rule_for_one_neuron_is_its_code():
 
 
 def test_the_reports_rule_keeps_the_small_peaks_the_books_drops():
-    """A second mode of 3% of the images: the book's 5% prominence cut ignores it, the report's rule
-    (no cut) puts the threshold in the valley before it."""
+    """A second mode of 1% of the images: the book's 5% prominence cut ignores it (no valley, the
+    fallback), the report's rule (no cut) puts the threshold in the valley before it."""
     rng = np.random.default_rng(6)
-    v = np.concatenate([rng.normal(0, 1, 970), rng.normal(8, 0.3, 30)])
+    v = np.concatenate([rng.normal(0, 1, 990), rng.normal(8, 0.3, 10)])
     book, det = toggle.kde_threshold(v, return_details=True)
+    assert det["fallback"] and book == 0.0
     report, rdet = toggle.kde_threshold(v, valley="report", return_details=True)
     assert not rdet["fallback"] and 2.5 < report < 7.5
     assert report == pytest.approx(_report_rule_by_hand(v))

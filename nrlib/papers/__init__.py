@@ -512,9 +512,7 @@ def rule_text(rule: dict) -> str:
 
 def _compared(rule: dict) -> list[str]:
     """The other metrics a rule compares ours with."""
-    if rule["type"] == "all":
-        return [m for r in rule["rules"] for m in _compared(r)]
-    return [rule["metric"]] if "metric" in rule else []
+    return [r["metric"] for r in _leaves(rule) if "metric" in r]
 
 
 def claim_metrics(claim: dict) -> list[str]:
