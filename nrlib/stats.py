@@ -242,22 +242,25 @@ def spearman(x, y, *, permutations: int = 2000, seed: int = 0, level: float = LE
                     method=f"Spearman; Fisher z (Bonett–Wright); permutation p ({permutations})", level=level)
 
 
-def seeds(values, *, level: float = LEVEL) -> Estimate:
-    """The mean over training seeds with the Student-t interval (``scipy.stats.t.interval``); one
-    seed gives the value with no interval."""
+def seeds(values, *, what: str = "seeds", level: float = LEVEL) -> Estimate:
+    """The mean over training seeds (or other independent repeats, named by ``what``: ``"draws"``
+    of a dataset) with the Student-t interval (``scipy.stats.t.interval``); one value gives the
+    value with no interval."""
     v = np.asarray(list(values), dtype=float)
     if v.ndim != 1 or v.size == 0 or not np.isfinite(v).all():
         raise ValueError(f"values must be a non-empty 1-D sequence of finite numbers (one per seed); got {v!r}")
+    if not (isinstance(what, str) and what):
+        raise ValueError(f"what={what!r} must name the repeats (e.g. 'seeds', 'draws')")
     level = _level(level)
     mean = float(v.mean())
     if v.size < 2:
-        return Estimate(mean, n=1, method="one seed: no interval", level=level)
+        return Estimate(mean, n=1, method=f"one of {what}: no interval", level=level)
     sd = float(v.std(ddof=1))
     if sd == 0:
         lo = hi = mean
     else:
         lo, hi = _st.t.interval(level, df=v.size - 1, loc=mean, scale=sd / math.sqrt(v.size))
-    return Estimate(mean, float(lo), float(hi), n=int(v.size), method=f"mean of {v.size} seeds, t-interval",
+    return Estimate(mean, float(lo), float(hi), n=int(v.size), method=f"mean of {v.size} {what}, t-interval",
                     level=level)
 
 

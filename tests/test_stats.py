@@ -131,6 +131,7 @@ def test_seeds_t_interval_by_hand():
     assert s == 12.0 and (s.low, s.high) == pytest.approx((12 - half, 12 + half)) and s.n == 3
     one = stats.seeds([5.0])
     assert one == 5.0 and not one.has_interval
+    assert stats.seeds([1.0, 2.0], what="draws").method == "mean of 2 draws, t-interval"
     with pytest.raises(ValueError, match="values"):
         stats.seeds([])
 
