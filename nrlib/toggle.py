@@ -352,6 +352,21 @@ def _outputs(model, xb, names, shapes: dict | None = None):
     return {n: store[n][0].float().contiguous().flatten(1) for n in names}
 
 
+def relu_layers(model: nn.Module) -> list[str]:
+    """The model's ReLU outputs in forward order (its ``layers()`` that are ``nn.ReLU``
+    modules): where Prattico 2022's stored profiles (``resnet20-relu_*``) and KDE
+    thresholds read its neurons, after the activation. For a CIFAR ResNet-20, 19
+    layers (``relu1`` and two per block). Chapter 5, §2 and every section after."""
+    check_model(model)
+    if not hasattr(model, "layers"):
+        raise ValueError(f"model: relu_layers needs a model with layers() (an nrlib model), "
+                         f"got a {type(model).__name__}")
+    names = [n for n, m in model.layers().items() if isinstance(m, nn.ReLU)]
+    if not names:
+        raise ValueError(f"model: a {type(model).__name__} has no nn.ReLU module among its layers()")
+    return names
+
+
 def layer_table(model: nn.Module, layers: Sequence[str] | None = None) -> list[dict]:
     """The profiled layers as the report numbers them (Prattico 2022, Tables 1–2,
     ``LayerName``; ``layer_index`` of its code): one row per layer in forward

@@ -320,6 +320,24 @@ def test_resnet20_layers_are_numbered_from_0_as_in_the_report():
     assert rk.top_set(5) == {(r["layer"], r["c"], r["h"], r["w"]) for r in rows[:5]}
 
 
+def test_relu_layers_are_the_reports_relu_profile():
+    torch.manual_seed(0)
+    net = models.build("resnet20", "cifar10").eval()
+    names = toggle.relu_layers(net)
+    assert len(names) == 19 and names[0] == "relu1" and names[-1] == "l3b3r2"
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    ext = toggle.extrema(net, x, names)
+    assert all(float(mn.min()) >= 0.0 for mn, _ in ext.values())   # after a ReLU nothing is < 0
+    th = toggle.fit_thresholds(net, x, names, valley="report", ternary_rule="report", progress=False)
+    for n in names:     # the report's pair, 0.1·(max + min): ≥ 0, and 0.1·max where the neuron hits 0
+        mn, mx = (t.view_as(th.low[n]) for t in ext[n])
+        assert torch.allclose(th.low[n], 0.1 * (mx + mn), atol=1e-6) and float(th.low[n].min()) >= 0
+        dead = mn == 0
+        assert torch.allclose(th.high[n][dead], 0.9 * mx[dead], atol=1e-6)
+    with pytest.raises(ValueError, match="model"):
+        toggle.relu_layers(torch.nn.Linear(3, 2))
+
+
 def test_attack_names_make_the_arm_names():
     assert toggle._attack_name(attacks.FGSM(0.1)) == "fgsm"
     assert toggle._attack_name(attacks.PGD(0.1, steps=2)) == "pgd"
