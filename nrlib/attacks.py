@@ -555,11 +555,31 @@ class GaussianNoise(Attack):
     def __call__(self, model, x, y):
         _validate(model, x, y, self.eps, self.norm, self.targeted, self.batch_size, self.amp)
         gen = torch.Generator().manual_seed(self.seed)
-        noise = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
+        noise = self._shape(torch.randn(x.shape, generator=gen)).to(x.device, x.dtype)
         return (x + self.eps * noise).clamp_(0.0, 1.0)
+
+    @staticmethod
+    def _shape(noise: torch.Tensor) -> torch.Tensor:
+        return noise
 
     def describe(self) -> str:
         return f"Gaussian noise c={self.eps:g}"
+
+
+class SignNoise(GaussianNoise):
+    """Not an attack but its control: x + ε·s with a random sign s = ±1 per pixel,
+    clipped to [0, 1] — a perturbation of exactly an FGSM step's size (its L∞
+    ball's corners) in a random direction. Karnine et al. 2024 §3.4's dominant
+    filters are compared against it in chapter 4 §4: a filter that dominates
+    under this noise too dominates because of its weights, not of the attack.
+    Seeded: the same call draws the same signs."""
+
+    @staticmethod
+    def _shape(noise: torch.Tensor) -> torch.Tensor:
+        return noise.sign()
+
+    def describe(self) -> str:
+        return f"random sign noise ε={self.eps:g}"
 
 
 ATTACKS = {"fgsm": FGSM, "pgd": PGD, "cw": CW, "spsa": SPSA, "nattack": NAttack}

@@ -44,8 +44,9 @@ import torch.nn.functional as F
 
 from .precision import autocast
 from .hooks import capture, layer_names
-from .models import frozen
-from .metrics import accuracy, mean_pairwise_jaccard
+from .models import SHAPES, frozen
+from . import stats
+from .metrics import accuracy, mean_pairwise_jaccard, predict
 from .utils import batches, check_bool, check_indices, check_int, check_labels, check_number, check_pixels
 from .utils import check_input, check_model, num_classes as _num_classes
 
@@ -170,9 +171,14 @@ def class_frequencies(diff: torch.Tensor, source: torch.Tensor, frac: float = 0.
                          f"{tuple(diff.shape) if torch.is_tensor(diff) else type(diff).__name__}")
     num_classes = check_int("num_classes", num_classes, low=2)
     source = check_labels(source, diff.shape[0], num_classes, name="source")
-    top = top_filters(diff, frac).cpu()
-    src = source.cpu()
-    return torch.stack([frequency(top[src == k], diff.shape[1]) for k in range(num_classes)])
+    return _class_counts(top_filters(diff, frac).cpu().numpy(), source.cpu().numpy(), diff.shape[1], num_classes)
+
+
+def _class_counts(top: np.ndarray, source: np.ndarray, channels: int, num_classes: int) -> torch.Tensor:
+    """``num_classes × channels`` counts of each filter in the top sets (rows of ``top``) of each class."""
+    key = source[:, None] * channels + top                  # (class, filter) as one index per slot
+    counts = np.bincount(key.ravel(), minlength=num_classes * channels)
+    return torch.from_numpy(counts.reshape(num_classes, channels))
 
 
 def dominant_frequencies(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, source: torch.Tensor, *,
@@ -191,6 +197,85 @@ def dominant_frequencies(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
     check_number("frac", frac, low=0.0, high=1.0, low_open=True)
     diffs = filter_differences(model, list(layers.values()), x, x_adv, batch_size=batch_size)
     return OrderedDict((c, class_frequencies(diffs[r], source, frac, num_classes)) for c, r in layers.items())
+
+
+def pair_tops(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, *, frac: float = 0.1, convs=None,
+              batch_size: int = 1024) -> "OrderedDict[str, torch.Tensor]":
+    """Each pair's top-``frac`` filters per conv layer (Karnine et al. 2024, §3.4;
+    chapter 4 §4): ``{conv: N×k indices}`` of :func:`top_filters` on the output of
+    :func:`compared_layers` — what :func:`stability_bootstrap` resamples. ``x_adv``
+    may be any perturbation of ``x`` (an attack, or random noise as a control)."""
+    layers = compared_layers(model, convs)
+    check_number("frac", frac, low=0.0, high=1.0, low_open=True)
+    diffs = filter_differences(model, list(layers.values()), x, x_adv, batch_size=batch_size)
+    return OrderedDict((c, top_filters(diffs[r], frac).cpu()) for c, r in layers.items())
+
+
+def stability_bootstrap(tops: Mapping[str, torch.Tensor], source, channels: int, frac: float = 0.1, *,
+                        groups=None, pairs=(), num_classes: int = 10, n_resamples: int = 1000,
+                        seed: int = 0, level: float = 0.95) -> dict:
+    """:func:`class_stability` of several conditions measured on the same pairs (Karnine
+    et al. 2024, §3.4, "the top 10% filters remain mostly the same"; chapter 4 §4), each a
+    ``stats.Estimate`` with a percentile bootstrap interval. ``tops`` = {condition: N×k top
+    filters of each pair, e.g. ``pair_tops(...)[conv]``} for one layer of ``channels`` filters;
+    ``source`` the class of each pair's image. A resample draws images with replacement within
+    each class — whole ``groups`` (e.g. an image's 9 targeted pairs; default: each pair
+    alone) — and is the same for every condition, so each ``(a, b)`` of ``pairs`` also gets
+    the paired difference a − b under key ``(a, b)``."""
+    if not isinstance(tops, Mapping) or not tops:
+        raise ValueError("tops must be a non-empty dict condition -> N×k top filters (pair_tops(...)[conv])")
+    channels = check_int("channels", channels, low=1)
+    num_classes = check_int("num_classes", num_classes, low=2)
+    n_resamples = check_int("n_resamples", n_resamples, low=100)
+    T = {}
+    for name, t in tops.items():
+        if not torch.is_tensor(t) or t.dim() != 2 or t.shape[1] != n_top(channels, frac):
+            raise ValueError(f"tops[{name!r}] must be an N×{n_top(channels, frac)} tensor of filter indices "
+                             f"(the top {frac:.0%} of {channels} filters per pair), got "
+                             f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
+        check_indices(f"tops[{name!r}]", t.flatten().unique(), channels)
+        T[name] = t.cpu().numpy()
+    n = next(iter(T.values())).shape[0]
+    if any(t.shape[0] != n for t in T.values()):
+        raise ValueError(f"tops hold {[t.shape[0] for t in T.values()]} pairs; every condition needs the same pairs")
+    src = check_labels(source, n, num_classes, name="source").cpu().numpy()
+    grp = np.arange(n) if groups is None else check_labels(groups, n, n + 1, name="groups").cpu().numpy()
+    for a, b in pairs:
+        if a not in T or b not in T:
+            raise ValueError(f"pairs names ({a!r}, {b!r}); conditions are {list(T)}")
+    members = {k: [np.flatnonzero(grp == g) for g in np.unique(grp[src == k])] for k in np.unique(src)}
+    stab = lambda name, rows: class_stability(_class_counts(T[name][rows], src[rows], channels, num_classes),
+                                              frac)
+    rng = np.random.default_rng(check_int("seed", seed, low=0))
+    draws = {key: [] for key in [*T, *pairs]}
+    for _ in range(n_resamples):
+        rows = np.concatenate([np.concatenate([g[i] for i in rng.integers(0, len(g), len(g))])
+                               for g in members.values()])
+        val = {name: stab(name, rows) for name in T}
+        for key in draws:
+            draws[key].append(val[key] if key in T else val[key[0]] - val[key[1]])
+    point = {name: stab(name, np.arange(n)) for name in T}
+    point.update({(a, b): point[a] - point[b] for a, b in pairs})
+    q = (1 - level) / 2
+    out = {}
+    for key, v in draws.items():
+        lo, hi = np.quantile(v, [q, 1 - q])
+        out[key] = stats.Estimate(point[key], min(lo, point[key]), max(hi, point[key]), n=len(np.unique(grp)),
+                                  method=f"bootstrap over images ({n_resamples} resamples)", level=level)
+    return out
+
+
+def random_dominant(model: nn.Module, frac: float = 0.1, *, seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
+    """The control for a split model's choice of filters (chapter 4 §6): for each conv
+    layer, ``ceil(frac·C)`` filters drawn at random (sorted) — as many as
+    :func:`dominant_sets` picks, so the split trains the same number of parameters."""
+    check_number("frac", frac, low=0.0, high=1.0, low_open=True)
+    rng = np.random.default_rng(check_int("seed", seed, low=0))
+    out = OrderedDict()
+    for name, path in conv_paths(model).items():
+        C = model.get_submodule(path).out_channels
+        out[name] = torch.from_numpy(np.sort(rng.choice(C, n_top(C, frac), replace=False))).long()
+    return out
 
 
 def dominant_sets(freq: Mapping[str, torch.Tensor], frac: float = 0.1) -> "OrderedDict[str, torch.Tensor]":
@@ -471,7 +556,8 @@ def finetune_and_evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_
     ``x_test`` and the "adversarial accuracy" on ``x_test_adv`` — adversarial
     test images made against the *original* model, the paper's protocol.
     Returns ``(model, record, history)``; the record holds ``clean``, ``adv``
-    (percent), ``seconds``, ``epochs``, ``s_per_epoch`` (each epoch's
+    (percent, ``stats.proportion`` with its Wilson interval over the test images),
+    ``hits`` (each test image right or wrong, for paired comparisons), ``seconds``, ``epochs``, ``s_per_epoch`` (each epoch's
     training and validation pass) and ``trainable_pct``."""
     check_input(model, x_test, "x_test")
     check_labels(y_test, x_test.shape[0], _num_classes(model), name="y_test")
@@ -481,10 +567,65 @@ def finetune_and_evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_
                          "it holds the adversarial version of each test image")
     tuned, hist = finetune(model, x, y, x_adv, **finetune_kw)
     n = len(hist["epoch"])
-    rec = dict(clean=accuracy(tuned, x_test, y_test), adv=accuracy(tuned, x_test_adv, y_test),
+    yt = y_test.to(x_test.device)
+    hits = {"clean": (predict(tuned, x_test) == yt).cpu(), "adv": (predict(tuned, x_test_adv) == yt).cpu()}
+    rec = dict(clean=stats.proportion(hits["clean"]), adv=stats.proportion(hits["adv"]),
                seconds=hist["total_seconds"], epochs=n, s_per_epoch=sum(hist["seconds"]) / n,
-               trainable_pct=100.0 - hist["share"]["frozen_pct"])
+               trainable_pct=100.0 - hist["share"]["frozen_pct"], hits=hits)
     return tuned, rec, hist
+
+
+def training_macs(model: nn.Module, dominant: Mapping[str, object] | None = None, *,
+                  train_dense: bool = True) -> dict[str, int]:
+    """Multiply-accumulates per image of one training step, ideally computed (Karnine et al.
+    2024 §3.5: the split model is "computation-friendly, since it involves a smaller amount of
+    trainable parameters"; chapter 4 §6). Three parts over the conv and dense layers (pooling
+    and activations, a few per cent, left out): ``forward``, every layer; ``input_grad``, the
+    gradient at the input of every layer above the lowest one with a trainable weight;
+    ``weight_grad``, the weight gradient of the trainable filters only — ``len(dominant[conv])/C``
+    of a split conv's, none of a frozen layer's, all of a dense layer's when ``train_dense``.
+    ``dominant=None``: the whole model trains. This is what a split that skips its frozen
+    filters' weight gradients costs; :class:`SplitConv2d` forms the whole weight gradient and
+    keeps the trainable rows, so its wall time (:func:`epoch_seconds`) measures this
+    implementation, not that ideal."""
+    check_model(model)
+    check_bool("train_dense", train_dense)
+    names = {id(model.get_submodule(p)): n for n, p in conv_paths(model).items()}
+    if dominant is not None:
+        if not isinstance(dominant, Mapping):
+            raise ValueError(f"dominant must be a dict conv layer -> filter indices or None, got "
+                             f"{type(dominant).__name__}")
+        unknown = sorted(set(dominant) - set(conv_paths(model).values()) - set(names.values()))
+        if unknown:
+            raise ValueError(f"dominant names layers {unknown} that are not conv layers; conv layers are "
+                             f"{list(names.values())}")
+    rows = []
+    def hook(mod, inp, out):
+        if isinstance(mod, nn.Conv2d):
+            per_out = mod.in_channels // mod.groups * math.prod(mod.kernel_size)
+            name, chans = names.get(id(mod)), mod.out_channels
+            if dominant is None:
+                share = 1.0
+            elif name in dominant:
+                share = len(set(check_indices(f"dominant[{name!r}]", dominant[name], chans))) / chans
+            else:
+                share = 0.0
+        else:
+            per_out, share = mod.in_features, 1.0 if (dominant is None or train_dense) else 0.0
+        rows.append((out[0].numel() * per_out, share))
+    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    p = next(model.parameters())
+    try:
+        with frozen(model):
+            model(torch.zeros(1, *SHAPES[getattr(model, "dataset", "mnist")], device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    first = next((i for i, (_, share) in enumerate(rows) if share > 0), len(rows))
+    out = {"forward": sum(m for m, _ in rows), "input_grad": sum(m for m, _ in rows[first + 1:]),
+           "weight_grad": int(round(sum(m * share for m, share in rows)))}
+    out["total"] = sum(out.values())
+    return out
 
 
 def epoch_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dominant: Mapping[str, object], *,

@@ -50,13 +50,23 @@ def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
     ``nrlib.attacks`` (``PGD(8/255)``, …) is run and the result scored in the
     precision ``amp`` (fp32 by default, for the attack too, so that a robust
     accuracy never depends on bf16: see ``nrlib.precision``)."""
+    return 100.0 * robust_hits(model, x, y, attack, amp=amp).float().mean().item()
+
+
+def robust_hits(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
+                amp: bool | None = EVAL_AMP) -> torch.Tensor:
+    """Per image, whether the model is still right on ``attack(model, x, y)`` (a bool
+    tensor): :func:`robust_accuracy`'s outcomes, for an interval (``stats.proportion``)
+    or a paired comparison (``stats.paired_difference``)."""
     if not isinstance(attack, Attack):
         raise ValueError(f"attack={attack!r} must be an attack object of nrlib.attacks, e.g. attacks.PGD(8/255) "
                          "or attacks.FGSM(0.3) (not the function fgsm/pgd)")
     check_bool("amp", amp, allow_none=True)     # x and y: the attack checks them
     if attack.amp is None:
         attack = attack.replace(amp=amp)
-    return accuracy(model, attack(model, x, y), y, amp=amp)
+    x_adv = attack(model, x, y)
+    y = check_labels(y, x.shape[0], num_classes(model)).to(x.device)
+    return _predict(model, x_adv, batch_size=8192, amp=amp) == y
 
 
 def targeted_success(model, x_adv: torch.Tensor, target: torch.Tensor) -> float:

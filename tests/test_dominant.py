@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nrlib import papers, attacks
+from nrlib import papers, attacks, metrics
 from nrlib import dominant as dom
 from nrlib.attacks import fgsm
 from nrlib.metrics import accuracy
@@ -388,9 +388,12 @@ def test_finetune_and_evaluate(trained_shallow, batch):
     tuned, rec, hist = dom.finetune_and_evaluate(
         m, x, y, x_adv, dominant=DOMINANT, mix="benign+adv", x_test=x[:32], y_test=y[:32], x_test_adv=x_adv[:32],
         optimizer="sgd", lr=0.01, batch_size=32, max_epochs=2, patience=None, progress=False)
-    assert set(rec) == {"clean", "adv", "seconds", "epochs", "s_per_epoch", "trainable_pct"}
+    assert set(rec) == {"clean", "adv", "seconds", "epochs", "s_per_epoch", "trainable_pct", "hits"}
     assert rec["epochs"] == 2 == len(hist["epoch"]) and 0 <= rec["clean"] <= 100 and 0 <= rec["adv"] <= 100
     assert rec["clean"] == pytest.approx(accuracy(tuned, x[:32], y[:32]))
+    # each score carries its interval over the 32 test images, from the per-image outcomes it keeps
+    assert rec["clean"].n == 32 and rec["clean"].low <= rec["clean"] <= rec["clean"].high
+    assert rec["adv"] == pytest.approx(100 * rec["hits"]["adv"].float().mean().item())
     assert rec["trainable_pct"] == pytest.approx(100 - hist["share"]["frozen_pct"])
     assert 0 < rec["s_per_epoch"] <= rec["seconds"]
     assert isinstance(tuned.conv1, nn.Conv2d)
@@ -423,3 +426,85 @@ def test_epoch_seconds(trained_shallow, batch):
     assert set(t) == {"split", "full"} and len(t["split"]) == len(t["full"]) == 2
     assert all(s > 0 for v in t.values() for s in v)
     assert all(torch.equal(trained_shallow.state_dict()[k], ref[k]) for k in ref)
+
+
+# ---------------------------------------------------------------------------
+# the controls of chapter 4: noise, random filters, bootstrap, ideal cost
+# ---------------------------------------------------------------------------
+def test_sign_noise_sits_on_the_corners_of_the_eps_ball(trained_shallow, batch):
+    x, y = batch
+    x = x.clamp(0.2, 0.8)                          # away from the box: no clipping
+    xn = attacks.SignNoise(0.1, seed=3)(trained_shallow, x, y)
+    assert torch.allclose((xn - x).abs(), torch.full_like(x, 0.1), atol=1e-6)
+    assert torch.equal(xn, attacks.SignNoise(0.1, seed=3)(trained_shallow, x, y))       # seeded
+    assert 0.4 < ((xn - x) > 0).float().mean().item() < 0.6                               # random signs
+
+
+def test_pair_tops_and_stability_bootstrap(trained_shallow, batch):
+    m = trained_shallow
+    x, y = batch
+    xs, src, tgt = dom.targeted_pairs(x[:20], y[:20])
+    xa = fgsm(m, xs, tgt, 0.3, targeted=True)
+    tops = dom.pair_tops(m, xs, xa, frac=0.1)
+    freq = dom.dominant_frequencies(m, xs, xa, src, frac=0.1)
+    img = torch.arange(20).repeat_interleave(9)
+    for c in ("conv1", "conv2"):
+        C = freq[c].shape[1]
+        assert tops[c].shape == (180, dom.n_top(C, 0.1))
+        shuffled = tops[c][torch.randperm(180, generator=torch.Generator().manual_seed(0))]
+        b = dom.stability_bootstrap({"attack": tops[c], "same": tops[c].clone(), "shuffled": shuffled}, src, C,
+                                    0.1, groups=img, pairs=[("attack", "same")], n_resamples=200, seed=1)
+        # the point estimate is class_stability of the class frequencies: the §3.4 number
+        assert float(b["attack"]) == pytest.approx(dom.class_stability(freq[c], 0.1))
+        assert b["attack"].low <= b["attack"] <= b["attack"].high and b["attack"].n == 20
+        # identical conditions on the same resamples differ by exactly 0
+        d = b[("attack", "same")]
+        assert float(d) == 0.0 and d.low == 0.0 == d.high
+    with pytest.raises(ValueError, match="same pairs"):
+        dom.stability_bootstrap({"a": tops["conv1"], "b": tops["conv1"][:9]}, src, 16, 0.1)
+    with pytest.raises(ValueError, match="pairs names"):
+        dom.stability_bootstrap({"a": tops["conv1"]}, src, 16, 0.1, pairs=[("a", "b")])
+    with pytest.raises(ValueError, match="tops\\['a'\\]"):
+        dom.stability_bootstrap({"a": tops["conv1"]}, src, 32, 0.1)
+
+
+def test_bootstrap_tells_stable_sets_from_scattered_ones():
+    src = torch.arange(10).repeat_interleave(30)
+    g = torch.Generator().manual_seed(0)
+    stable = torch.stack([torch.tensor([1, 7])] * 300)
+    scattered = torch.stack([torch.randperm(20, generator=g)[:2] for _ in range(300)])
+    b = dom.stability_bootstrap({"stable": stable, "scattered": scattered}, src, 20, 0.1,
+                                pairs=[("stable", "scattered")], n_resamples=200)
+    assert float(b["stable"]) == 1.0 and b[("stable", "scattered")].low > 0.3
+
+
+def test_random_dominant_picks_as_many_filters_as_the_dominant_sets(trained_shallow):
+    r = dom.random_dominant(trained_shallow, 0.1, seed=0)
+    assert {c: len(v) for c, v in r.items()} == {"conv1": 2, "conv2": 4}
+    assert r["conv2"].tolist() == sorted(set(r["conv2"].tolist()))
+    assert all(torch.equal(a, b) for a, b in zip(r.values(), dom.random_dominant(trained_shallow, 0.1).values()))
+    assert any(not torch.equal(a, b) for a, b in zip(r.values(), dom.random_dominant(trained_shallow, 0.1,
+                                                                                      seed=1).values()))
+
+
+def test_training_macs_by_hand():
+    m = build("base", "mnist").eval()
+    conv1, conv2, fc1, fc2 = 28 * 28 * 32 * 25, 14 * 14 * 64 * 32 * 9, 7 * 7 * 64 * 32, 32 * 10
+    full = dom.training_macs(m)
+    fwd = conv1 + conv2 + fc1 + fc2
+    assert full == {"forward": fwd, "input_grad": fwd - conv1, "weight_grad": fwd, "total": 3 * fwd - conv1}
+    split = dom.training_macs(m, {"conv1": [0, 1, 2, 3], "conv2": list(range(7))})
+    assert split["weight_grad"] == conv1 * 4 // 32 + conv2 * 7 // 64 + fc1 + fc2
+    assert 0.65 < split["total"] / full["total"] < 0.75              # "≈ 30% fewer" on the base CNN
+    head = dom.training_macs(m, {})                                  # dense layers only
+    assert head["input_grad"] == fc2 and head["weight_grad"] == fc1 + fc2
+    with pytest.raises(ValueError, match="not conv layers"):
+        dom.training_macs(m, {"fc1": [0]})
+
+
+def test_robust_hits_are_robust_accuracys_outcomes(trained_shallow, batch):
+    x, y = batch
+    atk = attacks.FGSM(0.2)
+    hits = metrics.robust_hits(trained_shallow, x, y, atk)
+    assert hits.dtype == torch.bool and hits.shape == y.shape
+    assert 100 * hits.float().mean().item() == pytest.approx(metrics.robust_accuracy(trained_shallow, x, y, atk))
