@@ -44,6 +44,7 @@ its three 1×1 shortcut convs).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -73,12 +74,45 @@ MIN_PROMINENCE = 0.05      # peaks less prominent than 5 % of the density maximu
 VALLEY_RULES = ("book", "report")
 REPORT_GRID = 100          # KDEpy's FFTKDE(...).evaluate(100) in the report's code
 REPORT_SAVGOL = (7, 3)     # scipy.signal.savgol_filter(y, window_length=7, polyorder=3)
-REPORT_PAD = (0.05, 4.0)   # KDEpy's autogrid: max(5% of the range, the Gaussian's practical support ≈ 4h)
+REPORT_PAD = 0.05          # KDEpy's autogrid: max(5% of the range, the kernel's practical support)
+KDEPY_ATOL, KDEPY_XTOL = 1e-4, 1e-3   # KDEpy's practical support: where the kernel falls to atol (+ xtol)
+IQR_NORMAL = (1.3489795003921634, 4.6526957480816815)   # Φ⁻¹(.75) − Φ⁻¹(.25), Φ⁻¹(.99) − Φ⁻¹(.01)
 
 
 def _silverman(std: torch.Tensor | float, n: int):
     """scipy.stats.gaussian_kde's 'silverman' factor for 1-D data, times σ̂."""
     return std * (n * 3.0 / 4.0) ** (-1.0 / 5.0)
+
+
+def _kdepy_bandwidth(std, q, n: int):
+    """KDEpy's ``silvermans_rule`` (the report's ``FFTKDE(bw='silverman')``), per neuron:
+    σ = min(σ̂, IQR/1.349) times (3n/4)^(−1/5); where that σ is 0 (a neuron 0 on most
+    images, as after a ReLU) the 1–99% spread / 4.653 instead, and 1.0 for a constant neuron.
+    ``q`` holds the 1st, 25th, 75th and 99th percentiles (numpy's linear rule)."""
+    f = (n * 3.0 / 4.0) ** (-1.0 / 5.0)
+    sigma = torch.minimum(std, (q[2] - q[1]) / IQR_NORMAL[0])
+    wide = (q[3] - q[0]) / IQR_NORMAL[1]
+    return torch.where(sigma > 0, sigma * f, torch.where(wide > 0, wide * f, torch.ones_like(std)))
+
+
+def _kdepy_support(h):
+    """KDEpy's ``practical_support`` of a Gaussian of bandwidth ``h``: the distance at which
+    the kernel falls to 1e-4 (its brentq root, plus its xtol of 1e-3) — the grid's padding
+    and the kernel's truncation in the report's KDE."""
+    arg = (KDEPY_ATOL * h * math.sqrt(2 * math.pi)).clamp(max=1 - 1e-12)
+    return h * torch.sqrt(-2.0 * torch.log(arg)) + KDEPY_XTOL
+
+
+def _percentiles(sorted_v: torch.Tensor, qs=(1, 25, 75, 99)) -> list[torch.Tensor]:
+    """numpy's default (linear) percentiles of each column of a column-sorted table."""
+    n = sorted_v.shape[0]
+    out = []
+    for q in qs:
+        pos = q / 100 * (n - 1)
+        i = int(math.floor(pos))
+        j = min(i + 1, n - 1)
+        out.append(sorted_v[i] + (pos - i) * (sorted_v[j] - sorted_v[i]))
+    return out
 
 
 def _fallback_value(mn, mx, fallback: str):
@@ -100,7 +134,8 @@ def kde_threshold(values, *, grid: int | None = None, fallback: str = "zero", va
     (pad = max(5% of the range, 4h), KDEpy's grid), smoothed by a
     Savitzky–Golay filter (window 7, order 3), every local maximum a peak, and
     the lowest *strict local minimum strictly between* the two most prominent
-    peaks. When there is no valley (fewer than two peaks, no minimum between
+    peaks, with the report's own KDE (KDEpy's ``FFTKDE``: Silverman's rule with
+    min(σ, IQR/1.349), linear binning, the kernel cut where it falls to 1e-4). When there is no valley (fewer than two peaks, no minimum between
     them, or a constant sample) the threshold is the ``fallback``: ``"zero"``
     (the report's code) or ``"midpoint"`` of [min, max]. With
     ``return_details`` also returns a dict with the grid, density, peaks and
@@ -120,10 +155,12 @@ def kde_threshold(values, *, grid: int | None = None, fallback: str = "zero", va
     lo, hi = float(v.min()), float(v.max())
     details = {"grid": None, "density": None, "peaks": [], "fallback": True}
     if hi > lo and v.std() > 0 and valley == "report":
-        h = _silverman(v.std(ddof=1), v.size)
-        pad = max(REPORT_PAD[0] * (hi - lo), REPORT_PAD[1] * h)
-        xs = np.linspace(lo - pad, hi + pad, grid)
-        dens = savgol_filter(gaussian_kde(v, bw_method="silverman")(xs), *REPORT_SAVGOL)
+        import warnings
+        from KDEpy import FFTKDE      # the report's own KDE: FFTKDE(bw='silverman').fit(v).evaluate(100)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")     # KDEpy warns where Silverman's σ is 0 and it widens it
+            xs, dens = FFTKDE(kernel="gaussian", bw="silverman").fit(v).evaluate(grid)
+        dens = savgol_filter(dens, *REPORT_SAVGOL)
         peaks = find_peaks(dens)[0]
         mins = argrelextrema(dens, np.less)[0]
         details.update(grid=xs, density=dens)
@@ -166,8 +203,9 @@ def kde_thresholds(values: torch.Tensor, *, bins: int | None = None, fallback: s
     n = v.shape[0]
     mn, mx = v.min(0).values, v.max(0).values
     std = v.std(0, unbiased=True)
-    lo, step, h = _grid(mn, mx, std, n, bins, valley)
-    counts = _bin_counts(v, lo, step, bins)
+    h = _kdepy_bandwidth(std, _percentiles(v.sort(0).values), n) if valley == "report" else None
+    lo, step, h = _grid(mn, mx, std, n, bins, valley, h)
+    counts = _bin_counts(v, lo, step, bins, linear=valley == "report")
     return _valleys(counts, lo, step, h, mn, mx, fallback=fallback, valley=valley, chunk=chunk)
 
 
@@ -178,23 +216,38 @@ def _bins(bins, valley: str) -> int:
     return check_int("bins", bins, low=16, high=4096)
 
 
-def _grid(mn, mx, std, n, bins, valley: str = "book"):
-    h = _silverman(std, n)
-    pad = PAD_BANDWIDTHS * h if valley == "book" else torch.maximum(REPORT_PAD[0] * (mx - mn), REPORT_PAD[1] * h)
+def _grid(mn, mx, std, n, bins, valley: str = "book", h=None):
+    """Each neuron's KDE grid (lowest point, step) and bandwidth: scipy's Silverman h and 3h of
+    padding (``"book"``), or KDEpy's ``h`` (given) and autogrid padding (``"report"``)."""
+    if valley == "book":
+        h = _silverman(std, n)
+        pad = PAD_BANDWIDTHS * h
+    else:
+        pad = torch.maximum(REPORT_PAD * (mx - mn), _kdepy_support(h))
     lo = mn - pad
     step = (mx - mn + 2 * pad) / (bins - 1)
     return lo, step, h
 
 
-def _bin_counts(v: torch.Tensor, lo, step, bins, counts: torch.Tensor | None = None):
-    """Add the nearest-grid-point counts of ``v`` (samples × neurons) to ``counts`` (neurons × bins)."""
+def _bin_counts(v: torch.Tensor, lo, step, bins, counts: torch.Tensor | None = None, linear: bool = False):
+    """Add the binned counts of ``v`` (samples × neurons) to ``counts`` (neurons × bins): each
+    value to its nearest grid point, or with ``linear`` shared between the two grid points
+    around it in proportion to its distance (KDEpy's ``linear_binning``)."""
     nn_ = v.shape[1]
     if counts is None:
         counts = torch.zeros(nn_, bins, device=v.device, dtype=torch.float32)
     safe = torch.where(step > 0, step, torch.ones_like(step))
-    idx = ((v - lo) / safe).round().clamp_(0, bins - 1).long()
-    flat = idx + torch.arange(nn_, device=v.device).mul_(bins)
-    counts.view(-1).index_add_(0, flat.reshape(-1), torch.ones(flat.numel(), device=v.device))
+    base = torch.arange(nn_, device=v.device).mul_(bins)
+    pos = ((v - lo) / safe).clamp_(0, bins - 1)
+    if not linear:
+        flat = pos.round().long() + base
+        counts.view(-1).index_add_(0, flat.reshape(-1), torch.ones(flat.numel(), device=v.device))
+        return counts
+    i = pos.floor().clamp_(max=bins - 2)
+    frac = pos - i
+    flat = i.long() + base
+    counts.view(-1).index_add_(0, flat.reshape(-1), (1 - frac).reshape(-1))
+    counts.view(-1).index_add_(0, (flat + 1).reshape(-1), frac.reshape(-1))
     return counts
 
 
@@ -221,6 +274,9 @@ def _valleys(counts, lo, step, h, mn, mx, *, fallback: str = "zero", valley: str
         ok = (hh > 0) & (st > 0)
         r = torch.where(ok, st / torch.where(ok, hh, torch.ones_like(hh)), torch.zeros_like(st))
         w = torch.exp(-0.5 * (offs[None] * r[:, None]) ** 2)    # each neuron's Gaussian, in grid steps
+        if valley == "report":       # KDEpy cuts the kernel at its practical support
+            reach = torch.floor(_kdepy_support(hh) / torch.where(ok, st, torch.ones_like(st)))
+            w = torch.where(offs.abs()[None] <= reach[:, None], w, torch.zeros_like(w))
         d = torch.fft.irfft(torch.fft.rfft(c, n=L) * torch.fft.rfft(w, n=L), n=L)[:, :bins]
         d = d.clamp_min(0)
         if valley == "report":       # the report smooths the density before it looks for extrema
@@ -398,16 +454,17 @@ def _chw(layer: str, shape: tuple) -> tuple:
 def neuron_values(model: nn.Module, x: torch.Tensor, layer: str, *, batch_size: int = 500) -> torch.Tensor:
     """The values of every neuron of ``layer`` over the images ``x``: a
     (images × neurons) fp32 tensor — the sample a neuron's KDE is fitted to
-    (chapter 5, §2: the scipy check and the density figure)."""
+    (chapter 5, §2: the check against the reference KDE and the density figure)."""
     check_input(model, x)
     _layer_names(model, [layer])
     with frozen(model):
         return torch.cat([_outputs(model, xb, [layer])[layer] for xb in batches(x, batch_size=batch_size)])
 
 
-def compare_with_scipy(values, th: Thresholds, layer: str, *, n: int = 50, seed: int = 0) -> dict:
-    """Check ``fit_thresholds`` against ``kde_threshold`` (scipy) on ``n``
-    neurons of ``layer`` — half with a valley, half without where there are
+def compare_with_reference(values, th: Thresholds, layer: str, *, n: int = 50, seed: int = 0) -> dict:
+    """Check ``fit_thresholds`` against the one-neuron ``kde_threshold`` — KDEpy's
+    ``FFTKDE``, the report's own code, for ``valley="report"``; scipy's
+    ``gaussian_kde`` for ``"book"`` — on ``n`` neurons of ``layer`` — half with a valley, half without where there are
     enough — whose profiling values are the columns of ``values`` (from
     ``neuron_values`` on the profiling images). Returns the neurons checked,
     how many of them have a valley, on how many the two agree about valley vs
@@ -484,14 +541,16 @@ def fit_thresholds(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | No
                 stats[name] = cur if s is None else (torch.minimum(s[0], cur[0]), torch.maximum(s[1], cur[1]),
                                                      s[2] + cur[2], s[3] + cur[3])
         grids, counts = {}, {}
+        q = _layer_percentiles(model, x, names, shapes, batch_size) if valley == "report" else {}
         for name, (mn, mx, s1, s2) in stats.items():
-            var = ((s2 - s1 ** 2 / n) / (n - 1)).clamp_min(0)
-            grids[name] = _grid(mn, mx, var.sqrt().float(), n, bins, valley)
+            std = ((s2 - s1 ** 2 / n) / (n - 1)).clamp_min(0).sqrt().float()
+            h = _kdepy_bandwidth(std, q[name], n) if valley == "report" else None
+            grids[name] = _grid(mn, mx, std, n, bins, valley, h)
         for xb in tqdm(list(batches(x, batch_size=batch_size)), desc="thresholds 2/2", disable=not progress,
                        leave=False):
             for name, a in _outputs(model, xb, names).items():
                 lo, step, _ = grids[name]
-                counts[name] = _bin_counts(a, lo, step, bins, counts.get(name))
+                counts[name] = _bin_counts(a, lo, step, bins, counts.get(name), linear=valley == "report")
     th = Thresholds(names, {}, {}, {}, {}, n_profile=n, ternary=tuple(float(f) for f in fr), fallback=fallback,
                     ternary_rule=ternary_rule, valley=valley)
     for name in names:
@@ -504,6 +563,31 @@ def fit_thresholds(model: nn.Module, x: torch.Tensor, layers: Sequence[str] | No
         th.low[name], th.high[name] = ternary_thresholds(th.min[name], th.max[name], th.ternary, ternary_rule)
     th.info["bimodal_share"] = th.bimodal_share()
     return th
+
+
+PERCENTILE_BUDGET = 2 ** 27   # profiling values sorted at once for the percentiles (512 MB of fp32)
+
+
+def _layer_percentiles(model, x, names, shapes, batch_size) -> dict[str, list[torch.Tensor]]:
+    """The 1st, 25th, 75th and 99th percentile of each neuron of ``names`` over the images
+    ``x`` (KDEpy's bandwidth needs them): the layers in groups whose values fit
+    ``PERCENTILE_BUDGET``, one pass over ``x`` per group, each layer's table sorted once."""
+    groups, size = [[]], 0
+    for name in names:
+        k = math.prod(shapes[name]) * x.shape[0]
+        if groups[-1] and size + k > PERCENTILE_BUDGET:
+            groups.append([])
+            size = 0
+        groups[-1].append(name)
+        size += k
+    out = {}
+    for group in groups:
+        vals = {n: [] for n in group}
+        for xb in batches(x, batch_size=batch_size):
+            for n, a in _outputs(model, xb, group).items():
+                vals[n].append(a)
+        out.update({n: _percentiles(torch.cat(v).sort(0).values) for n, v in vals.items()})
+    return out
 
 
 # ----------------------------------------------------------------------------

@@ -205,7 +205,7 @@ def test_neuron_values_and_the_scipy_check(tiny_cifar_net, tiny_images):
     assert v.shape == (40, ext["l1b1c1"][0].numel())
     assert torch.allclose(v.min(0).values, ext["l1b1c1"][0].flatten(), atol=1e-5)
     th = toggle.fit_thresholds(net, x, ["l1b1c1"], progress=False)
-    chk = toggle.compare_with_scipy(v, th, "l1b1c1", n=12, seed=0)
+    chk = toggle.compare_with_reference(v, th, "l1b1c1", n=12, seed=0)
     assert chk["neurons"] == 12 and 0 <= chk["bimodal"] <= 12 and chk["agree"] >= 9
     assert chk["median_diff_pct"] < 3
 
@@ -361,16 +361,22 @@ def test_activity_of_chosen_datasets_only(tiny_cifar_net, tiny_images):
 # the report's valley rule (get_kde_threshold) and the ranking's aggregations
 # ----------------------------------------------------------------------------
 def _report_rule_by_hand(v):
-    """The report's get_kde_threshold, literally (KDE on 100 points, Savitzky-Golay 7/3, every local
-    maximum a peak, the lowest strict local minimum strictly between the two most prominent peaks)."""
+    """The report's get_kde_threshold, literally: KDEpy's FFTKDE(bw='silverman') on 100 points,
+    Savitzky-Golay 7/3, every local maximum a peak, the lowest strict local minimum strictly
+    between the two most prominent peaks; 0 where any step fails."""
+    import warnings
+    from KDEpy import FFTKDE
     from scipy.signal import argrelextrema, find_peaks, peak_prominences, savgol_filter
-    from scipy.stats import gaussian_kde
-    h = v.std(ddof=1) * (v.size * 3 / 4) ** (-1 / 5)
-    pad = max(0.05 * np.ptp(v), 4 * h)
-    x = np.linspace(v.min() - pad, v.max() + pad, 100)
-    y = savgol_filter(gaussian_kde(v, bw_method="silverman")(x), window_length=7, polyorder=3)
-    mi, peaks = argrelextrema(y, np.less)[0], find_peaks(y)[0]
+    if np.count_nonzero(v) == 0:
+        return 0.0
     try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            x, y = FFTKDE(kernel="gaussian", bw="silverman").fit(np.array(v)).evaluate(100)
+        y = savgol_filter(y, window_length=7, polyorder=3)
+        mi, peaks = argrelextrema(y, np.less)[0], find_peaks(y)[0]
+        if not len(y[mi]):
+            return 0.0
         top = np.sort(peaks[np.argpartition(peak_prominences(y, peaks)[0], -2)[-2:]])
         between = mi[(x[mi] > x[top[0]]) & (x[mi] < x[top[1]])]
         return float(x[between[np.argmin(y[between])]])
@@ -401,13 +407,16 @@ def test_vectorised_report_rule_matches_the_scalar_one():
     rng = np.random.default_rng(7)
     cols = [_bimodal(rng), rng.normal(3, 1, 1000), np.concatenate([rng.normal(0, .3, 800), rng.normal(2, .3, 200)]),
             np.full(1000, 0.5), np.concatenate([rng.normal(0, 1, 970), rng.normal(8, 0.3, 30)])]
+    relu = [np.maximum(rng.normal(m, 1, 1000), 0) for m in (-1.0, -0.3, 0.5)]     # a spike at 0: IQR-rule h
+    cols += relu + [np.where(rng.random(1000) < 0.85, 0.0, rng.gamma(2, 1, 1000))]   # σ from the 1–99% spread
     V = np.stack(cols, 1)
     thr, bim = toggle.kde_thresholds(torch.tensor(V, dtype=torch.float32), valley="report")
     ref = [toggle.kde_threshold(V[:, j], valley="report", return_details=True) for j in range(V.shape[1])]
     assert bim.tolist() == [not d["fallback"] for _, d in ref]
     for j, (t, _) in enumerate(ref):
         span = np.ptp(V[:, j]) or 1.0
-        assert abs(float(thr[j]) - t) < 0.04 * span     # binned vs exact KDE: a few grid steps of 100
+        assert abs(float(thr[j]) - t) < 0.015 * span    # the same grid: within a grid step of 100
+        assert t == pytest.approx(_report_rule_by_hand(V[:, j]), abs=1e-9)
     with pytest.raises(ValueError, match="valley"):
         toggle.kde_thresholds(torch.tensor(V, dtype=torch.float32), valley="lowest")
 
@@ -417,7 +426,7 @@ def test_fit_thresholds_with_the_reports_rules(tiny_cifar_net, tiny_images):
     th = toggle.fit_thresholds(net, x, ["l1b1c1"], valley="report", ternary_rule="report", progress=False)
     assert th.valley == "report" and th.ternary_rule == "report"
     v = toggle.neuron_values(net, x, "l1b1c1")
-    chk = toggle.compare_with_scipy(v, th, "l1b1c1", n=12, seed=0)
+    chk = toggle.compare_with_reference(v, th, "l1b1c1", n=12, seed=0)
     assert chk["agree"] >= 9
 
 
