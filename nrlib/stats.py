@@ -283,11 +283,13 @@ def difference(a, b) -> Estimate | float:
 def n_to_settle(est: Estimate, threshold: float) -> int | None:
     """About how many samples would make ``est``'s interval clear ``threshold`` if the estimate
     stayed where it is: n·(half-width / |estimate − threshold|)², the half-width shrinking as 1/√n.
-    None when there is no interval or sample size, or the estimate sits on the threshold."""
+    None when there is no interval or sample size, the estimate sits on the threshold, or the
+    interval already ends on it (the rule cannot say how many more would do)."""
     if not is_estimate(est) or not est.has_interval or not est.n:
         return None
     gap = abs(float(est) - check_number("threshold", threshold))
     side = (est.high - float(est)) if threshold > float(est) else (float(est) - est.low)
     if gap == 0 or side <= 0:
         return None
-    return int(math.ceil(est.n * (side / gap) ** 2))
+    n = int(math.ceil(est.n * (side / gap) ** 2))
+    return n if n > est.n else None

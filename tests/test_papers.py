@@ -323,6 +323,17 @@ def test_all_rules_combine_interval_verdicts():
     assert papers.verdict(claim(rule), {"m": Estimate(25.0, 20.0, 30.0, n=9)}) == "not reproduced"
 
 
+def test_an_all_rule_with_a_comparison_shows_the_difference():
+    """A table row of an 'all' rule prints the comparative part's difference, not ours again."""
+    rule = {"type": "all", "rules": [{"type": "at_least", "value": 0.5}, {"type": "greater_than", "metric": "o"}]}
+    m = {"m": Estimate(1.0, 1.0, 1.0, n=500), "o": Estimate(0.92, 0.92, 0.92, n=500),
+         papers.diff_key("m", "o"): Estimate(0.08, 0.04, 0.1, n=500)}
+    row = papers.judge(claim(rule), m)
+    assert row["verdict"] == "reproduced" and float(row["quantity"]) == pytest.approx(0.08)
+    shown = {**row, "ours": m["m"], "compared": {"o": m["o"]}, "unit": ""}     # as scoreboard fills it
+    assert "difference +0.08" in papers.markdown_table([shown], columns=("ours",))
+
+
 def test_a_failed_gate_gives_not_judged_with_the_reason():
     c = claim({"type": "at_most", "value": 5.0},
               gates=[{"metric": "clean", "at_least": 20.0, "reason": "model at chance"}])

@@ -150,6 +150,8 @@ def test_n_to_settle_shrinks_the_interval_past_the_threshold():
     bigger = stats.proportion(round(0.16 * n * 1.2), round(n * 1.2))   # "about": a Wilson interval is skewed
     assert bigger.low > 14.0
     assert stats.n_to_settle(e, 16.0) is None and stats.n_to_settle(16.0, 14.0) is None
+    # an interval that ends on the threshold: more of the same cannot be sized by the rule
+    assert stats.n_to_settle(Estimate(0.08, 0.0, 0.08, n=500), 0.0) is None
 
 
 def test_results_store_the_evidence_beside_the_value(tmp_path, monkeypatch):
