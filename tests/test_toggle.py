@@ -328,8 +328,9 @@ def test_relu_layers_are_the_reports_relu_profile():
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     ext = toggle.extrema(net, x, names)
     assert all(float(mn.min()) >= 0.0 for mn, _ in ext.values())   # after a ReLU nothing is < 0
-    th = toggle.fit_thresholds(net, x, names, valley="report", ternary_rule="report", progress=False)
-    for n in names:     # the report's pair, 0.1·(max + min): ≥ 0, and 0.1·max where the neuron hits 0
+    some = names[:2] + names[-1:]          # the first two and the last: a full fit is 19 layers of KDEs
+    th = toggle.fit_thresholds(net, x, some, valley="report", ternary_rule="report", progress=False)
+    for n in some:      # the report's pair, 0.1·(max + min): ≥ 0, and 0.1·max where the neuron hits 0
         mn, mx = (t.view_as(th.low[n]) for t in ext[n])
         assert torch.allclose(th.low[n], 0.1 * (mx + mn), atol=1e-6) and float(th.low[n].min()) >= 0
         dead = mn == 0
