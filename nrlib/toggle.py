@@ -285,22 +285,27 @@ def _valleys(counts, lo, step, h, mn, mx, *, fallback: str = "zero", valley: str
         # strict local maxima (the grid is padded, so the edges are never peaks)
         peak = torch.zeros_like(d, dtype=torch.bool)
         peak[:, 1:-1] = (d[:, 1:-1] > d[:, :-2]) & (d[:, 1:-1] >= d[:, 2:])
-        # prominence: height above the higher of the two lowest points reached
-        # before meeting higher ground on either side (or the edge)
-        higher = d[:, None, :] > d[:, :, None]                  # [n, p, i]: d[i] > d[p]
-        left = torch.where(higher & (ar[None, None] < ar[None, :, None]), ar, -1).amax(2).clamp_min(0)
-        right = torch.where(higher & (ar[None, None] > ar[None, :, None]), ar, bins).amin(2).clamp_max(bins - 1)
+        # prominence of each peak (only the peaks: P per neuron, P ≪ bins): height above the
+        # higher of the two lowest points reached before meeting higher ground on either side
+        P = max(2, int(peak.sum(1).max()))
+        at = torch.sort(peak.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :P]
+        valid = torch.gather(peak, 1, at)                       # [n, P]: a real peak (else padding)
+        pv, pos = torch.gather(d, 1, at), at[:, :, None]
+        higher = d[:, None, :] > pv[:, :, None]                 # [n, P, i]: d[i] > d[peak]
+        left = torch.where(higher & (ar[None, None] < pos), ar, -1).amax(2).clamp_min(0)
+        right = torch.where(higher & (ar[None, None] > pos), ar, bins).amin(2).clamp_max(bins - 1)
         inf = torch.tensor(float("inf"), device=d.device)
-        dd = d[:, None, :].expand(-1, bins, -1)
-        lmin = torch.where((ar >= left[..., None]) & (ar[None, None] <= ar[None, :, None]), dd, inf).amin(2)
-        rmin = torch.where((ar <= right[..., None]) & (ar[None, None] >= ar[None, :, None]), dd, inf).amin(2)
-        prom = d - torch.maximum(lmin, rmin)
+        dd = d[:, None, :].expand(-1, P, -1)
+        lmin = torch.where((ar >= left[..., None]) & (ar[None, None] <= pos), dd, inf).amin(2)
+        rmin = torch.where((ar <= right[..., None]) & (ar[None, None] >= pos), dd, inf).amin(2)
+        prom = pv - torch.maximum(lmin, rmin)
         cut = MIN_PROMINENCE if valley == "book" else 0.0
-        prom = torch.where(peak & (prom >= cut * d.amax(1, keepdim=True)), prom, -inf)
+        prom = torch.where(valid & (prom >= cut * d.amax(1, keepdim=True)), prom, -inf)
         top = prom.topk(2, dim=1)
         has2 = torch.isfinite(top.values[:, 1]) & ok
-        p1 = top.indices.amin(1)
-        p2 = top.indices.amax(1)
+        two = torch.gather(at, 1, top.indices)                  # the two peaks' grid positions
+        p1 = two.amin(1)
+        p2 = two.amax(1)
         if valley == "book":
             between = (ar[None] >= p1[:, None]) & (ar[None] <= p2[:, None])
         else:                        # strict local minima strictly between the two peaks
