@@ -46,7 +46,8 @@ from .precision import autocast
 from .hooks import capture, layer_names
 from .models import SHAPES, frozen
 from . import stats
-from .metrics import accuracy, mean_pairwise_jaccard, predict
+from . import metrics
+from .metrics import accuracy, mean_pairwise_jaccard
 from .utils import batches, check_bool, check_indices, check_int, check_labels, check_number, check_pixels
 from .utils import check_input, check_model, num_classes as _num_classes
 
@@ -557,8 +558,9 @@ def finetune_and_evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_
     test images made against the *original* model, the paper's protocol.
     Returns ``(model, record, history)``; the record holds ``clean``, ``adv``
     (percent, ``stats.proportion`` with its Wilson interval over the test images),
-    ``hits`` (each test image right or wrong, for paired comparisons), ``seconds``, ``epochs``, ``s_per_epoch`` (each epoch's
-    training and validation pass) and ``trainable_pct``."""
+    ``hits`` (each test image right or wrong, for paired comparisons), ``seconds``,
+    ``epochs``, ``s_per_epoch`` (each epoch's training and validation pass) and
+    ``trainable_pct``."""
     check_input(model, x_test, "x_test")
     check_labels(y_test, x_test.shape[0], _num_classes(model), name="y_test")
     check_input(model, x_test_adv, "x_test_adv")
@@ -567,8 +569,7 @@ def finetune_and_evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_
                          "it holds the adversarial version of each test image")
     tuned, hist = finetune(model, x, y, x_adv, **finetune_kw)
     n = len(hist["epoch"])
-    yt = y_test.to(x_test.device)
-    hits = {"clean": (predict(tuned, x_test) == yt).cpu(), "adv": (predict(tuned, x_test_adv) == yt).cpu()}
+    hits = {"clean": metrics.hits(tuned, x_test, y_test).cpu(), "adv": metrics.hits(tuned, x_test_adv, y_test).cpu()}
     rec = dict(clean=stats.proportion(hits["clean"]), adv=stats.proportion(hits["adv"]),
                seconds=hist["total_seconds"], epochs=n, s_per_epoch=sum(hist["seconds"]) / n,
                trainable_pct=100.0 - hist["share"]["frozen_pct"], hits=hits)
@@ -595,7 +596,7 @@ def training_macs(model: nn.Module, dominant: Mapping[str, object] | None = None
         if not isinstance(dominant, Mapping):
             raise ValueError(f"dominant must be a dict conv layer -> filter indices or None, got "
                              f"{type(dominant).__name__}")
-        unknown = sorted(set(dominant) - set(conv_paths(model).values()) - set(names.values()))
+        unknown = sorted(set(dominant) - set(names.values()))
         if unknown:
             raise ValueError(f"dominant names layers {unknown} that are not conv layers; conv layers are "
                              f"{list(names.values())}")

@@ -37,11 +37,24 @@ def accuracy(model, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 8192,
     return _accuracy(model, x, y, batch_size=batch_size, amp=amp)
 
 
-def _accuracy(model, x, y, *, x_name="x", y_name="y", batch_size=8192, amp=EVAL_AMP) -> float:
+def hits(model, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 8192,
+         amp: bool | None = EVAL_AMP) -> torch.Tensor:
+    """Per image, whether the model predicts ``y`` (a bool tensor): :func:`accuracy`'s
+    outcomes, for an interval (``stats.proportion``) or a paired comparison
+    (``stats.paired_difference``)."""
+    return _hits(model, x, y, batch_size=batch_size, amp=amp)
+
+
+def _hits(model, x, y, *, x_name="x", y_name="y", batch_size=8192, amp=EVAL_AMP) -> torch.Tensor:
     check_input(model, x, x_name)
     y = check_labels(y, x.shape[0], num_classes(model), name=y_name).to(x.device)
     check_bool("amp", amp, allow_none=True)
-    return 100.0 * (_predict(model, x, batch_size=batch_size, amp=amp) == y).float().mean().item()
+    return _predict(model, x, batch_size=batch_size, amp=amp) == y
+
+
+def _accuracy(model, x, y, *, x_name="x", y_name="y", batch_size=8192, amp=EVAL_AMP) -> float:
+    return 100.0 * _hits(model, x, y, x_name=x_name, y_name=y_name, batch_size=batch_size,
+                         amp=amp).float().mean().item()
 
 
 def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
@@ -64,9 +77,7 @@ def robust_hits(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
     check_bool("amp", amp, allow_none=True)     # x and y: the attack checks them
     if attack.amp is None:
         attack = attack.replace(amp=amp)
-    x_adv = attack(model, x, y)
-    y = check_labels(y, x.shape[0], num_classes(model)).to(x.device)
-    return _predict(model, x_adv, batch_size=8192, amp=amp) == y
+    return _hits(model, attack(model, x, y), y, x_name="x_adv", amp=amp)
 
 
 def targeted_success(model, x_adv: torch.Tensor, target: torch.Tensor) -> float:

@@ -135,8 +135,9 @@ def kde_threshold(values, *, grid: int | None = None, fallback: str = "zero", va
     Savitzky–Golay filter (window 7, order 3), every local maximum a peak, and
     the lowest *strict local minimum strictly between* the two most prominent
     peaks, with the report's own KDE (KDEpy's ``FFTKDE``: Silverman's rule with
-    min(σ, IQR/1.349), linear binning, the kernel cut where it falls to 1e-4). When there is no valley (fewer than two peaks, no minimum between
-    them, or a constant sample) the threshold is the ``fallback``: ``"zero"``
+    min(σ, IQR/1.349), linear binning, the kernel cut where it falls to 1e-4).
+    When there is no valley (fewer than two peaks, no minimum between them,
+    or a constant sample) the threshold is the ``fallback``: ``"zero"``
     (the report's code) or ``"midpoint"`` of [min, max]. With
     ``return_details`` also returns a dict with the grid, density, peaks and
     whether the fallback was used. Chapter 5, §2.

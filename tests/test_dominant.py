@@ -508,3 +508,6 @@ def test_robust_hits_are_robust_accuracys_outcomes(trained_shallow, batch):
     hits = metrics.robust_hits(trained_shallow, x, y, atk)
     assert hits.dtype == torch.bool and hits.shape == y.shape
     assert 100 * hits.float().mean().item() == pytest.approx(metrics.robust_accuracy(trained_shallow, x, y, atk))
+    clean = metrics.hits(trained_shallow, x, y)                  # the same outcomes without an attack
+    assert clean.dtype == torch.bool and 100 * clean.float().mean().item() == pytest.approx(
+        accuracy(trained_shallow, x, y))
