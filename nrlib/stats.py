@@ -8,6 +8,9 @@ the interval beside the value; ``nrlib.papers`` judges a claim on the interval, 
 
 * :func:`proportion` — a share of images, Wilson score (default) or Clopper–Pearson (exact)
   interval (scipy's ``binomtest(...).proportion_ci``).
+* :func:`cluster_proportion` — a share of outcomes that come in groups (an image's nine targeted
+  pairs): the interval from a bootstrap over whole groups, and ``n`` the number of groups, since
+  outcomes of one image are not independent.
 * :func:`paired_difference` — two models or attacks on the *same* images: the difference of their
   success shares with Newcombe's (1998) hybrid score interval for paired proportions (method 10)
   and the exact McNemar test (a binomial test on the discordant images).
@@ -155,6 +158,41 @@ def proportion(k, n=None, *, method: str = "wilson", scale: float = 100.0, level
     scale = check_number("scale", scale, low=0.0, low_open=True)
     lo, hi = _share_ci(k, n, _level(level), method)
     return Estimate(k / n * scale, lo * scale, hi * scale, n=n, method=method, level=level)
+
+
+def cluster_proportion(k, groups, *, scale: float = 100.0, n_resamples: int = 2000, seed: int = 0,
+                       level: float = LEVEL) -> Estimate:
+    """A share of outcomes that come in clusters — e.g. targeted success over (image, target) pairs,
+    nine per image (Karnine et al. 2024, §3.3; chapter 4 §3) — with the percentile interval of a
+    bootstrap that resamples whole clusters (``scipy.stats.bootstrap`` of Σk/Σm over the clusters'
+    successes k and sizes m, ``paired=True``). The outcomes of one image move together, so the
+    sample size is the number of clusters, not of outcomes: treating 4,500 pairs of 500 images as
+    independent would make the interval up to three times too narrow. ``k`` is a 1-D bool sequence
+    (one outcome each), ``groups`` the cluster of each outcome (any labels); one outcome per cluster
+    gives about the Wilson interval of :func:`proportion`."""
+    arr = _bools("k", k)
+    g = _array(groups)
+    if g.ndim != 1 or g.shape != arr.shape:
+        raise ValueError(f"groups must give the cluster of each of the {arr.size} outcomes (1-D, same length); "
+                         f"got shape {g.shape}")
+    check_int("n_resamples", n_resamples, low=100)
+    check_int("seed", seed, low=0)
+    scale = check_number("scale", scale, low=0.0, low_open=True)
+    _, inv = np.unique(g, return_inverse=True)
+    hits = np.bincount(inv, weights=arr.astype(float))
+    sizes = np.bincount(inv).astype(float)
+    value = float(hits.sum() / sizes.sum())
+    if hits.size < 2:
+        raise ValueError(f"groups holds {hits.size} cluster: an interval over clusters needs at least 2")
+    res = _st.bootstrap((hits, sizes), lambda h, m, axis=-1: h.sum(axis) / m.sum(axis), paired=True,
+                        vectorized=True, n_resamples=n_resamples, confidence_level=_level(level),
+                        method="percentile", random_state=seed)
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):     # every cluster alike: no spread to resample
+        lo = hi = value
+    return Estimate(value * scale, min(lo, value) * scale, max(hi, value) * scale, n=int(hits.size),
+                    method=f"bootstrap over {hits.size} clusters of {arr.size} outcomes ({n_resamples} resamples)",
+                    level=level)
 
 
 def _share_ci(k: int, n: int, level: float, method: str = "wilson") -> tuple[float, float]:

@@ -303,6 +303,19 @@ def test_an_inconclusive_verdict_says_what_n_would_settle_it():
     assert "would settle it" in papers.verdict_cell(row)
 
 
+def test_an_n_beyond_the_data_is_not_suggested(paper_dir):
+    """A sample larger than the data hold (MNIST's 10,000 test images) is named as such."""
+    cap = {"n": 10000, "what": "test images"}
+    m = {"m": stats.proportion(365, 1000)}             # 36.5% on 1,000 images against ≤ 36
+    (paper_dir / "capped.json").write_text(json.dumps(_file([claim({"type": "at_most", "value": 36.0})],
+                                                             max_n=cap)))
+    row = papers.judge(papers.load("capped")["claims"][0], m)
+    assert row["verdict"] == "inconclusive" and row["settle"] > 10000 and row["beyond"] == cap
+    assert "more than the 10,000 test images there are" in papers.verdict_cell(row)
+    near = papers.judge(claim({"type": "at_most", "value": 35.0}, max_n={"n": 100000, "what": "x"}), m)
+    assert near["beyond"] is None and "there are" not in papers.verdict_cell(near)
+
+
 def test_a_comparison_is_judged_on_the_paired_difference():
     rule = {"type": "less_than", "metric": "o"}
     rng = np.random.default_rng(0)
@@ -358,6 +371,8 @@ def test_a_declared_reading_is_shown_as_fixed_by_our_reading():
     ({"gates": [{"metric": "c", "at_least": 1}]}, "gate"),
     ({"reading": ""}, "reading"),
     ({"domain": [1, 0]}, "domain"),
+    ({"max_n": 10000}, "max_n"),
+    ({"max_n": {"n": 0, "what": "images"}}, "max_n"),
 ])
 def test_malformed_gates_readings_domains(paper_dir, extra, match):
     (paper_dir / "bad.json").write_text(json.dumps(_file([claim({"type": "at_least", "value": 1}, **extra)])))

@@ -66,6 +66,45 @@ def test_proportion_bad_input(args, match):
         stats.proportion(*args)
 
 
+def test_cluster_proportion_singletons_agree_with_wilson():
+    rng = np.random.default_rng(2)
+    k = rng.random(600) < 0.3
+    c, w = stats.cluster_proportion(k, np.arange(600)), stats.proportion(k)
+    assert c == pytest.approx(float(w)) and c.n == 600
+    assert c.low == pytest.approx(w.low, abs=1.0) and c.high == pytest.approx(w.high, abs=1.0)
+
+
+def test_cluster_proportion_widens_with_correlated_clusters():
+    """Nine outcomes per image that all agree carry one image's information, not nine: the
+    interval is about √9 = 3 times the naive one, and n counts the images."""
+    rng = np.random.default_rng(3)
+    per_image = rng.random(500) < 0.4
+    k, g = np.repeat(per_image, 9), np.repeat(np.arange(500), 9)
+    c, naive = stats.cluster_proportion(k, g), stats.proportion(k)
+    assert c == pytest.approx(float(naive)) and c.n == 500
+    assert 2.4 < c.half_width / naive.half_width < 3.6
+    # independent outcomes within clusters: no widening
+    ind = stats.cluster_proportion(rng.random(4500) < 0.4, g)
+    assert 0.8 < ind.half_width / naive.half_width < 1.25
+
+
+def test_cluster_proportion_covers_the_truth():
+    rng = np.random.default_rng(4)
+    hits, sims = 0, 200
+    for _ in range(sims):
+        p_img = rng.beta(2, 3, 120)                    # each image its own difficulty
+        k = rng.random((120, 9)) < p_img[:, None]
+        c = stats.cluster_proportion(k.ravel(), np.repeat(np.arange(120), 9), scale=1, n_resamples=500)
+        hits += c.low <= 0.4 <= c.high
+    assert 0.89 <= hits / sims <= 0.99
+
+
+@pytest.mark.parametrize("groups, match", [(np.arange(5), "groups must give"), (np.zeros(6), "at least 2")])
+def test_cluster_proportion_bad_input(groups, match):
+    with pytest.raises(ValueError, match=match):
+        stats.cluster_proportion(np.ones(6, bool), groups)
+
+
 def _mcnemar_by_hand(b, c):
     m = b + c
     tail = sum(math.comb(m, i) for i in range(min(b, c) + 1)) / 2 ** m

@@ -38,7 +38,10 @@ Optional fields of a claim besides ``unit``, ``paper_text`` and ``profiles``:
   *fixed by our reading*, with this reason, and the chapter tests the claim under a reading where
   it can go either way if there is one;
 * ``"domain": [low, high]`` — the values the metric can take (default by unit: ``%`` → [0, 100]),
-  for the test that every rule can fail.
+  for the test that every rule can fail;
+* ``"max_n": {"n": 10000, "what": "MNIST test images"}`` — the largest sample the data hold (a
+  file-level ``max_n`` is every claim's default): an inconclusive verdict that would need more
+  says so instead of suggesting a sample nobody can draw.
 
 A run's metric may be a ``stats.Estimate`` (a number with its 95% interval and sample size), and a
 comparative rule is judged on the difference ``key − metric``: the paired difference the run
@@ -115,7 +118,7 @@ RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 FILE_FIELDS = ("citation", "bibtex", "notebook", "source", "claims")
 CLAIM_FIELDS = ("key", "paper", "where", "claim", "rule")
-OPTIONAL_CLAIM_FIELDS = ("unit", "paper_text", "profiles", "gates", "reading", "domain")
+OPTIONAL_CLAIM_FIELDS = ("unit", "paper_text", "profiles", "gates", "reading", "domain", "max_n")
 UNITS = ("%", "pts", "s", "count", "")
 
 
@@ -162,6 +165,12 @@ def _check_rule(rule, where: str, *, paper, nested: bool = False) -> None:
             _check_rule(sub, where, paper=paper, nested=True)
 
 
+def _check_max_n(m, where: str) -> None:
+    if not (isinstance(m, dict) and set(m) == {"n", "what"} and isinstance(m["n"], int)
+            and not isinstance(m["n"], bool) and m["n"] > 0 and isinstance(m["what"], str) and m["what"].strip()):
+        raise ValueError(f"{where}: max_n={m!r} must be {{'n': a positive integer, 'what': what the n counts}}")
+
+
 def _check_claim(claim, where: str) -> None:
     if not isinstance(claim, dict):
         raise ValueError(f"{where}: a claim must be an object, got {type(claim).__name__}")
@@ -190,6 +199,8 @@ def _check_claim(claim, where: str) -> None:
         d = claim["domain"]
         if not (isinstance(d, list) and len(d) == 2 and all(_is_number(x) for x in d) and d[0] < d[1]):
             raise ValueError(f"{where}: domain={d!r} must be [low, high] with low < high")
+    if "max_n" in claim:
+        _check_max_n(claim["max_n"], where)
     gates = claim.get("gates", [])
     if not isinstance(gates, list):
         raise ValueError(f"{where}: gates must be a list of {{metric, at_least|at_most, reason}}")
@@ -222,6 +233,11 @@ def _load(path: str, mtime_ns: int) -> dict:
         raise ValueError(f"{where}: bibtex must be a citation key or null")
     if not isinstance(doc["claims"], list) or not doc["claims"]:
         raise ValueError(f"{where}: claims must be a non-empty list")
+    if "max_n" in doc:
+        _check_max_n(doc["max_n"], where)
+        for claim in doc["claims"]:
+            if isinstance(claim, dict):
+                claim.setdefault("max_n", doc["max_n"])
     for i, claim in enumerate(doc["claims"]):
         _check_claim(claim, f"{where}, claim {i}")
     return {**doc, "name": Path(path).stem}
@@ -378,8 +394,9 @@ def judged_only_at(profiles) -> str:
 def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
     """The verdict of one claim on one run, with its evidence: ``{"verdict", "reason", "interval"
     (whether an interval decided it), "settle" (for an inconclusive one: about the n that would
-    settle it, or None), "quantity" (the number judged: ours, or ours − the compared metric, an
-    ``Estimate`` where the run gave its interval)}``. The order of the checks:
+    settle it, or None), "beyond" (the claim's ``max_n`` where that n exceeds it, else None),
+    "quantity" (the number judged: ours, or ours − the compared metric, an ``Estimate`` where the
+    run gave its interval)}``. The order of the checks:
 
     1. ``not run`` — ours, or a metric the rule compares with, is missing;
     2. ``judged at full only`` — measured, but the claim is judged at other ``profiles``;
@@ -389,7 +406,7 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
     6. ``reproduced`` / ``not reproduced`` / ``inconclusive`` by the rule on the interval (or, for
        a number the run gave without one, on the point: ``interval`` False)."""
     _check_claim(claim, "claim")
-    out = {"verdict": NOT_RUN, "reason": "", "interval": False, "settle": None, "quantity": None}
+    out = {"verdict": NOT_RUN, "reason": "", "interval": False, "settle": None, "beyond": None, "quantity": None}
     ours = _value(metrics, claim["key"])
     if ours is None:
         return out
@@ -408,7 +425,9 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
             return out
         if why:
             return {**out, "verdict": NOT_JUDGED, "reason": why, "quantity": ours}
-    return {**out, **res}
+    cap = claim.get("max_n")
+    beyond = cap if cap and res["settle"] and res["settle"] > cap["n"] else None
+    return {**out, **res, "beyond": beyond}
 
 
 def verdict(claim: dict, metrics: dict, profile: str | None = None) -> str:
@@ -531,6 +550,7 @@ def scoreboard(notebook_or_name: str, metrics: dict | None, profile: str | None 
     ``compared`` ({other metric: its value} for the rules that compare two metrics of the run),
     ``verdict``, ``reason`` (a failed gate's or a reading's), ``interval`` (whether an interval
     decided the verdict), ``settle`` (for an inconclusive one, about the n that would settle it),
+    ``beyond`` (the claim's ``max_n`` when that n exceeds what the data hold),
     ``quantity`` (what was judged: ours, or the difference with its interval) and ``rule``
     (``rule_text``)."""
     doc = load(notebook_or_name) if notebook_or_name in names() else for_notebook(notebook_or_name)
@@ -547,7 +567,8 @@ def scoreboard(notebook_or_name: str, metrics: dict | None, profile: str | None 
                      "profiles": list(c.get("profiles", PROFILES)), "ours": _value(metrics, c["key"]),
                      "compared": {m: _value(metrics, m) for m in _compared(c["rule"])},
                      "verdict": j["verdict"], "reason": j["reason"], "interval": j["interval"],
-                     "settle": j["settle"], "quantity": j["quantity"], "rule": rule_text(c["rule"])})
+                     "settle": j["settle"], "beyond": j["beyond"], "quantity": j["quantity"],
+                     "rule": rule_text(c["rule"])})
     return rows
 
 
@@ -609,11 +630,15 @@ def _ours_cell(row: dict) -> str:
 
 def verdict_cell(row: dict) -> str:
     """The verdict as the tables print it, with its reason: ``"not judged: model at chance (…)"``,
-    ``"inconclusive (n ≈ 800 would settle it)"``; a verdict decided on a point value without an
+    ``"inconclusive (n ≈ 800 would settle it)"`` (or that n is more than the data hold); a verdict decided on a point value without an
     interval says so (``"reproduced (no interval)"``)."""
     v = row["verdict"]
     if v in (NOT_JUDGED, BY_READING) and row.get("reason"):
         return f"{v}: {row['reason']}"
+    if v == INCONCLUSIVE and row.get("beyond"):
+        cap = row["beyond"]
+        return (f"{v} (n ≈ {row['settle']:,} would settle it: more than the {cap['n']:,} {cap['what']} "
+                "there are)")
     if v == INCONCLUSIVE:
         return v + (f" (n ≈ {row['settle']:,} would settle it)" if row.get("settle") else "")
     if v in (REPRODUCED, NOT_REPRODUCED) and not row.get("interval", True):
