@@ -23,6 +23,7 @@ the interval beside the value; ``nrlib.papers`` judges a claim on the interval, 
   seed there is no interval (``low``/``high`` None).
 * :func:`difference` — two *independent* estimates: the difference with half-widths combined in
   quadrature (an approximation, labelled as such).
+* :func:`sample_unit` — what an estimate's ``n`` counts where it is not images (``"seeds"``).
 * :func:`n_to_settle` — for an interval that straddles a threshold, about how many samples would
   make it clear the threshold if the estimate stayed where it is (the half-width shrinks as 1/√n).
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 
 import numpy as np
 from scipy import stats as _st
@@ -316,6 +318,17 @@ def difference(a, b) -> Estimate | float:
     hi = d + math.hypot(a.high - float(a), float(b) - b.low)
     ns = [x.n for x in (a, b) if x.n is not None]
     return Estimate(d, lo, hi, n=min(ns) if ns else None, method="independent difference (quadrature)")
+
+
+_SEEDS_METHOD = re.compile(r"^(?:mean of \d+|one of) (\S+)")
+
+
+def sample_unit(est) -> str:
+    """What ``est.n`` counts when it is not images, pairs or clusters: the repeats of
+    :func:`seeds` (``"seeds"``, ``"draws"``), read from the estimate's method; ``""`` otherwise.
+    A table prints "n ≈ 5 seeds would settle it", not an n a reader would take for images."""
+    m = _SEEDS_METHOD.match(est.method) if is_estimate(est) else None
+    return m.group(1).rstrip(":,") if m else ""
 
 
 def n_to_settle(est: Estimate, threshold: float) -> int | None:

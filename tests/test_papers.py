@@ -316,6 +316,16 @@ def test_an_n_beyond_the_data_is_not_suggested(paper_dir):
     assert near["beyond"] is None and "there are" not in papers.verdict_cell(near)
 
 
+def test_an_n_of_seeds_is_named_and_not_capped_by_the_images():
+    three = stats.seeds([97.2, 97.9, 98.6])               # straddles 97.5 over three seeds
+    c = claim({"type": "at_least", "value": 97.5}, max_n={"n": 2, "what": "test images"})
+    row = papers.judge(c, {"m": three})
+    assert row["verdict"] == "inconclusive" and row["settle"] > 2 and row["settle_unit"] == "seeds"
+    assert row["beyond"] is None and f"n ≈ {row['settle']:,} seeds would settle it" in papers.verdict_cell(row)
+    assert stats.sample_unit(stats.seeds([1.0, 2.0], what="draws")) == "draws"
+    assert stats.sample_unit(stats.proportion(3, 10)) == "" and stats.sample_unit(3.0) == ""
+
+
 def test_a_comparison_is_judged_on_the_paired_difference():
     rule = {"type": "less_than", "metric": "o"}
     rng = np.random.default_rng(0)

@@ -394,7 +394,8 @@ def judged_only_at(profiles) -> str:
 def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
     """The verdict of one claim on one run, with its evidence: ``{"verdict", "reason", "interval"
     (whether an interval decided it), "settle" (for an inconclusive one: about the n that would
-    settle it, or None), "beyond" (the claim's ``max_n`` where that n exceeds it, else None),
+    settle it, or None), "settle_unit" (what that n counts where it is not the data's samples:
+    ``"seeds"``), "beyond" (the claim's ``max_n`` where that n exceeds it, else None),
     "quantity" (the number judged: ours, or ours − the compared metric, an ``Estimate`` where the
     run gave its interval)}``. The order of the checks:
 
@@ -406,7 +407,8 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
     6. ``reproduced`` / ``not reproduced`` / ``inconclusive`` by the rule on the interval (or, for
        a number the run gave without one, on the point: ``interval`` False)."""
     _check_claim(claim, "claim")
-    out = {"verdict": NOT_RUN, "reason": "", "interval": False, "settle": None, "beyond": None, "quantity": None}
+    out = {"verdict": NOT_RUN, "reason": "", "interval": False, "settle": None, "beyond": None, "settle_unit": "",
+           "quantity": None}
     ours = _value(metrics, claim["key"])
     if ours is None:
         return out
@@ -425,9 +427,10 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
             return out
         if why:
             return {**out, "verdict": NOT_JUDGED, "reason": why, "quantity": ours}
+    unit = stats.sample_unit(res["quantity"])       # seeds are not the data's samples
     cap = claim.get("max_n")
-    beyond = cap if cap and res["settle"] and res["settle"] > cap["n"] else None
-    return {**out, **res, "beyond": beyond}
+    beyond = cap if cap and not unit and res["settle"] and res["settle"] > cap["n"] else None
+    return {**out, **res, "beyond": beyond, "settle_unit": unit}
 
 
 def verdict(claim: dict, metrics: dict, profile: str | None = None) -> str:
@@ -567,7 +570,8 @@ def scoreboard(notebook_or_name: str, metrics: dict | None, profile: str | None 
                      "profiles": list(c.get("profiles", PROFILES)), "ours": _value(metrics, c["key"]),
                      "compared": {m: _value(metrics, m) for m in _compared(c["rule"])},
                      "verdict": j["verdict"], "reason": j["reason"], "interval": j["interval"],
-                     "settle": j["settle"], "beyond": j["beyond"], "quantity": j["quantity"],
+                     "settle": j["settle"], "settle_unit": j["settle_unit"], "beyond": j["beyond"],
+                     "quantity": j["quantity"],
                      "rule": rule_text(c["rule"])})
     return rows
 
@@ -639,8 +643,11 @@ def verdict_cell(row: dict) -> str:
         cap = row["beyond"]
         return (f"{v} (n ≈ {row['settle']:,} would settle it: more than the {cap['n']:,} {cap['what']} "
                 "there are)")
+    if v == INCONCLUSIVE and row.get("settle"):
+        unit = f" {row['settle_unit']}" if row.get("settle_unit") else ""
+        return v + f" (n ≈ {row['settle']:,}{unit} would settle it)"
     if v == INCONCLUSIVE:
-        return v + (f" (n ≈ {row['settle']:,} would settle it)" if row.get("settle") else "")
+        return v
     if v in (REPRODUCED, NOT_REPRODUCED) and not row.get("interval", True):
         return f"{v} (no interval)"
     return v
