@@ -119,9 +119,10 @@ def banner_text(meta: dict) -> str:
             f"{meta['date'][:10]} ({meta['seconds']:.0f} s); see the [results page](results.md) "
             f"for how it compares with the paper.")
     if meta["profile"] != "full":
-        text += (" **No `full` run of this chapter exists yet**: the `full` profile (a GPU, the paper's scale) "
-                 "gives the numbers the book compares with the paper; this smaller profile shows the method's "
-                 "behaviour on smaller models and subsets.")
+        text += (" **No `full` run of this chapter exists yet**: the verdicts below are this smaller profile's, "
+                 "on smaller models and subsets, with intervals sized to them; claims that only the paper's scale "
+                 "can decide say \"judged at full only\". A `full` run (a GPU, the paper's scale) replaces "
+                 "these numbers when it exists.")
     return text
 
 

@@ -511,7 +511,11 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Te
     the dense layers when ``train_dense``) — the split model; ``None`` trains
     every parameter — conventional adversarial training. ``mix="adv"`` uses
     the adversarial images only, ``"benign+adv"`` the clean images together
-    with their adversarial counterparts (Goodfellow et al. 2015). With
+    with their adversarial counterparts (Goodfellow et al. 2015), and
+    ``"benign"`` the clean images alone (no ``x_adv`` or ``adversary``): the
+    λ = 0 twin of a run, the same fine-tuning without adversarial data, which
+    separates what the adversarial images do from what any fine-tuning does
+    to the transfer accuracy of the paper's protocol. With
     ``x_adv`` the adversarial set is static (made once against the original
     model, the paper's protocol); with ``adversary(model, x, y)`` — an attack
     object such as ``attacks.PGD(0.3, steps=7)`` — it is regenerated against
@@ -521,10 +525,13 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Te
     """
     from .train import fit  # late import: train does not depend on this module
 
-    if (x_adv is None) == (adversary is None):
+    if mix not in ("adv", "benign+adv", "benign"):
+        raise ValueError(f"mix={mix!r} is not allowed; choose 'adv', 'benign+adv' or 'benign'")
+    if mix == "benign" and not (x_adv is None and adversary is None and x_val_adv is None):
+        raise ValueError("mix='benign' fine-tunes on the clean images alone: give neither x_adv, x_val_adv "
+                         "nor adversary")
+    if mix != "benign" and (x_adv is None) == (adversary is None):
         raise ValueError("give exactly one of x_adv (static adversarial set) or adversary (online)")
-    if mix not in ("adv", "benign+adv"):
-        raise ValueError(f"mix={mix!r} is not allowed; choose 'adv' or 'benign+adv'")
     check_model(model)
     check_bool("train_dense", train_dense)
     if x_adv is not None:
@@ -540,7 +547,9 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Te
         m = _copy(model, trainable=True)
     if x_val is not None and x_val_adv is not None:
         x_val, y_val = (x_val_adv, y_val) if mix == "adv" else (torch.cat([x_val, x_val_adv]), torch.cat([y_val, y_val]))
-    if adversary is not None:
+    if mix == "benign":
+        hist = fit(m, x, y, x_val=x_val, y_val=y_val, **fit_kw)
+    elif adversary is not None:
         hist = fit(m, x, y, adversary=adversary, mix=mix, x_val=x_val, y_val=y_val, **fit_kw)
     else:
         xt, yt = (x_adv, y) if mix == "adv" else (torch.cat([x, x_adv]), torch.cat([y, y]))

@@ -221,6 +221,26 @@ def test_finetune_argument_checks(trained_shallow, batch):
         dom.finetune(trained_shallow, x, y, x, adversary=lambda m, a, b: a)
     with pytest.raises(ValueError, match=r"^mix="):
         dom.finetune(trained_shallow, x, y, x, mix="clean")
+    with pytest.raises(ValueError, match="clean images alone"):
+        dom.finetune(trained_shallow, x, y, x, mix="benign")     # a benign twin takes no adversarial set
+
+
+def test_benign_twin_trains_on_the_clean_images_only(trained_shallow, batch, monkeypatch):
+    """mix='benign' (the λ = 0 twin): the same fine-tuning, on exactly the clean images."""
+    import nrlib.train as train_mod
+    seen = {}
+    real_fit = train_mod.fit
+
+    def spy(model, x, y, **kw):
+        seen["x"], seen["y"], seen["kw"] = x, y, kw
+        return real_fit(model, x, y, **kw)
+    monkeypatch.setattr(train_mod, "fit", spy)
+    x, y = batch
+    tuned, hist = dom.finetune(trained_shallow, x, y, dominant=DOMINANT, mix="benign", optimizer="sgd",
+                               lr=0.01, batch_size=32, max_epochs=1, patience=None, progress=False)
+    assert torch.equal(seen["x"], x) and torch.equal(seen["y"], y)
+    assert "adversary" not in seen["kw"] and 0 < hist["share"]["frozen_pct"] < 100
+    assert not torch.equal(tuned.state_dict()["fc1.weight"], trained_shallow.state_dict()["fc1.weight"])
 
 
 # ---------------------------------------------------------------------------
