@@ -142,6 +142,15 @@ def _bools(name: str, a) -> np.ndarray:
     return arr
 
 
+def _bootstrap_bounds(res, value: float) -> tuple[float, float]:
+    """The percentile interval of a ``scipy.stats.bootstrap`` result around ``value``: the point
+    itself when every resample was equal (scipy gives NaN), and always holding the point."""
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (math.isfinite(lo) and math.isfinite(hi)):     # a degenerate sample: every resample equal
+        lo = hi = value
+    return min(lo, value), max(hi, value)
+
+
 def _level(level) -> float:
     return check_number("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
 
@@ -189,10 +198,8 @@ def cluster_proportion(k, groups, *, scale: float = 100.0, n_resamples: int = 20
     res = _st.bootstrap((hits, sizes), lambda h, m, axis=-1: h.sum(axis) / m.sum(axis), paired=True,
                         vectorized=True, n_resamples=n_resamples, confidence_level=_level(level),
                         method="percentile", random_state=seed)
-    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if not (math.isfinite(lo) and math.isfinite(hi)):     # every cluster alike: no spread to resample
-        lo = hi = value
-    return Estimate(value * scale, min(lo, value) * scale, max(hi, value) * scale, n=int(hits.size),
+    lo, hi = _bootstrap_bounds(res, value)
+    return Estimate(value * scale, lo * scale, hi * scale, n=int(hits.size),
                     method=f"bootstrap over {hits.size} clusters of {arr.size} outcomes ({n_resamples} resamples)",
                     level=level)
 
@@ -250,10 +257,8 @@ def paired_bootstrap(a, b, statistic=None, *, scale: float = 1.0, n_resamples: i
     value = float(stat(a, b))
     res = _st.bootstrap((a, b), stat, paired=True, vectorized=True, n_resamples=n_resamples,
                         confidence_level=_level(level), method="percentile", random_state=seed)
-    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    if not (math.isfinite(lo) and math.isfinite(hi)):     # a degenerate sample: every resample equal
-        lo = hi = value
-    return Estimate(value * scale, min(lo, value) * scale, max(hi, value) * scale, n=a.size,
+    lo, hi = _bootstrap_bounds(res, value)
+    return Estimate(value * scale, lo * scale, hi * scale, n=a.size,
                     method=f"paired bootstrap ({n_resamples} resamples)", level=level)
 
 
