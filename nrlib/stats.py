@@ -41,17 +41,21 @@ from .utils import check_choice, check_int, check_number
 LEVEL = 0.95
 PROPORTION_METHODS = {"wilson": "wilson", "clopper-pearson": "exact"}
 
+# how seeds() named its repeats in the method text, for results stored before Estimate.unit
+_SEEDS_METHOD = re.compile(r"^(?:mean of \d+|one of) (\S+)")
+
 
 class Estimate(float):
     """A number with its evidence. Behaves as the ``float`` ``value`` in arithmetic and formatting;
     ``low``/``high`` bound the ``level`` interval (None when the sample gives none), ``n`` is the
-    sample size (images, pairs, seeds), ``method`` says how the interval was computed and ``p`` is
-    a test's p-value where there is one. Arithmetic on an Estimate gives a plain float: an interval
+    sample size and ``unit`` says what it counts where that is not the data's own samples (images,
+    pairs, clusters): ``"seeds"`` or ``"draws"`` for :func:`seeds`, ``""`` otherwise. ``method``
+    says how the interval was computed and ``p`` is a test's p-value where there is one. Arithmetic on an Estimate gives a plain float: an interval
     does not survive a transformation it was not computed for."""
 
-    __slots__ = ("low", "high", "n", "method", "p", "level")
+    __slots__ = ("low", "high", "n", "method", "p", "level", "unit")
 
-    def __new__(cls, value, low=None, high=None, *, n=None, method="", p=None, level=LEVEL):
+    def __new__(cls, value, low=None, high=None, *, n=None, method="", p=None, level=LEVEL, unit=""):
         value = check_number("value", value)
         self = super().__new__(cls, value)
         if (low is None) != (high is None):
@@ -68,6 +72,9 @@ class Estimate(float):
         if not isinstance(method, str):
             raise ValueError(f"method={method!r} must be a string naming how the interval was computed")
         self.method = method
+        if not isinstance(unit, str):
+            raise ValueError(f"unit={unit!r} must be a string naming what n counts ('' for the data's samples)")
+        self.unit = unit
         self.p = None if p is None else check_number("p", p, low=0.0, high=1.0)
         self.level = check_number("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
         return self
@@ -89,6 +96,8 @@ class Estimate(float):
         out = {"low": self.low, "high": self.high, "n": self.n, "method": self.method, "level": self.level}
         if self.p is not None:
             out["p"] = self.p
+        if self.unit:
+            out["unit"] = self.unit
         return out
 
     @classmethod
@@ -97,15 +106,20 @@ class Estimate(float):
         there is no evidence: results written before intervals existed still load)."""
         if not isinstance(evidence, dict):
             return float(value)
-        return cls(value, evidence.get("low"), evidence.get("high"), n=evidence.get("n"),
-                   method=evidence.get("method", ""), p=evidence.get("p"), level=evidence.get("level", LEVEL))
+        method = evidence.get("method", "")
+        unit = evidence.get("unit")
+        if unit is None:        # stored before the field existed: seeds() named the unit in its method
+            m = _SEEDS_METHOD.match(method)
+            unit = m.group(1).rstrip(":,") if m else ""
+        return cls(value, evidence.get("low"), evidence.get("high"), n=evidence.get("n"), method=method,
+                   p=evidence.get("p"), level=evidence.get("level", LEVEL), unit=unit)
 
     def scaled(self, factor: float) -> "Estimate":
         """The same estimate in another unit (e.g. a share ×100 for percent)."""
         f = check_number("factor", factor, low=0.0, low_open=True)
         return Estimate(self * f, None if self.low is None else self.low * f,
                         None if self.high is None else self.high * f,
-                        n=self.n, method=self.method, p=self.p, level=self.level)
+                        n=self.n, method=self.method, p=self.p, level=self.level, unit=self.unit)
 
     def __repr__(self) -> str:
         iv = "" if self.low is None else f" [{self.low:.4g}, {self.high:.4g}]"
@@ -299,14 +313,14 @@ def seeds(values, *, what: str = "seeds", level: float = LEVEL) -> Estimate:
     level = _level(level)
     mean = float(v.mean())
     if v.size < 2:
-        return Estimate(mean, n=1, method=f"one of {what}: no interval", level=level)
+        return Estimate(mean, n=1, method=f"one of {what}: no interval", level=level, unit=what)
     sd = float(v.std(ddof=1))
     if sd == 0:
         lo = hi = mean
     else:
         lo, hi = _st.t.interval(level, df=v.size - 1, loc=mean, scale=sd / math.sqrt(v.size))
     return Estimate(mean, float(lo), float(hi), n=int(v.size), method=f"mean of {v.size} {what}, t-interval",
-                    level=level)
+                    level=level, unit=what)
 
 
 def difference(a, b) -> Estimate | float:
@@ -322,18 +336,17 @@ def difference(a, b) -> Estimate | float:
     lo = d - math.hypot(float(a) - a.low, b.high - float(b))
     hi = d + math.hypot(a.high - float(a), float(b) - b.low)
     ns = [x.n for x in (a, b) if x.n is not None]
-    return Estimate(d, lo, hi, n=min(ns) if ns else None, method="independent difference (quadrature)")
+    unit = a.unit if a.unit == b.unit else ""
+    return Estimate(d, lo, hi, n=min(ns) if ns else None, method="independent difference (quadrature)",
+                    unit=unit)
 
-
-_SEEDS_METHOD = re.compile(r"^(?:mean of \d+|one of) (\S+)")
 
 
 def sample_unit(est) -> str:
-    """What ``est.n`` counts when it is not images, pairs or clusters: the repeats of
-    :func:`seeds` (``"seeds"``, ``"draws"``), read from the estimate's method; ``""`` otherwise.
+    """What ``est.n`` counts when it is not images, pairs or clusters: ``est.unit`` (the repeats of
+    :func:`seeds`, ``"seeds"`` or ``"draws"``); ``""`` otherwise and for a plain number.
     A table prints "n ≈ 5 seeds would settle it", not an n a reader would take for images."""
-    m = _SEEDS_METHOD.match(est.method) if is_estimate(est) else None
-    return m.group(1).rstrip(":,") if m else ""
+    return est.unit if is_estimate(est) else ""
 
 
 def n_to_settle(est: Estimate, threshold: float) -> int | None:

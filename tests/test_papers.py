@@ -324,6 +324,13 @@ def test_an_n_of_seeds_is_named_and_not_capped_by_the_images():
     assert row["beyond"] is None and f"n ≈ {row['settle']:,} seeds would settle it" in papers.verdict_cell(row)
     assert stats.sample_unit(stats.seeds([1.0, 2.0], what="draws")) == "draws"
     assert stats.sample_unit(stats.proportion(3, 10)) == "" and stats.sample_unit(3.0) == ""
+    back = stats.Estimate.from_evidence(float(three), three.evidence())     # stored with the results
+    assert back.unit == "seeds" and stats.sample_unit(back) == "seeds"
+    old = {k: v for k, v in three.evidence().items() if k != "unit"}        # results stored before the field
+    assert stats.Estimate.from_evidence(float(three), old).unit == "seeds"
+    assert stats.difference(three, stats.seeds([1.0, 2.0, 3.0])).unit == "seeds"
+    assert stats.difference(three, stats.proportion(3, 10, scale=100)).unit == ""
+    assert "unit" not in stats.proportion(3, 10).evidence()
 
 
 def test_a_comparison_is_judged_on_the_paired_difference():
