@@ -121,7 +121,8 @@ def banner_text(meta: dict) -> str:
     if meta["profile"] != "full":
         text += (" **No `full` run of this chapter exists yet**: the verdicts below are this smaller profile's, "
                  "on smaller models and subsets, with intervals sized to them; claims that only the paper's scale "
-                 "can decide say \"judged at full only\". A `full` run (a GPU, the paper's scale) replaces "
+                 "can decide say \"judged at full only\", and settings this profile does not run \"not run\". "
+                 "A `full` run (a GPU, the paper's scale) replaces "
                  "these numbers when it exists.")
     return text
 
