@@ -50,8 +50,9 @@ class Estimate(float):
     ``low``/``high`` bound the ``level`` interval (None when the sample gives none), ``n`` is the
     sample size and ``unit`` says what it counts where that is not the data's own samples (images,
     pairs, clusters): ``"seeds"`` or ``"draws"`` for :func:`seeds`, ``""`` otherwise. ``method``
-    says how the interval was computed and ``p`` is a test's p-value where there is one. Arithmetic on an Estimate gives a plain float: an interval
-    does not survive a transformation it was not computed for."""
+    says how the interval was computed and ``p`` is a test's p-value where there is one.
+    Arithmetic on an Estimate gives a plain float: an interval does not survive a transformation
+    it was not computed for."""
 
     __slots__ = ("low", "high", "n", "method", "p", "level", "unit")
 
@@ -73,7 +74,8 @@ class Estimate(float):
             raise ValueError(f"method={method!r} must be a string naming how the interval was computed")
         self.method = method
         if not isinstance(unit, str):
-            raise ValueError(f"unit={unit!r} must be a string naming what n counts ('' for the data's samples)")
+            raise ValueError(f"unit={unit!r} must be a string naming what n counts "
+                             "('' for the data's samples)")
         self.unit = unit
         self.p = None if p is None else check_number("p", p, low=0.0, high=1.0)
         self.level = check_number("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
