@@ -23,6 +23,7 @@ SHARED_DATA ?= ../shared/data
 DATASETS := MNIST cifar-10-batches-py
 PIP_FLAGS ?=
 BENCH_ARGS ?=
+TEST_JOBS ?= logical
 
 # Use the active virtualenv or conda env if there is one (not conda's `base`, which many
 # shells activate by default), else the project's .venv.
@@ -62,8 +63,10 @@ data:
 	  else echo "data/$$d: not found here nor in $(SHARED_DATA); nrlib will try torchvision's download (or set NRLIB_DATA; see data/README.md)"; fi; \
 	done
 
+# One pytest-xdist worker per core (TEST_JOBS=0: a single process); the notebook smoke runs
+# go first, one per free worker (tests/conftest.py).
 test: setup data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
 
 # JupyterLab + the system's Chromium (apt: chromium, chromium-driver); tests/test_jupyterlab.py
 test-browser: setup data

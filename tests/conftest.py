@@ -35,6 +35,24 @@ from nrlib import data, metrics, models, train  # noqa: E402
 # 151 s for the unit tests with two threads vs 21 s with one, under the same load.
 if "OMP_NUM_THREADS" not in os.environ:
     torch.set_num_threads(1)
+    # Under pytest-xdist (`make test` runs one worker per core), the notebook kernels a worker
+    # starts inherit one thread too: two workers' kernels with two threads each on two cores
+    # oversubscribe the CPU and each runs several times slower.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+
+@pytest.hookimpl(tryfirst=True)      # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """Order and group the tests for pytest-xdist's ``--dist loadgroup`` (``make test``): the
+    notebook smoke runs, a minute or more each, go first and each to whichever worker is free;
+    every other module's tests stay together on one worker, so a module-scoped fixture (a trained
+    model, a built book) is built once. A plain ``pytest`` run only sees the new order."""
+    notebooks = [i for i in items if i.get_closest_marker("notebook")]
+    rest = [i for i in items if not i.get_closest_marker("notebook")]
+    for item in rest:
+        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items[:] = notebooks + rest
 
 # One epoch of Adam (lr 3e-3, batch 32) on 4,000 images gives 94.0% on the
 # 1,000-image test subset (seeded); test_train asserts > 90%. Keras-style RMSprop
