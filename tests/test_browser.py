@@ -190,3 +190,62 @@ def test_notation_math_is_typeset_offline(html_dir, browser):
                      f"were not typeset by MathJax (no mjx-container), e.g. {raw[:3]} — does the build ship "
                      f"MathJax (not a CDN)?")
     assert "$$" not in text, "notation.html shows raw $$ in its text"
+
+
+# --- the book at a desktop's and a phone's width ---
+
+WIDTHS = {"desktop": (1400, 1000), "phone": (390, 844)}
+ASPECT_TOLERANCE = 0.02                           # shown w/h within 2% of the image's own
+
+
+@pytest.fixture(scope="module", params=list(WIDTHS))
+def reader(request, chromium):
+    """``(name, driver)``: a browser window of a desktop's (1400 px) or a phone's (390 px) width.
+    The viewport is set through the DevTools protocol: headless Chromium's windows are at least
+    500 px wide."""
+    w, h = WIDTHS[request.param]
+    driver = chromium(offline=True, size=(max(w, 500), h))
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": w, "height": h, "deviceScaleFactor": 1, "mobile": False})
+    driver.get("about:blank")
+    assert driver.execute_script("return window.innerWidth") == w, "the viewport was not resized"
+    yield request.param, driver
+    driver.quit()
+
+
+def screenshot(driver, html_dir: Path, page: str, width: str) -> Path:
+    """The page's first screen, saved beside the built book (``screens/<page>-<width>.png``) so a
+    failure can be looked at."""
+    out = html_dir.parent / "screens" / f"{Path(page).name}-{width}.png"
+    out.parent.mkdir(exist_ok=True)
+    driver.save_screenshot(str(out))
+    return out
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_figures_keep_their_aspect_ratio(page, html_dir, reader):
+    width, driver = reader
+    open_page(driver, html_dir, page)
+    shot = screenshot(driver, html_dir, page, width)
+    shown = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.bd-article img')).map(function (i) {"
+        " var r = i.getBoundingClientRect();"
+        " return [(i.getAttribute('src') || '').slice(0, 40), r.width, r.height, i.naturalWidth,"
+        " i.naturalHeight]; })")
+    visible = [s for s in shown if s[1] > 0 and s[2] > 0 and s[3] > 0 and s[4] > 0]
+    bad = [f"{src}…: shown {w:.0f}×{h:.0f}, drawn {nw}×{nh}" for src, w, h, nw, nh in visible
+           if abs((w / h) / (nw / nh) - 1) > ASPECT_TOLERANCE]
+    assert not bad, (f"{page}.html at {WIDTHS[width][0]} px: {len(bad)} of {len(visible)} images are "
+                     f"not shown at their own aspect ratio (±{ASPECT_TOLERANCE:.0%}; first screen: "
+                     f"{shot}):\n" + "\n".join(bad[:5]))
+
+
+def test_one_search_box(html_dir, reader):
+    width, driver = reader
+    open_page(driver, html_dir, PAGES[0])
+    shown = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.search-button-field, .search-button'))"
+        ".filter(function (b) { var r = b.getBoundingClientRect();"
+        " return r.width > 0 && r.height > 0 && getComputedStyle(b).visibility !== 'hidden'; })"
+        ".map(function (b) { return b.closest('[class]').parentElement.className; })")
+    assert len(shown) == 1, f"{PAGES[0]}.html at {WIDTHS[width][0]} px shows {len(shown)} search boxes: {shown}"
