@@ -14,8 +14,9 @@ executed copy gets
   the title, a banner saying which profile ran where and when (and plainly when no ``full`` run
   exists), and a box with the paper, the claim and how to run the chapter, with the measured time
   of each profile (``opening_cell``);
-* papermill's ``parameters`` and ``injected-parameters`` cells collapsed (``hide-cell``), and no
-  progress bars or ipywidgets state left (``strip_progress``, ``strip_widgets``);
+* papermill's ``injected-parameters`` cell folded into the ``parameters`` cell
+  (``merge_parameters``), collapsed (``hide-cell``), and no progress bars or ipywidgets state left
+  (``strip_progress``, ``strip_widgets``);
 * slider panels as browser-side sliders over precomputed frames: the runbook sets
   ``NRBOOK_STATIC=1`` for the kernel (``nrlib.widgets.panel``).
 
@@ -168,6 +169,48 @@ HIDE_TAG = "hide-cell"                                  # myst-nb: the cell is c
 PARAMETER_TAGS = ("parameters", "injected-parameters")  # the source's defaults and papermill's values
 
 
+def merge_parameters(nb) -> int:
+    """Fold papermill's ``injected-parameters`` cell into the ``parameters`` cell of an executed copy,
+    so the book shows one parameters cell: each injected ``name = value`` replaces the value of the
+    default's line (its comment kept), or is appended when the cell has no such line; a first comment
+    line names the values this run set that differ from the notebook's defaults. The injected cell is
+    removed. Returns how many values were injected (0: nothing to merge)."""
+    import ast
+
+    def tagged(tag):
+        return [c for c in nb.cells if tag in c.get("metadata", {}).get("tags", [])]
+
+    params, injected = next(iter(tagged("parameters")), None), tagged("injected-parameters")
+    if params is None or not injected:
+        return 0
+    lines = params.source.splitlines()
+    defaults = {n.targets[0].id: n for n in ast.parse(params.source).body
+                if isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+                and n.lineno == n.end_lineno}
+    changed, n = [], 0
+    for cell in injected:
+        for node in ast.parse(cell.source).body:
+            if not (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)):
+                continue
+            name, value, n = node.targets[0].id, ast.get_source_segment(cell.source, node.value), n + 1
+            old = defaults.get(name)
+            if old is None:
+                lines.append(f"{name} = {value}")
+                changed.append(f"{name} = {value}")
+                continue
+            line = lines[old.lineno - 1].encode()         # ast's offsets count UTF-8 bytes
+            start, end = old.value.col_offset, old.value.end_col_offset
+            default = line[start:end].decode()
+            if default != value:
+                changed.append(f"{name} = {value} (the notebook's default: {default})")
+                lines[old.lineno - 1] = (line[:start] + value.encode() + line[end:]).decode()
+    if changed:
+        lines.insert(0, "# set for this run (papermill -p): " + "; ".join(changed))
+    params.source = "\n".join(lines)
+    nb.cells = [c for c in nb.cells if not any(c is i for i in injected)]
+    return n
+
+
 def hide_parameters(nb) -> int:
     """Collapse papermill's cells (the ``parameters`` cell and the injected one) in the book; returns how many."""
     n = 0
@@ -247,6 +290,7 @@ def execute(src: Path, out_dir: Path, profile: str, device: str) -> dict:
         nb.metadata["nrbook"] = meta
         strip_progress(nb)
         strip_widgets(nb)
+        merge_parameters(nb)
         hide_parameters(nb)
         try:                                  # the run's wall time, beside its per-stage seconds
             _results.set_wall_seconds(src.stem, profile, seconds)

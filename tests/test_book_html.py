@@ -284,7 +284,7 @@ def test_papermill_cells_are_collapsed(built_book, pages, chapter):
     page = pages[built_book / f"{chapter}.html"]
     cells = [c for c in page.find_all(class_="cell")
              if {"tag_parameters", "tag_injected-parameters"} & set(c.get("class", []))]
-    assert cells, f"{chapter}: no parameters cell found"
+    assert len(cells) == 1, f"{chapter}: {len(cells)} parameters cells, expected one (the injected one folded in)"
     for c in cells:
         assert "tag_hide-cell" in c.get("class", []), f"{chapter}: a papermill cell is shown expanded"
 

@@ -98,7 +98,10 @@ def test_notebook_runs_at_smoke_profile(path, tmp_path, isolated_data_root):
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
                 if runbook.WIDGET_VIEW in o.get("data", {})]
     tagged = [c.metadata.get("tags", []) for c in nb.cells]
-    assert sum(("parameters" in t or "injected-parameters" in t) and runbook.HIDE_TAG in t for t in tagged) == 2
+    assert sum("parameters" in t and runbook.HIDE_TAG in t for t in tagged) == 1     # one, folded
+    assert not [t for t in tagged if "injected-parameters" in t]
+    params = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    assert 'profile = "smoke"' in params and "set for this run" in params.splitlines()[0]
     assert "## Scoreboard" in (out / "results.md").read_text()
 
     # the last cell writes the headline numbers of the smoke run, into the temporary data root

@@ -216,14 +216,30 @@ def test_opening_cell_lists_the_other_profiles_run():
 def test_parameter_cells_are_collapsed_and_named():
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# T"),
-                nbformat.v4.new_code_cell("profile = 'cpu'   # a comment\nseed = 0\n  x = 1",
+                nbformat.v4.new_code_cell("profile = 'cpu'   # a comment\nseed = 0\nif seed:\n    x = 1",
                                           metadata={"tags": ["parameters"]}),
                 nbformat.v4.new_code_cell("profile = 'smoke'", metadata={"tags": ["injected-parameters"]}),
                 nbformat.v4.new_code_cell("y = 2")]
     assert rb.parameter_names(nb) == ["profile", "seed"]
-    assert rb.hide_parameters(nb) == 2
-    assert [c.metadata.get("tags", []) for c in nb.cells[1:]] == [
-        ["parameters", rb.HIDE_TAG], ["injected-parameters", rb.HIDE_TAG], []]
+    assert rb.merge_parameters(nb) == 1
+    assert rb.hide_parameters(nb) == 1
+    assert [c.metadata.get("tags", []) for c in nb.cells[1:]] == [["parameters", rb.HIDE_TAG], []]
+
+
+def test_injected_values_are_folded_into_the_parameters_cell():
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('profile = "cpu"   # smoke | cpu\nlabel = "ε"; seed = 0\nks = [1, 2]',
+                                          metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell('# Parameters\nprofile = "smoke"\nseed = 0\nseed2 = 3\nlabel = "é"\n',
+                                          metadata={"tags": ["injected-parameters"]}),
+                nbformat.v4.new_code_cell("y = 2")]
+    assert rb.merge_parameters(nb) == 4
+    assert [c.source for c in nb.cells] == [
+        "# set for this run (papermill -p): profile = \"smoke\" (the notebook's default: \"cpu\"); "
+        "seed2 = 3; label = \"é\" (the notebook's default: \"ε\")\n"
+        'profile = "smoke"   # smoke | cpu\nlabel = "é"; seed = 0\nks = [1, 2]\nseed2 = 3', "y = 2"]
+    assert rb.merge_parameters(nb) == 0                       # nothing left to merge
+    assert rb.parameter_names(nb) == ["profile", "label", "ks", "seed2"]   # (a name per line)
 
 
 def test_strip_widgets_drops_widget_state_and_views():
