@@ -249,3 +249,35 @@ def test_one_search_box(html_dir, reader):
         " return r.width > 0 && r.height > 0 && getComputedStyle(b).visibility !== 'hidden'; })"
         ".map(function (b) { return b.closest('[class]').parentElement.className; })")
     assert len(shown) == 1, f"{PAGES[0]}.html at {WIDTHS[width][0]} px shows {len(shown)} search boxes: {shown}"
+
+
+OVERFLOW_JS = """
+var vw = document.documentElement.clientWidth, out = [];
+function clipped(e) {            // inside a box that scrolls or clips sideways
+  for (var a = e.parentElement; a && a !== document.body; a = a.parentElement) {
+    var o = getComputedStyle(a).overflowX;
+    if (o === 'auto' || o === 'scroll' || o === 'hidden' || o === 'clip') return true;
+  }
+  return false;
+}
+document.querySelectorAll('body *').forEach(function (e) {
+  var r = e.getBoundingClientRect();
+  if (r.width === 0 || r.height === 0 || getComputedStyle(e).visibility === 'hidden') return;
+  if ((r.right > vw + 1 || r.left < -1) && !clipped(e))
+    out.push(e.tagName.toLowerCase() + '.' + (e.className || '').toString().split(' ').join('.') +
+             ' [' + Math.round(r.left) + ', ' + Math.round(r.right) + ']');
+});
+return [vw, document.documentElement.scrollWidth, out.slice(0, 8), out.length];
+"""
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_nothing_runs_past_the_screen(page, html_dir, reader):
+    """No element reaches past the viewport's edge unless it sits in a box that scrolls sideways
+    (a table, printed output, code): the page itself never scrolls sideways."""
+    width, driver = reader
+    open_page(driver, html_dir, page)
+    vw, scroll_width, wide, n = driver.execute_script(OVERFLOW_JS)
+    assert scroll_width <= vw and not wide, (
+        f"{page}.html at {WIDTHS[width][0]} px: the page is {scroll_width} px wide in a {vw} px viewport; "
+        f"{n} element(s) run past its edge outside any scroll box, e.g.:\n" + "\n".join(wide))
