@@ -73,7 +73,7 @@ def title(name: str) -> str:
     return name
 
 
-def _read_result(notebook: str, profile: str) -> dict | None:
+def read_result(notebook: str, profile: str) -> dict | None:
     from nrlib import results as _results       # imports torch: only when needed
 
     try:
@@ -84,7 +84,7 @@ def _read_result(notebook: str, profile: str) -> dict | None:
 
 def runs(name: str) -> dict[str, dict]:
     """``{profile: results record}`` of the shown profiles that have a readable results file, best first."""
-    return {p: r for p in SHOWN_PROFILES if (r := _read_result(name, p)) is not None}
+    return {p: r for p in SHOWN_PROFILES if (r := read_result(name, p)) is not None}
 
 
 def _date(s) -> str:
@@ -113,7 +113,7 @@ def run_info(notebook: str) -> dict[str, dict]:
     ``git_commit``."""
     out = {}
     for profile in reversed(PROFILES):
-        r = _read_result(notebook, profile)
+        r = read_result(notebook, profile)
         if r is None:
             continue
         stages = r.get("seconds") if isinstance(r.get("seconds"), dict) else {}
@@ -272,12 +272,20 @@ def _scoreboard_section(rows: list[dict]) -> list[str]:
     md = ["## Scoreboard", "",
           "Every claim we check, from every chapter: the section of the chapter that shows it, the paper's "
           "value, ours from the chapter's best run (the `full` profile when it has run, else `cpu`) with its "
-          "95% interval and sample size where the run measured one, and the verdict under the rule in the "
-          "last column but one. The rules are the book's, kept with the papers' numbers in "
+          "95% interval and sample size where the run measured one, and the verdict (a coloured badge) above "
+          "the rule that decides it. The rules are the book's, kept with the papers' numbers in "
           "`nrlib/papers/*.json`; each holds on the paper's own printed numbers and each can fail. "
           "What the verdicts mean:", "", *verdict_legend(), ""]
     md += verdict_counts(rows)
-    md += [papers.markdown_table(rows, ("section", "claim", "where", "paper", "ours", "verdict", "rule", "run"))]
+    md += ["Each chapter's claims follow, folded below the run they were judged on and their count; "
+           "a claim's section links to where the chapter shows it, and a rule's compared metric shows "
+           "its full key when pointed at.", ""]
+    for chapter in dict.fromkeys(r["chapter"] for r in rows):
+        mine = [r for r in rows if r["chapter"] == chapter]
+        name = next(n for n in chapter_names() if n.split("_")[0] == chapter)
+        md += [f"**{chapter} · {title(name)}** — run: {mine[0]['run']} — {papers.verdict_summary(mine)}", "",
+               f"::::{{dropdown}} {chapter}: the {len(mine)} claims, section by section",
+               papers.reader_table(mine, lead=("section",)) + "::::", ""]
     return md
 
 

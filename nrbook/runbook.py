@@ -63,12 +63,13 @@ from pathlib import Path
 import nbformat
 
 from nrlib import results as _results
+from nrlib.results import estimates
 from nrlib.profiles import PROFILES, RANK, resolve
 from nrlib.utils import make_readable
 from nrlib.widgets import STATIC_ENV
 
 from . import NOTEBOOKS, ROOT
-from .results_page import run_info, run_time_text, write_readme_section, write_results_page
+from .results_page import read_result, run_info, run_time_text, write_readme_section, write_results_page
 
 BANNER_TAG = "nrbook-banner"
 
@@ -223,6 +224,69 @@ def hide_parameters(nb) -> int:
     return n
 
 
+LEGACY_TABLE = "| claim | where | paper | ours | verdict | rule |"   # scoreboard tables before reader_table
+
+
+def _legacy_keys(md: str, doc: dict) -> list[str] | None:
+    """The claim keys of a verdict table written before the tables carried their keys: each row
+    (claim, where, paper, rule) matched to the paper file's claim that reads the same, exactly or
+    else the closest above 90% alike; None when a row matches none."""
+    import difflib
+
+    from nrlib import papers
+
+    def sig(cells):
+        return " | ".join(str(c).strip() for c in cells)
+
+    claims = {sig([c["claim"], c["where"], papers.paper_cell({**c, "paper_text": c.get("paper_text")}),
+                   papers.rule_text(c["rule"])]): c["key"] for c in doc["claims"]}
+    keys = []
+    for line in md.splitlines()[2:]:
+        if not line.startswith("| "):
+            continue
+        cells = [c.replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        row = sig([cells[0], cells[1], cells[2], cells[5]])
+        best = row if row in claims else next(iter(difflib.get_close_matches(row, claims, n=1, cutoff=0.9)), None)
+        if best is None:
+            return None
+        keys.append(claims[best])
+    return list(dict.fromkeys(keys))          # (two claims may judge one metric: both are rows)
+
+
+def refresh_scoreboards(nb, stem: str) -> int:
+    """Re-render the verdict tables of an executed chapter (``nrlib.plot.scoreboard``'s outputs) from
+    its run's results file and the paper file as they are now, so the chapter's tables agree with the
+    results page (a rule or a claim's text edited since the run shows in both). Tables written before
+    the outputs carried their keys are recognised by their header and matched claim by claim.
+    Returns how many tables were re-rendered; 0 without a paper file or a results file."""
+    from nrlib import papers
+
+    doc, profile = papers.for_notebook(stem), nb.metadata.get("nrbook", {}).get("profile")
+    record = read_result(stem, profile) if doc is not None and profile else None
+    if record is None:
+        return 0
+    rows = papers.scoreboard(stem, estimates(record), profile)
+    n = 0
+    for c in nb.cells:
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            md = o.get("data", {}).get("text/markdown")
+            meta = o.get("metadata", {}).get(papers.SCOREBOARD_META)
+            if md is None or (meta is None and not str(md).startswith(LEGACY_TABLE)):
+                continue
+            keys = meta["keys"] if meta else _legacy_keys(str(md), doc)
+            if meta is None and keys is None:
+                continue
+            mine = rows if keys is None else [r for r in rows if r["key"] in set(keys)]
+            if meta is None and len(mine) != sum(ln.startswith("| ") for ln in str(md).splitlines()[2:]):
+                continue                      # the old table's rows are not the claims found: kept
+            whole = keys is None or len(mine) == len(rows)
+            o["data"]["text/markdown"] = papers.verdict_markdown(mine, whole=whole)
+            o.setdefault("metadata", {})[papers.SCOREBOARD_META] = {"notebook": stem,
+                                                                     "keys": None if whole else keys}
+            n += 1
+    return n
+
+
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
@@ -292,6 +356,7 @@ def execute(src: Path, out_dir: Path, profile: str, device: str) -> dict:
         strip_widgets(nb)
         merge_parameters(nb)
         hide_parameters(nb)
+        refresh_scoreboards(nb, src.stem)
         try:                                  # the run's wall time, beside its per-stage seconds
             _results.set_wall_seconds(src.stem, profile, seconds)
         except FileNotFoundError:             # a notebook that writes no results file
@@ -351,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notebooks", nargs="+", metavar="NB", help="only these (name prefixes, e.g. 04)")
     ap.add_argument("--out", default="book", help="folder of the executed copies (default: book)")
     ap.add_argument("--check", action="store_true", help="only list each notebook's status")
-    ap.add_argument("--results-only", action="store_true", help="only regenerate <out>/results.md")
+    ap.add_argument("--results-only", action="store_true", help="only regenerate <out>/results.md and the executed chapters' verdict tables")
     args = ap.parse_args(argv)
 
     out_dir = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
@@ -364,6 +429,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{src.stem:32s} {state:8s}{extra}")
         return 0
     if args.results_only:
+        for src in notebooks:
+            book = out_dir / src.name
+            if book.is_file():
+                nb = nbformat.read(book, as_version=4)
+                before = json.dumps(nb, sort_keys=True)
+                if refresh_scoreboards(nb, src.stem) and json.dumps(nb, sort_keys=True) != before:
+                    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{src.stem}.", suffix=".tmp.ipynb")
+                    os.close(fd)
+                    nbformat.write(nb, tmp)
+                    make_readable(tmp)
+                    os.replace(tmp, book)
+                    print(f"runbook: re-rendered the verdict tables of {_rel(book)}")
         print(f"runbook: wrote {_rel(write_results_page(out_dir))}")
         if out_dir.resolve() == (ROOT / "book").resolve() and write_readme_section():
             print("runbook: wrote the results section of README.md")

@@ -209,9 +209,9 @@ def scoreboard(notebook: str, metrics: Mapping[str, float], *, keys: Sequence[st
     its paper file (``nrlib.papers``): the claim, where the paper prints it,
     the paper's value, ours (with its 95% interval and n where ``metrics``
     holds a ``stats.Estimate``) and the verdict by the claim's rule, with a
-    failed gate's or a reading's reason. ``keys`` limits it to some claims (a
-    section's table); ``profile``, the run's, makes the claims judged only at
-    other profiles read "judged at full only"."""
+    failed gate's or a reading's reason (``papers.verdict_markdown``). ``keys``
+    limits it to some claims (a section's table); ``profile``, the run's, makes
+    the claims judged only at other profiles read "judged at full only"."""
     from IPython.display import Markdown
 
     from . import papers
@@ -219,4 +219,7 @@ def scoreboard(notebook: str, metrics: Mapping[str, float], *, keys: Sequence[st
     rows = papers.scoreboard(notebook, dict(metrics), profile)
     if keys is not None:
         rows = [r for r in rows if r["key"] in set(keys)]
-    return Markdown(papers.markdown_table(rows))
+    # the metadata lets the book's runbook re-render the table from the results and paper files
+    return Markdown(papers.verdict_markdown(rows, whole=keys is None),
+                    metadata={papers.SCOREBOARD_META: {"notebook": notebook,
+                                                       "keys": None if keys is None else list(keys)}})

@@ -281,3 +281,22 @@ def test_nothing_runs_past_the_screen(page, html_dir, reader):
     assert scroll_width <= vw and not wide, (
         f"{page}.html at {WIDTHS[width][0]} px: the page is {scroll_width} px wide in a {vw} px viewport; "
         f"{n} element(s) run past its edge outside any scroll box, e.g.:\n" + "\n".join(wide))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_verdict_tables_give_the_claim_the_width(page, html_dir, reader):
+    """Every verdict table (``div.nrbook-verdicts``, folded ones opened): at a desktop's width the
+    claim column takes at least a third of the table; on a phone each row is a stacked card."""
+    width, driver = reader
+    open_page(driver, html_dir, page)
+    shares = driver.execute_script(
+        "document.querySelectorAll('details').forEach(function (d) { d.open = true; });"
+        "return Array.from(document.querySelectorAll('div.nrbook-verdicts table')).map(function (t) {"
+        " var r = t.tBodies[0].rows[0], c = r.cells[r.cells.length - 4];"
+        " return [c.getBoundingClientRect().width / t.getBoundingClientRect().width,"
+        " getComputedStyle(r).display]; })")
+    if width == "desktop":
+        narrow = [round(s, 2) for s, _ in shares if s < 1 / 3]
+        assert not narrow, f"{page}.html: {len(narrow)} verdict tables give the claim under a third: {narrow}"
+    else:
+        assert all(d == "block" for _, d in shares), f"{page}.html at 390 px: verdict rows are not stacked"

@@ -270,6 +270,35 @@ def test_markdown_table():
     assert extra[0] == "| metric | ours | run |" and extra[2] == "| `t` | — | cpu · here · 2026-01-02 |"
 
 
+def test_short_keys_name_what_differs_from_the_rows_own():
+    assert papers.short_key("clean_acc/vgg19/standard", "clean_acc/vgg19/sensitivity") == "standard"
+    assert papers.short_key("a/m/x=1/e=2", "a/m/x=3/e=4") == "x=1/e=2"
+    assert papers.short_key("levenshtein_random/vgg16", "lev/vgg16/pool5") == "levenshtein_random/vgg16"
+    assert papers.short_key("k/v", "k/v") == "k/v"                       # nothing differs: the key
+
+
+def test_the_readers_table():
+    rows = [{"key": "acc/b", "claim": "accuracy | high", "where": "Table 1", "paper": 99.33, "unit": "%",
+             "ours": 99.061, "compared": {"acc/a": 98.0}, "verdict": "reproduced", "interval": False,
+             "rule": "> acc/a + 0.5", "section": "[04 §1](x.ipynb#a)"},
+            {"key": "t", "claim": "faster", "where": "§4", "paper": None, "unit": "s", "ours": None,
+             "compared": {}, "verdict": "not judged", "reason": "model at chance (10% < 20%)", "rule": "< y"}]
+    lines = papers.reader_table(rows, lead=("section",)).strip().splitlines()
+    assert lines[0] == ":::{container} nrbook-verdicts" and lines[-1] == ":::" and len(lines) == 6
+    assert lines[1] == "| section | claim | paper | ours | verdict · rule |"
+    assert lines[3] == ("| [04 §1](x.ipynb#a) | accuracy \\| high *(Table 1)* | 99.33% | 99.06% (vs 98.00%) | "
+                        '<span class="nrbook-verdict nrbook-verdict-reproduced">reproduced</span> (no interval)'
+                        '<br><small>&gt; <abbr title="acc/a">a</abbr> + 0.5</small> |')
+    assert ('<span class="nrbook-verdict nrbook-verdict-not-judged">not judged</span> model at chance '
+            "(10% &lt; 20%)<br><small>&lt; y</small>") in lines[4]
+    assert papers.verdict_summary(rows) == "1 reproduced · 1 not judged"
+    # a chapter's closing table: counted, and folded when long
+    assert papers.verdict_markdown(rows, whole=True).startswith("**2 claims:** 1 reproduced · 1 not judged.")
+    many = papers.verdict_markdown(rows * papers.FOLD_OVER, whole=True)
+    assert "::::{dropdown}" in many and many.rstrip().endswith("::::")
+    assert papers.verdict_markdown(rows) == papers.reader_table(rows)
+
+
 def test_claim_keys_in_file_order():
     doc = papers.load("pravin2021")
     assert papers.claim_keys("pravin2021") == papers.claim_keys(doc["notebook"])

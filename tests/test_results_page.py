@@ -56,9 +56,14 @@ def test_the_scoreboard_comes_first(tmp_path, data):
     headings = [ln for ln in page.splitlines() if ln.startswith("## ")]
     assert headings[0] == "## Scoreboard"
     board = _board(page)
-    assert board.count("| section | claim | where | paper | ours | verdict | rule | run |") == 1
+    # one reader's table per chapter, each folded below its run line and verdict counts
+    chapters = list(dict.fromkeys(r["chapter"] for r in rp.scoreboard_rows()))
+    assert board.count("| section | claim | paper | ours | verdict · rule |") == len(chapters)
+    assert board.count("\n::::{dropdown}") == len(chapters)
+    for ch in chapters:
+        assert re.search(rf"^\*\*{re.escape(ch)} · .+\*\* — run: ", board, re.M), f"no run line for {ch}"
     # nothing of a chapter's details (figure, dropdowns) comes before the scoreboard ends
-    assert page.index(board) + len(board) <= min(page.index(":::{figure}"), page.index(":::{dropdown}"))
+    assert page.index(board) + len(board) <= min(page.index(":::{figure}"), page.index("\n:::{dropdown}"))
 
 
 def test_every_claim_maps_to_a_heading_of_its_source_page():

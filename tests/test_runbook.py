@@ -84,13 +84,29 @@ def _row(page, *cells):
     return [ln for ln in page.splitlines() if ln.startswith("|") and all(c in ln for c in cells)]
 
 
+def _chapter_board(page, chapter):
+    """The scoreboard's run line of one chapter (``**04 · Title** — run: …``) and its part of the board."""
+    board = page[page.index("## Scoreboard"):page.index("\n## ", page.index("## Scoreboard"))]
+    start = board.index(f"\n**{chapter} · ") + 1
+    end = board.find("\n**", start)
+    part = board[start:end if end > 0 else None]
+    return part.splitlines()[0], part
+
+
+def _badge(verdict):
+    return f'<span class="nrbook-verdict nrbook-verdict-{verdict.replace(" ", "-")}">{verdict}</span>'
+
+
 def test_results_page_without_runs_lists_every_claim_as_not_run(tmp_path, monkeypatch):
     monkeypatch.setenv("NRLIB_DATA", str(tmp_path / "data"))
     page = rp.write_results_page(tmp_path / "book").read_text()
     assert page.index("## Scoreboard") < page.index("No results yet")
     for name in papers.names():
+        chapter = papers.load(name)["notebook"].split("_")[0]
+        line, part = _chapter_board(page, chapter)
+        assert "— run: no run —" in line, line
         for c in papers.load(name)["claims"]:
-            assert _row(page, c["claim"][:60], "not run", "no run"), (name, c["key"])
+            assert _row(part, c["claim"][:60], _badge("not run")), (name, c["key"])
 
 
 def test_results_page_scoreboard_and_details(tmp_path, monkeypatch):
@@ -107,13 +123,17 @@ def test_results_page_scoreboard_and_details(tmp_path, monkeypatch):
     board = page[page.index("## Scoreboard"):page.index("## ", page.index("## Scoreboard") + 3)]
     run = "cpu · cpu-device (test) · 2026-01-02"
     assert papers.verdict(base, metrics) == "not reproduced"
-    assert _row(board, base["claim"], papers.fmt(ours_base, "%"), "not reproduced", run)
-    assert _row(board, pgd["claim"], papers.fmt(metrics[pgd["key"]], "%"), "| reproduced (no interval) |", run)
+    line, ch4 = _chapter_board(page, "04")
+    assert f"— run: {run} —" in line
+    assert _row(ch4, base["claim"], papers.fmt(ours_base, "%"), _badge("not reproduced"))
+    assert _row(ch4, pgd["claim"], papers.fmt(metrics[pgd["key"]], "%"), _badge("reproduced") + " (no interval)")
     other = _claim("karnine2024", "clean_acc/shallow")
-    assert _row(board, other["claim"], "not run", run)                # the run lacks that metric
-    assert _row(board, "| 05 |", "no run")                            # chapter 5 has no results
-    zoo = _claim("zoo", "test_acc/resnet18")                          # judged at the full profile only
-    assert _row(board, zoo["claim"], "50.00%", "| judged at full only |", run)   # measured, never "not run"
+    assert _row(ch4, other["claim"], _badge("not run"))                 # the run lacks that metric
+    assert "— run: no run —" in _chapter_board(page, "05")[0]           # chapter 5 has no results
+    zoo = _claim("zoo", "test_acc/resnet18")                            # judged at the full profile only
+    zoo_line, zoo_part = _chapter_board(page, "zoo")
+    assert f"— run: {run} —" in zoo_line
+    assert _row(zoo_part, zoo["claim"], "50.00%", '-judged-at-full-only">judged at full only</span>')
     counts = _row(board, "| 04 |", run, str(len(papers.load("karnine2024")["claims"])))
     assert counts, "the summary table counts chapter 4's claims"
 
@@ -251,3 +271,29 @@ def test_strip_widgets_drops_widget_state_and_views():
     nb.cells = [nbformat.v4.new_code_cell("panel", outputs=[view, html])]
     assert rb.strip_widgets(nb) == 1
     assert "widgets" not in nb.metadata and nb.cells[0].outputs == [html]
+
+
+def test_verdict_tables_are_re_rendered_from_the_results_and_paper_files(tmp_path, monkeypatch):
+    from nrlib import papers, plot, results
+
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path / "data"))
+    stem = "05_toggle_activity"
+    doc = papers.for_notebook(stem)
+    keys = [c["key"] for c in doc["claims"] if c["paper"] is not None][:2]
+    metrics = {k: float(c["paper"]) for c in doc["claims"] if c["key"] in keys for k in papers.claim_metrics(c)}
+    results.write(stem, "cpu", metrics)
+    shown = [r for r in papers.scoreboard(stem, metrics, "cpu") if r["key"] in keys]
+    new = plot.scoreboard(stem, metrics, keys=keys, profile="cpu")
+    data, meta = new._repr_markdown_()
+    legacy = papers.markdown_table(shown)                     # a table as chapters wrote them before
+    stale = legacy.replace(shown[0]["claim"], shown[0]["claim"].rstrip(".") + " ;")   # a claim edited since
+    outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": t}, metadata=m)
+               for t, m in ((data, meta), (stale, {}), ("| claim | where | paper | ours | verdict | rule |\n"
+                                                       "| --- |\n| no such claim | a | b | c | d | e |\n", {}))]
+    nb = nbformat.v4.new_notebook(metadata={"nrbook": {"profile": "cpu"}})
+    nb.cells = [nbformat.v4.new_code_cell("x", outputs=outputs)]
+    assert rb.refresh_scoreboards(nb, stem) == 2              # the unmatched old table is kept as it was
+    got = [o["data"]["text/markdown"] for o in nb.cells[0].outputs]
+    assert got[0] == got[1] == papers.verdict_markdown(shown) and got[2].startswith(rb.LEGACY_TABLE)
+    assert nb.cells[0].outputs[1]["metadata"][papers.SCOREBOARD_META] == {"notebook": stem, "keys": keys}
+    assert rb.refresh_scoreboards(nbformat.v4.new_notebook(), stem) == 0           # no run recorded

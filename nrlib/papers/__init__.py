@@ -68,10 +68,12 @@ from __future__ import annotations
 
 import copy
 import functools
+import html
 import itertools
 import json
 import math
 import numbers
+import re
 from pathlib import Path
 
 import numpy as np
@@ -663,6 +665,80 @@ COLUMNS = {
     "rule": ("rule", lambda r: r["rule"]),
 }
 DEFAULT_COLUMNS = ("claim", "where", "paper", "ours", "verdict", "rule")
+
+
+# ----------------------------------------------------------------------------
+# the verdict tables as a reader meets them (the chapters' and the results page's)
+# ----------------------------------------------------------------------------
+READER_CLASS = "nrbook-verdicts"          # the container's class: book/_static/custom.css styles it
+_KEY = re.compile(r"[A-Za-z_][\w.=+-]*(?:/[\w.=+-]+)+")     # a metric key inside a rule's text
+
+
+def short_key(key: str, own: str) -> str:
+    """A metric key as a row that compares with it names it: the path segments where it differs from
+    the row's own key (``clean_acc/vgg19/standard`` in the row of ``clean_acc/vgg19/sensitivity`` is
+    ``standard``); the whole key when nothing is shared."""
+    a, b = key.split("/"), own.split("/")
+    if len(a) != len(b):
+        return key
+    diff = [x for x, y in zip(a, b) if x != y]
+    return "/".join(diff) if diff and len(diff) < len(a) else key
+
+
+def rule_words(row: dict) -> str:
+    """A row's rule as the reader's table prints it: each compared metric by its short name
+    (``short_key``), the full key in a tooltip (``<abbr title=…>``)."""
+    def name(m):
+        key = m.group(0)
+        return f'<abbr title="{html.escape(key)}">{html.escape(short_key(key, row["key"]))}</abbr>'
+    return _KEY.sub(name, html.escape(row["rule"], quote=False))
+
+
+def verdict_badge(row: dict) -> str:
+    """The verdict as a coloured badge (``span.nrbook-verdict-<class>``), then its reason as text."""
+    v, text = row["verdict"], verdict_cell(row)
+    slug = re.sub(r"[^a-z]+", "-", verdict_class(v).lower()).strip("-") or "reported"
+    rest = text[len(v):].lstrip(": ").strip() if text.startswith(v) else text
+    badge = f'<span class="nrbook-verdict nrbook-verdict-{slug}">{html.escape(v)}</span>'
+    return badge + (f" {html.escape(rest, quote=False)}" if rest else "")
+
+
+def reader_table(rows: list[dict], *, lead: tuple[str, ...] = ()) -> str:
+    """``rows`` (from ``scoreboard``) as the book shows them to a reader: a Markdown table in a
+    ``nrbook-verdicts`` container with the claim (and where the paper prints it) taking the width,
+    the paper's value, ours, and the verdict as a badge above its rule in words (``rule_words``).
+    ``lead`` names row fields printed as they are in columns before the claim (the results page's
+    ``section``). The book's stylesheet stacks the rows on a phone."""
+    heads = [*lead, "claim", "paper", "ours", "verdict · rule"]
+    body = [[*[r.get(c, "") for c in lead], f"{r['claim']} *({r['where']})*", paper_cell(r), _ours_cell(r),
+             f"{verdict_badge(r)}<br><small>{rule_words(r)}</small>"] for r in rows]
+    return f":::{{container}} {READER_CLASS}\n{pipe_table(heads, body)}:::\n"
+
+
+SCOREBOARD_META = "nrbook_scoreboard"   # an output's metadata: {"notebook", "keys"} of its table
+FOLD_OVER = 12                          # a chapter's whole table folds below its summary past this
+
+
+def verdict_markdown(rows: list[dict], *, whole: bool = False) -> str:
+    """A chapter's verdict table (``reader_table``); ``whole``, the chapter's closing table of every
+    claim, opens with the verdict counts (``verdict_summary``) and, past ``FOLD_OVER`` rows, folds
+    the table below them."""
+    table = reader_table(rows)
+    if not whole:
+        return table
+    head = f"**{len(rows)} claims:** {verdict_summary(rows)}.\n\n"
+    if len(rows) <= FOLD_OVER:
+        return head + table
+    return head + f"::::{{dropdown}} The {len(rows)} claims, section by section\n{table}::::\n"
+
+
+def verdict_summary(rows: list[dict]) -> str:
+    """How many of ``rows`` got each verdict, in ``VERDICTS`` order: ``"12 reproduced · 3 inconclusive"``."""
+    counts = {}
+    for r in rows:
+        counts[verdict_class(r["verdict"])] = counts.get(verdict_class(r["verdict"]), 0) + 1
+    return " · ".join(f"{counts[v]} {'shown without a verdict' if v == REPORTED else v}"
+                      for v in VERDICTS if counts.get(v))
 
 
 def _cell(text) -> str:
