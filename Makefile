@@ -1,6 +1,6 @@
 # The book's commands. The README's two: `make book` and `make test`.
 #
-#   make setup        .venv (unless a virtualenv/conda env is active) + pip install -e '.[book,dev]'
+#   make setup        .venv (unless a virtualenv/conda env is active) + PyTorch (CPU wheels without an NVIDIA GPU) + pip install -e '.[book,dev]'
 #   make data         link MNIST and CIFAR-10 from an offline copy when present (SHARED_DATA=DIR; data/README.md)
 #   make test         unit tests + papermill smoke run of every notebook
 #   make test-browser chapter 5 (smoke) in JupyterLab in headless Chromium: run all cells, move a live slider
@@ -51,7 +51,9 @@ $(STAMP): pyproject.toml
 ifdef OWN_VENV
 	@test -x $(PY) || { echo "creating .venv with $$(python3 --version)"; python3 -m venv .venv; }
 endif
+	@bash scripts/install_torch.sh $(PY) $(PIP_FLAGS)
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[book,dev]'
+	@$(PY) -c 'import torch; print("torch:", torch.__version__, "(CUDA " + torch.version.cuda + ")" if torch.version.cuda else "(CPU build)")'
 	@touch $@
 
 data:
@@ -60,7 +62,7 @@ data:
 	  case "$(SHARED_DATA)" in /*) target="$(SHARED_DATA)/$$d" ;; *) target="../$(SHARED_DATA)/$$d" ;; esac; \
 	  if [ -e "data/$$d" ] || [ -L "data/$$d" ]; then :; \
 	  elif [ -e "$(SHARED_DATA)/$$d" ]; then ln -s "$$target" "data/$$d" && echo "linked data/$$d -> $$target"; \
-	  else echo "data/$$d: not found here nor in $(SHARED_DATA); nrlib will try torchvision's download (or set NRLIB_DATA; see data/README.md)"; fi; \
+	  elif [ -z "$(DATA_QUIET)" ]; then echo "data/$$d: not found here nor in $(SHARED_DATA); nrlib will try torchvision's download (or set NRLIB_DATA; see data/README.md)"; fi; \
 	done
 
 # One pytest-xdist worker per core (TEST_JOBS=0: a single process); the notebook smoke runs
@@ -72,7 +74,9 @@ test: setup data
 test-browser: setup data
 	$(PY) -m pytest -q -rP -m jupyterlab tests/test_jupyterlab.py
 
-book: setup data
+# (the runbook names a missing dataset only when a chapter is about to run)
+book: setup
+	@$(MAKE) --no-print-directory data DATA_QUIET=1
 	$(PY) -m nrbook.runbook --profile auto --only-stale
 	$(MAKE) --no-print-directory html
 

@@ -62,6 +62,7 @@ from pathlib import Path
 
 import nbformat
 
+from nrlib import data as _data
 from nrlib import results as _results
 from nrlib.results import estimates
 from nrlib.profiles import PROFILES, RANK, resolve
@@ -416,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--notebooks", nargs="+", metavar="NB", help="only these (name prefixes, e.g. 04)")
     ap.add_argument("--out", default="book", help="folder of the executed copies (default: book)")
     ap.add_argument("--check", action="store_true", help="only list each notebook's status")
-    ap.add_argument("--results-only", action="store_true", help="only regenerate <out>/results.md and the executed chapters' verdict tables")
+    ap.add_argument("--results-only", action="store_true",
+                    help="only regenerate <out>/results.md and the executed chapters' verdict tables")
     args = ap.parse_args(argv)
 
     out_dir = Path(args.out) if Path(args.out).is_absolute() else ROOT / args.out
@@ -459,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{commit}; commit first for a book whose every number names the code that made it",
               file=sys.stderr)
 
-    refused = []
+    refused, hinted = [], False          # hinted: missing datasets named before the first run
     for src in notebooks:
         state, meta = status(src, out_dir)
         action, why = decide(state, meta.get("profile"), profile, only_stale=args.only_stale, force=args.force)
@@ -471,6 +473,13 @@ def main(argv: list[str] | None = None) -> int:
             if action == "refuse":
                 refused.append(src.stem)
             continue
+        if not hinted:
+            hinted = True
+            for name in ("mnist", "cifar10"):
+                if _data.missing_files(name):
+                    print(f"runbook: the {name} files are not under {_data.data_root()}: a chapter that reads "
+                          f"them tries torchvision's download (`make data` links an offline copy; "
+                          f"data/README.md)", file=sys.stderr)
         print(f"runbook: {src.stem}: {why}; executing with profile={profile} ...", flush=True)
         try:
             meta = execute(src, out_dir, profile, device)

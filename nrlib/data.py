@@ -115,6 +115,15 @@ def _missing(folder: Path, files) -> list[str]:
     return [f for f in files if not (folder / f).is_file()]
 
 
+def missing_files(name: str, root: str | os.PathLike | None = None) -> list[str]:
+    """The files of dataset ``name`` (``"mnist"`` or ``"cifar10"``) that are not in its folder under
+    ``root`` (default: the data root); empty when all are there (their md5 sums are checked on load)."""
+    check_choice("name", name, list(DOWNLOADS))
+    root = Path(root) if root is not None else data_root()
+    folder, files = (root / MNIST_DIR, MNIST_FILES) if name == "mnist" else (root / CIFAR_DIR, CIFAR_FILES)
+    return _missing(folder, files)
+
+
 def _try_download(name: str, root: Path) -> str | None:
     """torchvision's download path, for machines with a network. Returns an error or None."""
     try:

@@ -65,8 +65,8 @@ DATASET_FOLDERS = {"mnist": (data.MNIST_DIR, data.MNIST_FILES), "cifar10": (data
 def missing_dataset(name: str, root: Path | None = None) -> str | None:
     """Why ``name`` cannot be read from ``root`` (default: the data root), or None when its files are there."""
     root = Path(root) if root is not None else data.data_root()
-    folder, files = DATASET_FOLDERS[name]
-    absent = [f for f in files if not (root / folder / f).is_file()]
+    folder, _ = DATASET_FOLDERS[name]
+    absent = data.missing_files(name, root)
     if absent:
         return (f"dataset {name!r} is not on disk: {root / folder} lacks {absent} "
                 f"(see data/README.md for how to provide it, or set $NRLIB_DATA)")

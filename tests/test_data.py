@@ -159,3 +159,13 @@ def test_missing_dataset_names_folder_and_files(tmp_path, monkeypatch, fresh_cac
         assert f in msg
     assert "no network in the tests" in msg  # the download attempt's error is reported
     assert calls == [(name, tmp_path.resolve())]
+
+
+def test_missing_files_names_what_is_not_on_disk(tmp_path):
+    assert sorted(nrdata.missing_files("mnist", tmp_path)) == sorted(nrdata.MNIST_FILES)
+    assert sorted(nrdata.missing_files("cifar10", tmp_path)) == sorted(nrdata.CIFAR_FILES)
+    (tmp_path / nrdata.MNIST_DIR).mkdir(parents=True)
+    (tmp_path / nrdata.MNIST_DIR / "t10k-images-idx3-ubyte.gz").write_bytes(b"")
+    assert "t10k-images-idx3-ubyte.gz" not in nrdata.missing_files("mnist", tmp_path)
+    with pytest.raises(ValueError, match=r"name='svhn'"):
+        nrdata.missing_files("svhn", tmp_path)

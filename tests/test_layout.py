@@ -61,12 +61,14 @@ def test_tooling_lives_in_nrbook_and_scripts():
     for gone in ("runbook.py", "bench.py", "stage.py"):
         assert not (ROOT / "nrlib" / gone).exists(), f"nrlib/{gone} belongs to the tooling"
     for there in ("nrbook/__init__.py", "nrbook/runbook.py", "nrbook/results_page.py", "nrbook/bench.py",
-                  "scripts/stage.py", "scripts/gpu_full.sh", "scripts/device_wheels.sh", "data/README.md"):
+                  "scripts/stage.py", "scripts/gpu_full.sh", "scripts/device_wheels.sh", "scripts/install_torch.sh",
+                  "data/README.md"):
         assert (ROOT / there).is_file(), there
 
 
 # files whose commands and paths must exist (other docs are checked by their owners)
 DOCS = ["README.md", "Makefile", "data/README.md", "scripts/gpu_full.sh", "scripts/device_wheels.sh",
+        "scripts/install_torch.sh",
         "scripts/stage.py", "pyproject.toml", "environment.yml", *sorted(p.relative_to(ROOT).as_posix()
                                                                         for p in (ROOT / "nrbook").glob("*.py"))]
 
@@ -91,3 +93,27 @@ def test_gpu_script_finds_the_packages_without_an_install():
     assert 'export PYTHONPATH="$PWD' in sh[:first_python] or "export PYTHONPATH=\"/tmp/site:$PWD" in sh[:first_python]
     assert "$PY -m nrbook.runbook --profile full" in sh and "$PY -m nrbook.bench" in sh
     assert "nrlib.runbook" not in sh and "nrlib.stage" not in sh and "nrlib.bench" not in sh
+
+
+def test_install_torch_falls_back_within_seconds_when_the_cpu_index_is_unreachable(tmp_path):
+    """make setup's first step: without an NVIDIA GPU it tries PyTorch's CPU index once, with a short
+    timeout, and when that index cannot be reached leaves torch to the project's install, saying so."""
+    import os
+    import shutil
+    import subprocess
+    import time
+    import venv
+
+    if shutil.which("nvidia-smi") or Path("/proc/driver/nvidia/version").exists():
+        pytest.skip("an NVIDIA driver is present: the script leaves torch to the default build")
+    venv.create(tmp_path / "v", with_pip=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    env["TORCH_CPU_INDEX"] = "http://127.0.0.1:9/whl/cpu"           # a closed port: unreachable
+    t0 = time.perf_counter()
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "install_torch.sh"), str(tmp_path / "v" / "bin" / "python")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    seconds = time.perf_counter() - t0
+    assert out.returncode == 0, out.stderr
+    assert "no NVIDIA GPU found; trying PyTorch's CPU wheels" in out.stdout
+    assert "could not be reached; the project's install brings PyTorch's default build" in out.stdout, out.stdout
+    assert seconds < 30, f"the fallback took {seconds:.0f} s"
