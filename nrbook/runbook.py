@@ -9,7 +9,7 @@ default), the copy the Jupyter Book renders (it builds with ``execute_notebooks:
 ``auto`` is ``full`` when a CUDA GPU is present, else ``cpu`` (``nrlib.profiles.resolve``). Each
 executed copy gets
 
-* ``metadata.nrbook = {source_sha256, profile, device, date, seconds}``;
+* ``metadata.nrbook = {source_sha256, code_sha256, profile, device, date, seconds}``;
 * its first cell (the source's ``# Title`` and introduction, tagged ``nrbook-banner``) rewritten as
   the title, a banner saying which profile ran where and when (and plainly when no ``full`` run
   exists), and a box with the paper, the claim and how to run the chapter, with the measured time
@@ -30,9 +30,11 @@ untouched, keeps the failed notebook (under ``_build/failed/`` for ``book/``, un
 
 **Staleness.** ``source_sha256`` hashes the *source* notebook's cells (cell type and source
 only, so output stripping, re-execution or a fresh clone do not change it). A book copy is
-``fresh`` when its recorded hash equals that of the current source, ``stale`` when it differs
-(or the copy has no ``nrbook`` metadata), ``missing`` when absent. ``--only-stale`` skips fresh
-copies.
+``fresh`` when its recorded hash equals that of the current source, ``prose`` when only the
+Markdown differs (``code_sha256``, the code cells' hash, is the run's: outputs cannot have changed),
+``stale`` when the code differs (or the copy has no ``nrbook`` metadata), ``missing`` when absent.
+``--only-stale`` skips fresh copies and copies a prose-only edit into the executed copy
+(``sync_prose``) instead of running it.
 
 **Profiles rank full > cpu > smoke** (``nrlib.profiles.RANK``), and a copy made with a higher
 profile than the one asked for is never overwritten without ``--force``: under ``--only-stale``
@@ -85,8 +87,17 @@ def source_sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(json.dumps(cells, ensure_ascii=False).encode()).hexdigest()
 
 
+def code_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a notebook's code cells alone: what its outputs depend on (its prose does not)."""
+    nb = nbformat.read(path, as_version=4)
+    return hashlib.sha256(json.dumps([c.source for c in nb.cells if c.cell_type == "code"],
+                                     ensure_ascii=False).encode()).hexdigest()
+
+
 def status(src: Path, out_dir: Path) -> tuple[str, dict]:
-    """('missing' | 'stale' | 'fresh', the copy's nrbook metadata or {})."""
+    """('missing' | 'stale' | 'prose' | 'fresh', the copy's nrbook metadata or {}). 'prose': only the
+    source's Markdown changed since the run (its code is the run's: ``code_sha256``), so the copy's
+    text can be brought up to date without running it (``sync_prose``)."""
     dst = out_dir / src.name
     if not dst.exists():
         return "missing", {}
@@ -94,14 +105,39 @@ def status(src: Path, out_dir: Path) -> tuple[str, dict]:
         meta = dict(nbformat.read(dst, as_version=4).metadata.get("nrbook", {}))
     except Exception:                         # unreadable copy: treat as stale, overwritable
         return "stale", {}
-    fresh = meta.get("source_sha256") == source_sha256(src)
-    return ("fresh" if fresh else "stale"), meta
+    if meta.get("source_sha256") == source_sha256(src):
+        return "fresh", meta
+    return ("prose" if meta.get("code_sha256") == code_sha256(src) else "stale"), meta
+
+
+def sync_prose(src: Path, dst: Path) -> bool:
+    """Bring an executed copy's Markdown up to date with its source when only the prose changed
+    (``status`` 'prose'): each Markdown cell takes the source's text, the first one rebuilt as at
+    execution (``opening_cell``: title, banner, how to run); outputs and code are left as they are.
+    False, nothing written, when the two notebooks' cells do not pair up one to one."""
+    source, nb = nbformat.read(src, as_version=4), nbformat.read(dst, as_version=4)
+    meta = nb.metadata.get("nrbook", {})
+    if len(source.cells) != len(nb.cells) or any(a.cell_type != b.cell_type for a, b in zip(source.cells, nb.cells)):
+        return False
+    for i, (a, b) in enumerate(zip(source.cells, nb.cells)):
+        if a.cell_type == "markdown":
+            b.source = (opening_cell(a.source, meta, src.stem, parameter_names(nb), run_info(src.stem))
+                        if i == 0 else a.source)
+    meta["source_sha256"] = source_sha256(src)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{src.stem}.", suffix=".tmp.ipynb")
+    os.close(fd)
+    nbformat.write(nb, tmp)
+    make_readable(tmp)
+    os.replace(tmp, dst)
+    return True
 
 
 def decide(state: str, recorded: str | None, profile: str, *, only_stale: bool, force: bool) -> tuple[str, str]:
-    """What to do with one notebook: ('run' | 'skip' | 'keep' | 'refuse', why)."""
+    """What to do with one notebook: ('run' | 'skip' | 'sync' | 'keep' | 'refuse', why)."""
     if only_stale and state == "fresh":
         return "skip", f"up to date ({recorded} profile)"
+    if only_stale and state == "prose":
+        return "sync", "only its text changed since the run; the copy's text is brought up to date"
     if state != "missing" and not force and RANK.get(recorded, -1) > RANK[profile]:
         if only_stale:
             return "keep", (f"the source changed since its {recorded} run, but a {profile} run would replace "
@@ -110,7 +146,7 @@ def decide(state: str, recorded: str | None, profile: str, *, only_stale: bool, 
         return "refuse", (f"holds a {recorded} run; not overwriting it with a {profile} run "
                           f"(pass --force, or FORCE=1 to make, to do so)")
     return "run", {"missing": "no executed copy yet", "stale": "source changed since the last run",
-                   "fresh": "re-run requested"}[state]
+                   "prose": "re-run requested (only the text changed)", "fresh": "re-run requested"}[state]
 
 
 # ---------------------------------------------------------------------------
@@ -349,7 +385,7 @@ def execute(src: Path, out_dir: Path, profile: str, device: str) -> dict:
                             cwd=str(src.parent), progress_bar=True)
         seconds = time.perf_counter() - t0
         nb = nbformat.read(tmp, as_version=4)
-        meta = {"source_sha256": sha, "profile": profile, "device": device,
+        meta = {"source_sha256": sha, "code_sha256": code_sha256(src), "profile": profile, "device": device,
                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "seconds": round(seconds, 1)}
         nb.metadata["nrbook"] = meta
@@ -436,13 +472,17 @@ def main(argv: list[str] | None = None) -> int:
             if book.is_file():
                 nb = nbformat.read(book, as_version=4)
                 before = json.dumps(nb, sort_keys=True)
-                if refresh_scoreboards(nb, src.stem) and json.dumps(nb, sort_keys=True) != before:
+                meta = nb.metadata.get("nrbook", {})
+                if "code_sha256" not in meta and meta.get("source_sha256") == source_sha256(src):
+                    meta["code_sha256"] = code_sha256(src)      # a copy made before the code hash: fresh
+                refresh_scoreboards(nb, src.stem)
+                if json.dumps(nb, sort_keys=True) != before:
                     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{src.stem}.", suffix=".tmp.ipynb")
                     os.close(fd)
                     nbformat.write(nb, tmp)
                     make_readable(tmp)
                     os.replace(tmp, book)
-                    print(f"runbook: re-rendered the verdict tables of {_rel(book)}")
+                    print(f"runbook: brought {_rel(book)} up to date (verdict tables, code hash)")
         print(f"runbook: wrote {_rel(write_results_page(out_dir))}")
         if out_dir.resolve() == (ROOT / "book").resolve() and write_readme_section():
             print("runbook: wrote the results section of README.md")
@@ -468,6 +508,13 @@ def main(argv: list[str] | None = None) -> int:
         if action == "skip":
             print(f"runbook: {src.stem}: {why}; skipped")
             continue
+        if action == "sync":
+            if sync_prose(src, out_dir / src.name):
+                print(f"runbook: {src.stem}: {why}")
+                continue
+            print(f"runbook: {src.stem}: only the text changed, but its cells no longer pair up with the "
+                  f"copy's; treated as changed")
+            action, why = decide("stale", meta.get("profile"), profile, only_stale=args.only_stale, force=args.force)
         if action in ("keep", "refuse"):
             print(f"runbook: WARNING: {args.out}/{src.name}: {why}", file=sys.stderr)
             if action == "refuse":

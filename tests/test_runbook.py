@@ -44,6 +44,37 @@ def test_status_missing_stale_fresh(tmp_path):
     assert state == "stale" and meta["profile"] == "full"
 
 
+def test_a_prose_edit_is_synced_without_a_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path / "data"))
+    src = _notebook(tmp_path / "nb.ipynb", outputs=True)
+    out = tmp_path / "book"
+    out.mkdir()
+    copy = nbformat.read(src, as_version=4)
+    copy.metadata["nrbook"] = {"source_sha256": rb.source_sha256(src), "code_sha256": rb.code_sha256(src),
+                               "profile": "cpu", "device": "cpu (test)", "date": "2026-01-02T00:00:00+00:00",
+                               "seconds": 5.0}
+    nbformat.write(copy, out / "nb.ipynb")
+    assert rb.code_sha256(src) != rb.code_sha256(_notebook(tmp_path / "other.ipynb", source="x = 2"))
+
+    edited = nbformat.read(src, as_version=4)
+    edited.cells[0].source = "# Title\n\nThe paper, now published."
+    nbformat.write(edited, src)
+    assert rb.status(src, out)[0] == "prose"
+    assert rb.decide("prose", "cpu", "cpu", only_stale=True, force=False)[0] == "sync"
+    assert rb.decide("prose", "cpu", "cpu", only_stale=False, force=False)[0] == "run"
+    assert rb.sync_prose(src, out / "nb.ipynb")
+    synced = nbformat.read(out / "nb.ipynb", as_version=4)
+    assert "The paper, now published." in synced.cells[0].source and "# Title" in synced.cells[0].source
+    assert synced.cells[1].outputs == copy.cells[1].outputs           # outputs untouched
+    assert rb.status(src, out)[0] == "fresh"
+
+    edited.cells.insert(1, nbformat.v4.new_markdown_cell("a new paragraph"))   # cells no longer pair up
+    nbformat.write(edited, src)
+    assert rb.status(src, out)[0] == "prose" and not rb.sync_prose(src, out / "nb.ipynb")
+    _notebook(src, source="x = 2")                                    # a code edit: stale
+    assert rb.status(src, out)[0] == "stale"
+
+
 @pytest.mark.parametrize("state, recorded, profile, only_stale, force, action", [
     ("missing", None, "cpu", True, False, "run"),
     ("fresh", "cpu", "cpu", True, False, "skip"),
