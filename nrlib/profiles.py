@@ -2,7 +2,8 @@
 
 * ``smoke`` — the tests on a 2-core CPU: every code path, meaningless numbers.
 * ``cpu`` — ``make book`` without a GPU: the method's qualitative result on
-  small models and subsets, a chapter in about 20 minutes on 2 cores.
+  small models and subsets (each chapter's measured time: the introduction, generated from
+  its results file).
 * ``full`` — a GPU: the papers' setting at paper scale; the numbers the book
   compares with the papers.
 

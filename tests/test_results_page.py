@@ -286,6 +286,12 @@ def test_intro_tables_are_generated_and_up_to_date(tmp_path):
         block = text.split(start, 1)[1].split(end, 1)[0]
         assert block == "\n" + "\n".join(["", *rp.recipe_table(recipe)]) + "\n", (
             f"intro.md's {recipe!r} table is stale: run python -m nrbook.runbook --results-only")
+    start, end = rp.RUN_TIME_MARKERS                     # the chapters' run times: from their results files
+    assert text.split(start, 1)[1].split(end, 1)[0] == "\n" + "\n".join(["", *rp.run_times_table()]) + "\n", (
+        "intro.md's run times are stale: run python -m nrbook.runbook --results-only")
+    for name in (c for c in rp.chapter_names() if c[:2].isdigit()):
+        info = rp.run_info(name).get("cpu")
+        assert info is None or rp.run_time_text(info) in text, f"{name}: its cpu run time is not in intro.md"
     stale = tmp_path / "intro.md"
     start, end = rp.recipe_markers("cifar")
     stale.write_text(f"before\n{start}\n| hand | typed |\n{end}\nafter\n")
