@@ -847,6 +847,7 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
             "test_acc": accuracy(model, xte, yte)}
     save_checkpoint(path, model, meta)
     model.eval()
+    _record_if_zoo(model, meta, seed, overrides, dev)
     if want != path:   # the snapshot was written during this run
         return zoo_get(arch, dataset, recipe, profile, seed, variant=variant, snapshot=snapshot, device=dev)
     return model, {**meta, "cached": False, "path": str(path)}
@@ -886,6 +887,7 @@ def _zoo_finetune(arch, dataset, recipe, profile, seed, variant, st, key, path, 
             "test_acc": accuracy(model, xte, yte)}
     save_checkpoint(path, model, meta)
     model.eval()
+    _record_if_zoo(model, meta, seed, None, dev)
     return model, {**meta, "cached": False, "path": str(path)}
 
 
@@ -900,6 +902,34 @@ def zoo_entry(arch: str, dataset: str, recipe: str, variant: str | None = None) 
     name = arch if len(recipe_datasets(recipe)) == 1 else f"{dataset}/{arch}"
     variant = _check_variant(recipe, variant)
     return name if variant == STANDARD else f"{name}+{variant}"
+
+
+def _record_if_zoo(model, meta: dict, seed: int, overrides, dev) -> None:
+    """``record_zoo`` for a model ``zoo_get`` has just trained, when it is the zoo table's kind: seed 0
+    and the recipe's own settings (no ``overrides``)."""
+    if seed == 0 and not overrides:
+        record_zoo(model, meta, device=dev)
+
+
+def record_zoo(model, meta: dict, *, device=None) -> Path:
+    """Write one zoo model's test accuracy, training time and settings into
+    ``data/results/zoo/<profile>.json`` (the README's zoo table), keeping the other models' entries;
+    ``meta`` is ``zoo_get``'s. Called by ``zoo_get`` whenever it trains a seed-0 model of a recipe's
+    own settings, so the table always describes the checkpoint the chapters load."""
+    profile, entry = meta["profile"], zoo_entry(meta["arch"], meta["dataset"], meta["recipe"], meta["variant"])
+    try:
+        old = nrresults.read("zoo", profile)
+    except FileNotFoundError:
+        old = {}
+    metrics, seconds, params = (dict(old.get(k, {})) for k in ("metrics", "seconds", "params"))
+    metrics[f"test_acc/{entry}"] = meta["test_acc"]
+    metrics[f"train_s/{entry}"] = seconds[entry] = meta["train_seconds"]
+    params[entry] = {"key": meta["key"], "recipe": meta["recipe"], "variant": meta["variant"],
+                     "git_commit": meta.get("git_commit"), "trained_on": meta.get("device_name", meta["device"]),
+                     "epochs": len(meta["history"]["epoch"]), "n_train": meta.get("n_train"),
+                     "n_test": meta.get("n_test"), "params": nrmodels.count_params(model),
+                     **meta.get("model_kwargs", {})}
+    return nrresults.write("zoo", profile, metrics, seconds=seconds, params=params, device=device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -933,33 +963,24 @@ def main(argv: list[str] | None = None) -> int:
         old = nrresults.read("zoo", profile)
     except FileNotFoundError:
         old = {}
-    # keep the earlier entries of models whose settings have not changed since (same cache key)
+    # drop the earlier entries of models whose settings have changed since (another cache key)
     current = {zoo_entry(a, d, r, v) for r in RECIPES for d in recipe_datasets(r) for a in RECIPES[r]["archs"]
                for v in recipe_variants(r)
                if (old.get("params", {}).get(zoo_entry(a, d, r, v)) or {}).get("key")
                == zoo_key(a, d, r, profile, args.seed, v)}
-    metrics = {k: v for k, v in old.get("metrics", {}).items() if k.split("/", 1)[-1] in current}
-    seconds = {k: v for k, v in old.get("seconds", {}).items() if k in current}
-    params = {k: v for k, v in old.get("params", {}).items() if k in current}
+    if old:
+        nrresults.write("zoo", profile, {k: v for k, v in old.get("metrics", {}).items()
+                                         if k.split("/", 1)[-1] in current},
+                        seconds={k: v for k, v in old.get("seconds", {}).items() if k in current},
+                        params={k: v for k, v in old.get("params", {}).items() if k in current}, device=dev)
     print(f"zoo: recipe={args.recipe} profile={profile} device={nrresults.device_name(dev)}")
     for dataset, arch, variant in ((d, a, v) for d in datasets for a in archs for v in variants):
-        entry = zoo_entry(arch, dataset, args.recipe, variant)
         model, meta = zoo_get(arch, dataset, args.recipe, profile, args.seed, variant=variant, device=dev)
-        acc = meta["test_acc"]
-        metrics[f"test_acc/{entry}"] = acc
-        metrics[f"train_s/{entry}"] = meta["train_seconds"]
-        seconds[entry] = meta["train_seconds"]
-        params[entry] = {"key": meta["key"], "recipe": args.recipe, "variant": variant,
-                         "git_commit": meta.get("git_commit"),
-                         "trained_on": meta.get("device_name", meta["device"]),
-                         "epochs": len(meta["history"]["epoch"]), "n_train": meta.get("n_train"),
-                         "n_test": meta.get("n_test"), "params": nrmodels.count_params(model),
-                         **meta.get("model_kwargs", {})}
+        acc, entry = meta["test_acc"], zoo_entry(arch, dataset, args.recipe, variant)
+        path = record_zoo(model, meta, device=dev)
         print(f"  {entry:18s} test {acc:6.2f}%  {nrmodels.count_params(model):>11,} params  trained "
               f"{meta['train_seconds']:7.1f} s on {meta.get('device_name', meta['device'])}"
               f"{'  (cached)' if meta['cached'] else ''}")
-    path = nrresults.write("zoo", profile, metrics, seconds=seconds, params=params,
-                           device=dev)
     print(f"wrote {path}")
     return 0
 

@@ -323,3 +323,32 @@ def test_readme_bench_tables_come_from_the_bench_files(tmp_path, data):
     text = readme.read_text()
     assert "old numbers" not in text and "| PGD-10 img/s | 108.8 |" in text
     assert text.startswith(f"intro\n{rp.BENCH_START}\n") and f"{rp.BENCH_END}\nrest\n" in text
+
+
+def _zoo_name(metric: str) -> str | None:
+    """The zoo table's name of the model a chapter's ``clean_acc/...`` metric measures: ``clean_acc/resnet20``
+    is ``resnet20``, ``clean_acc/vgg19/standard`` (or ``/vanilla``) is ``vgg19``, ``clean_acc/vgg19/linf_at``
+    is ``vgg19+linf_at``; None for a deeper key (a snapshot, a fine-tuned model)."""
+    parts = metric.split("/")[1:]
+    if len(parts) == 1 or (len(parts) == 2 and parts[1] in ("standard", "vanilla")):
+        return parts[0]
+    return f"{parts[0]}+{parts[1]}" if len(parts) == 2 else None
+
+
+def test_each_chapters_models_are_the_zoo_tables():
+    """A chapter's recorded clean accuracy of a zoo model equals the zoo table's (README) for the same
+    profile: both measure one checkpoint on the full test set, so a difference means one of them was
+    made from another training run (the zoo table is updated whenever a model is trained)."""
+    for profile in ("cpu", "full"):
+        zoo = rp.read_result("zoo", profile)
+        if zoo is None:
+            continue
+        table = {k.split("/", 1)[1]: v for k, v in zoo["metrics"].items() if k.startswith("test_acc/")}
+        for name in rp.chapter_names():
+            run = rp.read_result(name, profile) if name[:2].isdigit() else None
+            for key, v in (run or {}).get("metrics", {}).items():
+                model = _zoo_name(key) if key.startswith("clean_acc/") and v is not None else None
+                if model in table:
+                    assert abs(v - table[model]) < 0.005, (
+                        f"{name} ({profile}) measured {key} = {v:.2f}% but the zoo table says {model} is "
+                        f"{table[model]:.2f}%: run python -m nrlib.train for it, or re-run the chapter")

@@ -217,6 +217,13 @@ def test_zoo_trains_once_then_loads_from_cache(tmp_path, monkeypatch):
     assert meta1["history"]["val_acc"][0] > 30.0  # 2,000 images, one epoch: well above chance
     assert not m1.training
 
+    # the zoo table now describes this checkpoint (a chapter that trains a model updates it)
+    rec = json.loads((tmp_path / "results" / "zoo" / "smoke.json").read_text())
+    assert rec["metrics"]["test_acc/shallow"] == meta1["test_acc"] and rec["params"]["shallow"]["key"] == key
+    _, meta3 = train.zoo_get("shallow", "mnist", "karnine", "smoke", seed=1, device="cpu", progress=False)
+    rec = json.loads((tmp_path / "results" / "zoo" / "smoke.json").read_text())
+    assert rec["params"]["shallow"]["key"] == key, "only seed 0 models are the zoo table's"
+
     m2, meta2 = train.zoo_get("shallow", "mnist", "karnine", "smoke", device="cpu", progress=False)
     assert meta2["cached"] is True and meta2["path"] == str(path)
     assert meta2["history"] == meta1["history"]
