@@ -223,3 +223,22 @@ def scoreboard(notebook: str, metrics: Mapping[str, float], *, keys: Sequence[st
     return Markdown(papers.verdict_markdown(rows, whole=keys is None),
                     metadata={papers.SCOREBOARD_META: {"notebook": notebook,
                                                        "keys": None if keys is None else list(keys)}})
+
+
+def settings_table(settings: Mapping, *, profile: str | None = None):
+    """A chapter's per-profile sizes (its ``SIZES`` dict) as a small two-column table, one setting
+    per row, instead of a printed dict one line wide: lists joined by commas, floats to 4 significant
+    digits. Returns a ``pandas.DataFrame`` (its HTML fits the page)."""
+    import pandas as pd
+
+    def text(v):
+        if isinstance(v, (list, tuple)):
+            return ", ".join(text(x) for x in v)
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    if not isinstance(settings, Mapping):
+        raise ValueError(f"settings must be a dict of the profile's sizes, got {type(settings).__name__}")
+    head = f"{profile} profile" if profile else "value"
+    return pd.DataFrame({head: {k: text(v) for k, v in settings.items()}}).rename_axis("setting")

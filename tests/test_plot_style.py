@@ -100,3 +100,13 @@ def test_inline_figures_become_retina_pngs(rc_restored, tmp_path, monkeypatch):
     finally:
         shell.history_manager.end_session()
         InteractiveShell.clear_instance()
+
+
+def test_settings_table_is_one_row_per_setting():
+    from nrlib import plot as nrplot
+
+    t = nrplot.settings_table({"n_eval": 1000, "eps_grid": [2 / 255, 1.0], "models": ["base"]}, profile="cpu")
+    assert list(t.index) == ["n_eval", "eps_grid", "models"] and list(t.columns) == ["cpu profile"]
+    assert t.loc["eps_grid", "cpu profile"] == "0.007843, 1" and t.loc["models", "cpu profile"] == "base"
+    with pytest.raises(ValueError, match="settings must be a dict"):
+        nrplot.settings_table([1, 2])
