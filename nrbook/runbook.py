@@ -124,12 +124,18 @@ def sync_prose(src: Path, dst: Path) -> bool:
             b.source = (opening_cell(a.source, meta, src.stem, parameter_names(nb), run_info(src.stem))
                         if i == 0 else a.source)
     meta["source_sha256"] = source_sha256(src)
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{src.stem}.", suffix=".tmp.ipynb")
+    write_copy(nb, dst)
+    return True
+
+
+def write_copy(nb, dst: Path) -> None:
+    """Write an executed copy atomically (a temporary file beside it, then a rename), in the
+    readable layout of ``make_readable``."""
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=".tmp.ipynb")
     os.close(fd)
     nbformat.write(nb, tmp)
     make_readable(tmp)
     os.replace(tmp, dst)
-    return True
 
 
 def decide(state: str, recorded: str | None, profile: str, *, only_stale: bool, force: bool) -> tuple[str, str]:
@@ -313,7 +319,8 @@ def refresh_scoreboards(nb, stem: str) -> int:
             keys = meta["keys"] if meta else _legacy_keys(str(md), doc)
             if meta is None and keys is None:
                 continue
-            mine = rows if keys is None else [r for r in rows if r["key"] in set(keys)]
+            wanted = None if keys is None else set(keys)
+            mine = rows if wanted is None else [r for r in rows if r["key"] in wanted]
             if meta is None and len(mine) != sum(ln.startswith("| ") for ln in str(md).splitlines()[2:]):
                 continue                      # the old table's rows are not the claims found: kept
             whole = keys is None or len(mine) == len(rows)
@@ -477,11 +484,7 @@ def main(argv: list[str] | None = None) -> int:
                     meta["code_sha256"] = code_sha256(src)      # a copy made before the code hash: fresh
                 refresh_scoreboards(nb, src.stem)
                 if json.dumps(nb, sort_keys=True) != before:
-                    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{src.stem}.", suffix=".tmp.ipynb")
-                    os.close(fd)
-                    nbformat.write(nb, tmp)
-                    make_readable(tmp)
-                    os.replace(tmp, book)
+                    write_copy(nb, book)
                     print(f"runbook: brought {_rel(book)} up to date (verdict tables, code hash)")
         print(f"runbook: wrote {_rel(write_results_page(out_dir))}")
         if out_dir.resolve() == (ROOT / "book").resolve() and write_readme_section():

@@ -119,9 +119,12 @@ def missing_files(name: str, root: str | os.PathLike | None = None) -> list[str]
     """The files of dataset ``name`` (``"mnist"`` or ``"cifar10"``) that are not in its folder under
     ``root`` (default: the data root); empty when all are there (their md5 sums are checked on load)."""
     check_choice("name", name, list(DOWNLOADS))
-    root = Path(root) if root is not None else data_root()
-    folder, files = (root / MNIST_DIR, MNIST_FILES) if name == "mnist" else (root / CIFAR_DIR, CIFAR_FILES)
-    return _missing(folder, files)
+    return _missing(*_folder_files(name, Path(root) if root is not None else data_root()))
+
+
+def _folder_files(name: str, root: Path) -> tuple[Path, dict]:
+    """Dataset ``name``'s folder under ``root`` and its files with their md5 sums."""
+    return (root / MNIST_DIR, MNIST_FILES) if name == "mnist" else (root / CIFAR_DIR, CIFAR_FILES)
 
 
 def _try_download(name: str, root: Path) -> str | None:
@@ -140,7 +143,7 @@ def _try_download(name: str, root: Path) -> str | None:
 
 
 def _ensure(name: str, root: Path) -> Path:
-    folder, files = (root / MNIST_DIR, MNIST_FILES) if name == "mnist" else (root / CIFAR_DIR, CIFAR_FILES)
+    folder, files = _folder_files(name, root)
     missing = _missing(folder, files)
     if missing:
         err = _try_download(name, root)

@@ -218,7 +218,8 @@ def scoreboard(notebook: str, metrics: Mapping[str, float], *, keys: Sequence[st
 
     rows = papers.scoreboard(notebook, dict(metrics), profile)
     if keys is not None:
-        rows = [r for r in rows if r["key"] in set(keys)]
+        wanted = set(keys)
+        rows = [r for r in rows if r["key"] in wanted]
     # the metadata lets the book's runbook re-render the table from the results and paper files
     return Markdown(papers.verdict_markdown(rows, whole=keys is None),
                     metadata={papers.SCOREBOARD_META: {"notebook": notebook,

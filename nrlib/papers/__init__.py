@@ -66,6 +66,7 @@ read them from here.
 """
 from __future__ import annotations
 
+import collections
 import copy
 import functools
 import html
@@ -734,9 +735,7 @@ def verdict_markdown(rows: list[dict], *, whole: bool = False) -> str:
 
 def verdict_summary(rows: list[dict]) -> str:
     """How many of ``rows`` got each verdict, in ``VERDICTS`` order: ``"12 reproduced · 3 inconclusive"``."""
-    counts = {}
-    for r in rows:
-        counts[verdict_class(r["verdict"])] = counts.get(verdict_class(r["verdict"]), 0) + 1
+    counts = collections.Counter(verdict_class(r["verdict"]) for r in rows)
     return " · ".join(f"{counts[v]} {'shown without a verdict' if v == REPORTED else v}"
                       for v in VERDICTS if counts.get(v))
 
