@@ -45,6 +45,7 @@ from dataclasses import KW_ONLY, dataclass
 import torch
 import torch.nn.functional as F
 
+from .data import DATASETS
 from .models import frozen
 from .precision import autocast
 from .utils import (batches, check_bool, check_choice, check_eps, check_input, check_int, check_labels,
@@ -202,11 +203,16 @@ def pgd_default_alpha(eps: float, steps: int) -> float:
 # ----------------------------------------------------------------------------
 # the configured form: one call shape, atk(model, x, y)
 # ----------------------------------------------------------------------------
-def eps_text(eps: float, norm: str = "linf") -> str:
-    """ε for tables and legends: the papers' "ε = 8" on CIFAR-10 is 8/255, so an L∞ ε that is a
-    whole number of 1/255 reads ``8/255``; other values read better as decimals (MNIST's 0.3)."""
+def eps_text(eps: float, norm: str = "linf", *, dataset: str | None = None) -> str:
+    """ε for tables and legends, as the papers write it for the data: the papers' "ε = 8" on
+    CIFAR-10 is 8/255, so an L∞ ε that is a whole number of 1/255 reads ``8/255``; MNIST's papers
+    write decimals (ε = 0.2, never 51/255), so ``dataset="mnist"`` always reads a decimal, as do
+    other values. ``dataset``: ``None`` (judged by the value), or one of ``nrlib.data.DATASETS``."""
+    if dataset is not None:
+        check_choice("dataset", dataset, DATASETS)
     k = eps * 255
-    return f"{round(k)}/255" if norm == "linf" and k >= 1 and abs(k - round(k)) < 1e-6 else f"{eps:.3g}"
+    whole = norm == "linf" and k >= 1 and abs(k - round(k)) < 1e-6 and dataset != "mnist"
+    return f"{round(k)}/255" if whole else f"{eps:.3g}"
 
 
 @dataclass(frozen=True)
@@ -236,9 +242,11 @@ class Attack:
     def __call__(self, model, x, y):  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def describe(self) -> str:
-        """A short human-readable name with the settings, for tables and legends."""
-        return f"{type(self).__name__}{' (targeted)' if self.targeted else ''} ε={eps_text(self.eps, self.norm)}"
+    def describe(self, dataset: str | None = None) -> str:
+        """A short human-readable name with the settings, for tables and legends; ``dataset``
+        writes ε as the papers on that data do (``eps_text``)."""
+        eps = eps_text(self.eps, self.norm, dataset=dataset)
+        return f"{type(self).__name__}{' (targeted)' if self.targeted else ''} ε={eps}"
 
 
 @dataclass(frozen=True)
@@ -277,8 +285,8 @@ class PGD(Attack):
                    norm=self.norm, random_start=self.random_start, targeted=self.targeted,
                    restarts=self.restarts, seed=self.seed, batch_size=self.batch_size, amp=self.amp)
 
-    def describe(self) -> str:
-        base = super().describe().replace("PGD", f"PGD-{self.steps}{' L2' if self.norm == 'l2' else ''}", 1)
+    def describe(self, dataset: str | None = None) -> str:
+        base = super().describe(dataset).replace("PGD", f"PGD-{self.steps}{' L2' if self.norm == 'l2' else ''}", 1)
         return base + (f" ×{self.restarts} restarts" if self.restarts > 1 else "")
 
 
@@ -368,7 +376,7 @@ class CW(Attack):
             c = torch.where(torch.isfinite(hi), (lo + hi) / 2, c * 10)
         return best
 
-    def describe(self) -> str:
+    def describe(self, dataset: str | None = None) -> str:
         return f"C&W-L2 {self.binary_steps}×{self.steps}" + (" (targeted)" if self.targeted else "")
 
 
@@ -459,8 +467,8 @@ class SPSA(Attack):
                 out.append(xb + d)
         return torch.cat(out)
 
-    def describe(self) -> str:
-        return super().describe().replace("SPSA", f"SPSA-{self.steps}×{self.samples}", 1)
+    def describe(self, dataset: str | None = None) -> str:
+        return super().describe(dataset).replace("SPSA", f"SPSA-{self.steps}×{self.samples}", 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -525,8 +533,8 @@ class NAttack(Attack):
                 out.append(torch.where(done.view(-1, *shp), best, last))
         return torch.cat(out)
 
-    def describe(self) -> str:
-        return super().describe().replace("NAttack", f"NAttack-{self.steps}×{self.population}", 1)
+    def describe(self, dataset: str | None = None) -> str:
+        return super().describe(dataset).replace("NAttack", f"NAttack-{self.steps}×{self.population}", 1)
 
 
 # CIFAR-10-C's Gaussian noise (Hendrycks & Dietterich 2019): the noise sd c of severities 1-5, pixels in [0, 1]
@@ -562,7 +570,7 @@ class GaussianNoise(Attack):
     def _shape(noise: torch.Tensor) -> torch.Tensor:
         return noise
 
-    def describe(self) -> str:
+    def describe(self, dataset: str | None = None) -> str:
         return f"Gaussian noise c={self.eps:g}"
 
 
@@ -578,7 +586,7 @@ class SignNoise(GaussianNoise):
     def _shape(noise: torch.Tensor) -> torch.Tensor:
         return noise.sign()
 
-    def describe(self) -> str:
+    def describe(self, dataset: str | None = None) -> str:
         return f"random sign noise ε={self.eps:g}"
 
 

@@ -84,6 +84,19 @@ def use_style(*, font_scale: float = 1.0, retina: bool = True) -> None:
         _inline_retina()
 
 
+def check_width(fig) -> None:
+    """Refuse a figure wider than ``MAX_FIG_WIDTH`` inches: the book shrinks a wider figure to its
+    text column until its tick labels measure under ``MIN_TEXT_PX`` pixels (``shown_text_px``).
+    Raises ``ValueError`` naming the width and what to do (fewer panels per row, a grid of
+    panels). Slider panels (``nrlib.widgets.panel``) check every figure they draw; the tests check
+    every figure of the executed chapters."""
+    w = float(fig.get_size_inches()[0])
+    if w > MAX_FIG_WIDTH + 1e-9:
+        raise ValueError(f"figure width {w:g} in exceeds MAX_FIG_WIDTH={MAX_FIG_WIDTH:g} in: the book would "
+                         f"shrink its 11 pt tick labels to {shown_text_px(11, w):.1f} px; draw fewer "
+                         f"panels per row (plt.subplots(2, 2, ...)) or a narrower figure")
+
+
 def _inline_retina() -> None:
     """Inline figures as retina PNGs, when running under IPython (else nothing)."""
     try:
@@ -101,7 +114,8 @@ def _ax(ax, figsize=(6, 3.6)):
     if ax is None:
         import matplotlib.pyplot as plt
 
-        _, ax = plt.subplots(figsize=figsize)
+        fig, ax = plt.subplots(figsize=figsize)
+        check_width(fig)
     return ax
 
 
@@ -228,11 +242,13 @@ def scoreboard(notebook: str, metrics: Mapping[str, float], *, keys: Sequence[st
 
 def settings_table(settings: Mapping, *, profile: str | None = None):
     """A chapter's per-profile sizes (its ``SIZES`` dict) as a small two-column table, one setting
-    per row, instead of a printed dict one line wide: lists joined by commas, floats to 4 significant
-    digits. Returns a ``pandas.DataFrame`` (its HTML fits the page)."""
+    per row, instead of a printed dict one line wide: lists joined by commas, a nested dict as
+    ``key: value; …``, floats to 4 significant digits. Returns a ``pandas.DataFrame`` (its HTML fits the page)."""
     import pandas as pd
 
     def text(v):
+        if isinstance(v, Mapping):
+            return "; ".join(f"{k}: {text(x)}" for k, x in v.items())
         if isinstance(v, (list, tuple)):
             return ", ".join(text(x) for x in v)
         if isinstance(v, float):

@@ -22,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from .plot import check_width
 from .utils import check_callable, check_int, check_number
 
 
@@ -182,6 +183,7 @@ class _fast_redraw:
 
         for num in self._plt.get_fignums():
             fig = self._plt.figure(num)
+            check_width(fig)
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=2 * fig.dpi, pil_kwargs={"compress_level": 1})
             if self.keep:       # a static panel's frame: the same work as a live redraw, nothing shown
@@ -201,14 +203,21 @@ def _value_label(control, value) -> str:
 
 
 def _grid_values(name, control, given, points):
-    """The values a static panel precomputes for one control (sorted, current value included)."""
+    """The values a static panel precomputes for one control, current value included: a selection
+    slider's in the order of its options (layers by depth, not by name: conv4 before conv13), a
+    numeric slider's sorted."""
+    opts = getattr(control, "options", None)
+    order = [o[1] if isinstance(o, tuple) else o for o in opts] if opts is not None else None
     if given is not None:
         vals = list(given)
         if not vals:
             raise ValueError(f"grid[{name!r}] is empty; give at least one value")
-    elif hasattr(control, "options") and control.options is not None:
-        opts = list(control.options)
-        vals = [o[1] if isinstance(o, tuple) else o for o in opts]
+        if order is not None:
+            bad = [v for v in vals if v not in order]
+            if bad:
+                raise ValueError(f"grid[{name!r}] = {vals!r}: {bad!r} not among the slider's options {order!r}")
+    elif order is not None:
+        vals = order
         if len(vals) > points:
             vals = [vals[round(i)] for i in np.linspace(0, len(vals) - 1, points)]
     else:
@@ -218,10 +227,9 @@ def _grid_values(name, control, given, points):
             vals = [int(round(v)) for v in vals]
     if control.value not in vals:
         vals.append(control.value)
-    try:
-        return sorted(set(vals))
-    except TypeError:       # unorderable options: keep their order
-        return list(dict.fromkeys(vals))
+    if order is not None:
+        return sorted(set(vals), key=order.index)
+    return sorted(set(vals))
 
 
 class StaticPanel:
@@ -254,6 +262,7 @@ class StaticPanel:
             with _fast_redraw(layout, keep=True):   # render() ends with plt.show(): the figure stays
                 render(**dict(zip(names, combo)))
             t1 = time.perf_counter()
+            check_width(plt.gcf())
             png, width = frame_png(plt.gcf())
             self.seconds.append(t1 - t0)
             self.encode_seconds.append(time.perf_counter() - t1)

@@ -245,3 +245,15 @@ def test_l2_eps_may_exceed_one(trained_shallow, batch):
 def test_default_alpha_and_registry():
     assert attacks.pgd_default_alpha(0.3, 30) == pytest.approx(0.025)
     assert attacks.ATTACKS["fgsm"] is attacks.FGSM and attacks.ATTACKS["pgd"] is attacks.PGD
+
+
+def test_eps_text_writes_eps_as_the_papers_do():
+    from nrlib.attacks import FGSM, PGD, eps_text
+
+    assert eps_text(8 / 255) == "8/255" and eps_text(0.3) == "0.3" and eps_text(0.5, "l2") == "0.5"
+    assert eps_text(0.2) == "51/255"                       # a whole number of 1/255, judged by value
+    assert eps_text(0.2, dataset="mnist") == "0.2"         # MNIST's papers write decimals
+    assert eps_text(8 / 255, dataset="cifar10") == "8/255"
+    assert PGD(0.2, steps=5).describe("mnist") == "PGD-5 ε=0.2" and FGSM(2 / 255).describe() == "FGSM ε=2/255"
+    with pytest.raises(ValueError, match="dataset"):
+        eps_text(0.1, dataset="imagenet")

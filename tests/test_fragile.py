@@ -287,6 +287,19 @@ def test_sigma_search_picks_by_its_stated_objective(tiny):
     assert strict["best"] in allowed
 
 
+def test_sigma_search_states_eps_as_the_datasets_papers_write_it(tiny):
+    """0.2 = 51/255 exactly: on MNIST the objective says ε=0.2, as the chapter's text does."""
+    from nrlib import attacks
+    model, x, y = tiny
+    fr, nu = [0, 1], [2, 3]
+    r = fragile.sigma_search(model, x, y, fr, nu, [0.1], attack=attacks.FGSM(0.2), dataset="mnist")
+    assert "FGSM ε=0.2 on" in r["objective"] and "/255" not in r["objective"]
+    r = fragile.sigma_search(model, x, y, fr, nu, [0.1], attack=attacks.FGSM(8 / 255), dataset="cifar10")
+    assert "FGSM ε=8/255 on" in r["objective"]
+    with pytest.raises(ValueError, match="dataset.*'svhn'"):
+        fragile.sigma_search(model, x, y, fr, nu, [0.1], attack=attacks.FGSM(0.2), dataset="svhn")
+
+
 def test_pravin_recipe_snapshots_differ_and_load_back(isolated_data_root):
     from nrlib import train
     m, meta = train.zoo_get("resnet18", "mnist", "pravin", "smoke", progress=False)

@@ -140,3 +140,32 @@ def test_slider_redraws_are_fast_at_the_cpu_profile(path):
     assert len(times) == n_panels, f"{path.stem}: the cpu run recorded {sorted(times)} for {n_panels} panels"
     slow = {k: round(v, 2) for k, v in times.items() if v > SLIDER_BUDGET_S}
     assert not slow, f"{path.stem}: slider redraws slower than {SLIDER_BUDGET_S} s at the cpu profile: {slow}"
+
+
+FIGSIZE = __import__("re").compile(r"figsize\s*=\s*\(\s*([0-9.]+)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_figures_are_at_most_max_fig_width(path):
+    """nrlib.plot.MAX_FIG_WIDTH in the sources (every literal figsize) and in the executed chapter
+    (every inline figure and slider-panel frame, in CSS pixels; bbox_inches="tight" may add a hair)."""
+    import re
+
+    from nrlib import plot
+
+    nb = nbformat.read(path, as_version=4)
+    wide = [(i, float(w)) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for w in FIGSIZE.findall(c.source) if float(w) > plot.MAX_FIG_WIDTH]
+    assert not wide, f"{path.name}: figsize wider than MAX_FIG_WIDTH={plot.MAX_FIG_WIDTH} in (cell, in): {wide}"
+    book = ROOT / "book" / path.name
+    if not book.exists():
+        pytest.skip(f"no executed copy of {path.stem}")
+    limit = 1.03 * plot.MAX_FIG_WIDTH * plot.STYLE_DPI
+    shown = []
+    for i, c in enumerate(nbformat.read(book, as_version=4).cells):
+        for o in c.get("outputs", []) if c.cell_type == "code" else []:
+            w = o.get("metadata", {}).get("image/png", {}).get("width")
+            shown += [(i, w)] if w else []
+            shown += [(i, int(x)) for x in re.findall(r'<img [^>]*width="(\d+)"', o.get("data", {}).get("text/html", ""))]
+    too_wide = [(i, w) for i, w in shown if w > limit]
+    assert shown and not too_wide, f"{book.name}: figures wider than {limit:.0f} CSS px (cell, px): {too_wide}"

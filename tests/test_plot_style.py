@@ -108,5 +108,18 @@ def test_settings_table_is_one_row_per_setting():
     t = nrplot.settings_table({"n_eval": 1000, "eps_grid": [2 / 255, 1.0], "models": ["base"]}, profile="cpu")
     assert list(t.index) == ["n_eval", "eps_grid", "models"] and list(t.columns) == ["cpu profile"]
     assert t.loc["eps_grid", "cpu profile"] == "0.007843, 1" and t.loc["models", "cpu profile"] == "base"
+    t = nrplot.settings_table({"eps": {"mnist": [0.1, 0.2], "cifar10": ["2/255"]}})
+    assert t.loc["eps", "value"] == "mnist: 0.1, 0.2; cifar10: 2/255"      # a nested dict, one line
     with pytest.raises(ValueError, match="settings must be a dict"):
         nrplot.settings_table([1, 2])
+
+
+def test_check_width_refuses_figures_the_book_would_shrink_below_readable():
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(plot.MAX_FIG_WIDTH, 3))
+    plot.check_width(fig)                                        # at the limit: fine
+    fig.set_size_inches(plot.MAX_FIG_WIDTH + 0.5, 3)
+    with pytest.raises(ValueError, match=r"figure width 11.5 in exceeds MAX_FIG_WIDTH=11 in"):
+        plot.check_width(fig)
+    plt.close("all")

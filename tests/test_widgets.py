@@ -146,3 +146,45 @@ def test_live_redraws_reuse_the_first_layout_and_show_a_retina_png(monkeypatch):
     im = Image.open(io.BytesIO(shown[0].data))
     assert (im.width, im.height) == (600, 400) and (shown[0].width, shown[0].height) == (300, 200)
     assert plt.tight_layout is not widgets._fast_redraw     # pyplot restored after each draw
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_panels_refuse_figures_wider_than_the_book_shows(monkeypatch, static):
+    """nrlib.plot.MAX_FIG_WIDTH is enforced, not a convention: a frame wider than 11 in is an error
+    that names the width, live (the first draw when the panel is made) and static."""
+    from nrlib import plot
+
+    def wide(eps=0.1, k=3):
+        fig, ax = plt.subplots(1, 4, figsize=(plot.MAX_FIG_WIDTH + 4, 3))
+        plt.show()
+
+    monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
+    import IPython.display
+
+    monkeypatch.setattr(IPython.display, "display", lambda obj: None)
+    if static:
+        with pytest.raises(ValueError, match=r"width 15 in exceeds MAX_FIG_WIDTH=11"):
+            widgets.panel(wide, static=True, grid={"eps": [0.1], "k": [3]}, **_controls())
+    else:
+        with widgets._fast_redraw({}), pytest.raises(ValueError, match="MAX_FIG_WIDTH"):
+            wide()
+    plt.close("all")
+    p = widgets.panel(render, static=True, grid={"eps": [0.1], "k": [3]}, **_controls())
+    assert len(p.frames) == 1                                  # a figure within the limit is drawn
+
+
+def test_selection_slider_grid_keeps_the_options_order():
+    """Layers by depth, not by name: a grid over conv1 … conv13 keeps the slider's order (a string
+    sort puts conv13 before conv4), and a grid value that is not an option is named."""
+    layers = [f"conv{i}" for i in range(1, 14)]
+    sel = ipw.SelectionSlider(options=layers, value="conv13", description="layer")
+
+    def draw(layer):
+        render(k=layers.index(layer))
+
+    p = widgets.panel(draw, static=True, layer=sel, grid={"layer": ["conv13", "conv4", "conv1", "conv10"]})
+    assert p.values == {"layer": ["conv1", "conv4", "conv10", "conv13"]} and p.start == [3]
+    p = widgets.panel(draw, static=True, layer=sel, points=4)
+    assert p.values["layer"] == ["conv1", "conv5", "conv9", "conv13"]
+    with pytest.raises(ValueError, match=r"grid\['layer'\].*'conv14'"):
+        widgets.panel(draw, static=True, layer=sel, grid={"layer": ["conv14"]})
