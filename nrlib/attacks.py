@@ -8,7 +8,7 @@ batch — torchattacks' uniformity, without its state::
     atk.replace(eps=4 / 255, targeted=True)        # a variant, the original unchanged
 
 The same object drives a chapter's sweep, adversarial training
-(``train.fit(..., adversary=atk)``, ``dominant.finetune``), evaluation
+(``Objective(adversary=atk, mix="adv")`` for ``train.fit``, ``dominant.finetune``), evaluation
 (``metrics.robust_accuracy(model, x, y, atk)``) and the benchmarks. The
 classes are thin, frozen wrappers over the functional core ``fgsm`` and
 ``pgd`` below, which stay the tested kernels.
