@@ -91,7 +91,8 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
         return model, {**meta, "cached": True, "path": str(want)}
     st = recipe_settings(arch, recipe, profile, dataset, variant, overrides)
     if st.get("init"):
-        return _zoo_finetune(arch, dataset, recipe, profile, seed, variant, st, key, path, dev, progress)
+        return _zoo_finetune(arch, dataset, recipe, profile, seed, variant, st, key, path, dev, progress,
+                             overrides)
     seed_everything(seed)
     model = nrmodels.build(arch, dataset, **kw).to(dev)
     base = {"key": key, "arch": arch, "dataset": dataset, "recipe": recipe, "variant": variant,
@@ -134,7 +135,7 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
 FINETUNES = ("sns",)      # what a variant with ``init`` does to its starting model
 
 
-def _zoo_finetune(arch, dataset, recipe, profile, seed, variant, st, key, path, dev, progress):
+def _zoo_finetune(arch, dataset, recipe, profile, seed, variant, st, key, path, dev, progress, overrides):
     """``zoo_get``'s path for a variant that fine-tunes the zoo's ``st["init"]`` model."""
     check_choice("finetune", st.get("finetune"), FINETUNES)
     model, init = zoo_get(arch, dataset, recipe, profile, seed, variant=st["init"], device=dev,
@@ -165,7 +166,7 @@ def _zoo_finetune(arch, dataset, recipe, profile, seed, variant, st, key, path, 
             "test_acc": accuracy(model, xte, yte)}
     save_checkpoint(path, model, meta)
     model.eval()
-    _record_if_zoo(model, meta, seed, None, dev)
+    _record_if_zoo(model, meta, seed, overrides, dev)
     return model, {**meta, "cached": False, "path": str(path)}
 
 

@@ -155,3 +155,11 @@ def test_zoo_sns_variant_finetunes_the_cached_vanilla_model(tmp_path, monkeypatc
     assert not torch.equal(m.fc1.weight, vanilla.fc1.weight)
     again, ameta = train.zoo_get("vgg16", "cifar10", "cifar", "smoke", variant="sns_sen", device="cpu")
     assert ameta["cached"] and torch.equal(again.fc1.weight, m.fc1.weight)
+    # the zoo table describes the recipe's own model: a fine-tune with other settings leaves it alone
+    from nrlib import results as nrresults
+    entry = nrresults.read("zoo", "smoke")["params"]["vgg16+sns_sen"]
+    assert entry["key"] == meta["key"]
+    other, ometa = train.zoo_get("vgg16", "cifar10", "cifar", "smoke", variant="sns_sen", device="cpu",
+                                 overrides={"sns_weight": 1.0}, progress=False)
+    assert not ometa["cached"] and ometa["key"] != meta["key"]
+    assert nrresults.read("zoo", "smoke")["params"]["vgg16+sns_sen"]["key"] == meta["key"]
