@@ -4,8 +4,11 @@ the notebooks and writes the book's pages.
 
 * ``python -m nrbook.runbook`` — executes ``notebooks/*.ipynb`` with papermill into ``book/``,
   labels each copy (profile, device, date) and tracks which copies are stale (``runbook``);
-* ``results_page`` — the generated ``book/results.md``: a scoreboard of every paper claim
-  (``nrlib.papers``) against the runs' results JSON, then each chapter's numbers;
+* the generated pages, one module each, on what they share (``chapters``: the chapters, their
+  runs and run times, where a claim is shown): ``results_page`` — ``book/results.md``, a
+  scoreboard of every paper claim (``nrlib.papers``) against the runs' results JSON, then each
+  chapter's numbers, with ``results_figure`` (each chapter's figure); ``intro_page`` — the
+  introduction's recipe and run-time tables; ``readme_page`` — the README's results and benchmarks;
 * ``python -m nrbook.bench`` — speed benchmarks of nrlib's fast paths on this device.
 
 nrbook imports nrlib; nrlib never imports nrbook (``tests/test_layout.py`` checks it).

@@ -72,7 +72,9 @@ from nrlib.utils import make_readable
 from nrlib.widgets import STATIC_ENV
 
 from . import NOTEBOOKS, ROOT
-from .results_page import read_result, run_info, run_time_text, write_readme_section, write_results_page
+from .chapters import read_result, run_info, run_time_text
+from .readme_page import write_readme_section
+from .results_page import write_results_page
 
 BANNER_TAG = "nrbook-banner"
 
@@ -183,7 +185,7 @@ def opening_cell(source: str, meta: dict, stem: str, params: list[str], runs: di
     admonition, and a box with the paper, the claim, what is reproduced and how to run the chapter
     (the commands and the measured time of each profile). ``source`` is the source notebook's first
     cell: ``# Title`` and the paragraphs that introduce the paper, which go in the box; ``runs``:
-    ``results_page.run_info(stem)``."""
+    ``chapters.run_info(stem)``."""
     lines = source.strip().splitlines()
     title, body = (lines[0], "\n".join(lines[1:])) if lines and lines[0].startswith("# ") else ("", source)
     boxed = [p.strip() for p in re.split(r"\n\s*\n", body) if p.strip()]

@@ -8,7 +8,7 @@ batch — torchattacks' uniformity, without its state::
     atk.replace(eps=4 / 255, targeted=True)        # a variant, the original unchanged
 
 The same object drives a chapter's sweep, adversarial training
-(``train.fit(..., adversary=atk)``, ``dominant.finetune``), evaluation
+(``Objective(adversary=atk, mix="adv")`` for ``train.fit``, ``dominant.finetune``), evaluation
 (``metrics.robust_accuracy(model, x, y, atk)``) and the benchmarks. The
 classes are thin, frozen wrappers over the functional core ``fgsm`` and
 ``pgd`` below, which stay the tested kernels.
@@ -412,7 +412,47 @@ def _chunk_images(per_image: int, rows: int) -> int:
 
 
 @dataclass(frozen=True, kw_only=True)
-class SPSA(Attack):
+class _QueryAttack(Attack):
+    """The frame the gradient-free L∞ attacks share: ``steps`` iterations of step ``lr`` with
+    noise from ``seed``. ``__call__`` checks the inputs, returns ``x`` unchanged at ε = 0, draws
+    the noise from a generator on the images' device (at hundreds of queries per image it is the
+    bulk of the work; a CPU and a GPU run draw different, equally random vectors) and, with the
+    model frozen, hands ``_attack`` as many images at a time as fit ``batch_size`` queries per
+    forward pass when each needs ``_queries`` (the samples or the population)."""
+
+    steps: int = 100
+    lr: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_int("steps", self.steps, low=1)
+        check_number("lr", self.lr, low=0.0, low_open=True)
+        check_int("seed", self.seed, low=0)
+        self._check()
+
+    def _check(self) -> None:        # pragma: no cover - each attack checks its own settings
+        raise NotImplementedError
+
+    @property
+    def _queries(self) -> int:       # pragma: no cover - each attack says
+        raise NotImplementedError
+
+    def _attack(self, model, xb, yb, eps, gen):      # pragma: no cover - each attack's iterations
+        raise NotImplementedError
+
+    def __call__(self, model, x, y):
+        eps, y = _validate(model, x, y, self.eps, "linf", self.targeted, self.batch_size, self.amp)
+        if eps == 0:
+            return x.clone()
+        gen = torch.Generator(device=x.device).manual_seed(self.seed)
+        with frozen(model):
+            return torch.cat([self._attack(model, xb, yb, eps, gen) for xb, yb in
+                              batches(x, y, batch_size=_chunk_images(self._queries, self.batch_size))])
+
+
+@dataclass(frozen=True, kw_only=True)
+class SPSA(_QueryAttack):
     """SPSA (Uesato et al. 2018, "Adversarial risk and the dangers of
     evaluating against weak attacks"), L∞: the gradient of the margin loss is
     estimated from ``samples`` queries per image — ``samples``/2 antithetic
@@ -424,55 +464,43 @@ class SPSA(Attack):
     the last iterate, as PGD does. ``batch_size`` counts queries per forward
     pass."""
 
-    steps: int = 100
     samples: int = 512
-    lr: float = 0.01
     delta: float = 0.01
-    seed: int = 0
 
-    def __post_init__(self):
-        super().__post_init__()
-        check_int("steps", self.steps, low=1)
+    def _check(self) -> None:
         if check_int("samples", self.samples, low=2) % 2:
             raise ValueError(f"samples={self.samples} must be even (antithetic pairs x ± δ·v)")
-        check_number("lr", self.lr, low=0.0, low_open=True)
         check_number("delta", self.delta, low=0.0, low_open=True)
-        check_int("seed", self.seed, low=0)
 
-    def __call__(self, model, x, y):
-        eps, y = _validate(model, x, y, self.eps, "linf", self.targeted, self.batch_size, self.amp)
-        if eps == 0:
-            return x.clone()
-        # the queries' noise is drawn on the device: at 512 samples per image it is the bulk of the
-        # work (seeded per device, so a CPU and a GPU run draw different, equally random vectors)
-        gen = torch.Generator(device=x.device).manual_seed(self.seed)
-        half, out = self.samples // 2, []
-        with frozen(model):
-            for xb, yb in batches(x, y, batch_size=_chunk_images(self.samples, self.batch_size)):
-                d = torch.zeros_like(xb)
-                m, v = torch.zeros_like(xb), torch.zeros_like(xb)
-                for t in range(1, self.steps + 1):
-                    r = torch.randint(0, 2, (xb.shape[0], half, *xb.shape[1:]), generator=gen,
-                                      device=xb.device).to(xb.dtype) * 2 - 1
-                    xa = (xb + d).unsqueeze(1)
-                    pair = torch.cat([xa + self.delta * r, xa - self.delta * r], 1)
-                    lab = yb.view(-1, 1).expand(-1, 2 * half)
-                    lv = _query(model, pair.clamp(0.0, 1.0), lab, self.targeted, self.amp, self.batch_size)
-                    diff = (lv[:, :half] - lv[:, half:]).view(-1, half, *([1] * (xb.dim() - 1)))
-                    g = (diff * r).mean(1) / (2 * self.delta)
-                    m = 0.9 * m + 0.1 * g                       # Adam (β1 0.9, β2 0.999)
-                    v = 0.999 * v + 0.001 * g * g
-                    step = (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8)
-                    d = ((xb + (d - self.lr * step).clamp(-eps, eps)).clamp(0.0, 1.0) - xb)
-                out.append(xb + d)
-        return torch.cat(out)
+    @property
+    def _queries(self) -> int:
+        return self.samples
+
+    def _attack(self, model, xb, yb, eps, gen):
+        half = self.samples // 2
+        d = torch.zeros_like(xb)
+        m, v = torch.zeros_like(xb), torch.zeros_like(xb)
+        for t in range(1, self.steps + 1):
+            r = torch.randint(0, 2, (xb.shape[0], half, *xb.shape[1:]), generator=gen,
+                              device=xb.device).to(xb.dtype) * 2 - 1
+            xa = (xb + d).unsqueeze(1)
+            pair = torch.cat([xa + self.delta * r, xa - self.delta * r], 1)
+            lab = yb.view(-1, 1).expand(-1, 2 * half)
+            lv = _query(model, pair.clamp(0.0, 1.0), lab, self.targeted, self.amp, self.batch_size)
+            diff = (lv[:, :half] - lv[:, half:]).view(-1, half, *([1] * (xb.dim() - 1)))
+            g = (diff * r).mean(1) / (2 * self.delta)
+            m = 0.9 * m + 0.1 * g                       # Adam (β1 0.9, β2 0.999)
+            v = 0.999 * v + 0.001 * g * g
+            step = (m / (1 - 0.9 ** t)) / ((v / (1 - 0.999 ** t)).sqrt() + 1e-8)
+            d = ((xb + (d - self.lr * step).clamp(-eps, eps)).clamp(0.0, 1.0) - xb)
+        return xb + d
 
     def describe(self, dataset: str | None = None) -> str:
         return super().describe(dataset).replace("SPSA", f"SPSA-{self.steps}×{self.samples}", 1)
 
 
 @dataclass(frozen=True, kw_only=True)
-class NAttack(Attack):
+class NAttack(_QueryAttack):
     """NAttack (Li et al. 2019, "NATTACK: learning the distributions of
     adversarial examples"), L∞: a Gaussian N(μ, σ²) over a perturbation of
     the image's arctanh, sampled ``population`` times per iteration; each
@@ -485,53 +513,42 @@ class NAttack(Attack):
     returned); otherwise the projected mean. ``batch_size`` counts queries
     per forward pass."""
 
-    steps: int = 100
     population: int = 300
     sigma: float = 0.1
     lr: float = 0.008
-    seed: int = 0
 
-    def __post_init__(self):
-        super().__post_init__()
-        check_int("steps", self.steps, low=1)
+    def _check(self) -> None:
         check_int("population", self.population, low=2)
         check_number("sigma", self.sigma, low=0.0, low_open=True)
-        check_number("lr", self.lr, low=0.0, low_open=True)
-        check_int("seed", self.seed, low=0)
 
-    def __call__(self, model, x, y):
-        eps, y = _validate(model, x, y, self.eps, "linf", self.targeted, self.batch_size, self.amp)
-        if eps == 0:
-            return x.clone()
-        gen = torch.Generator(device=x.device).manual_seed(self.seed)     # on the device, as SPSA's
-        out, k = [], self.population
-        with frozen(model):
-            for xb, yb in batches(x, y, batch_size=_chunk_images(k, self.batch_size)):
-                n, shp = xb.shape[0], (1,) * (xb.dim() - 1)
-                w0 = _to_tanh(xb)
-                mu = torch.zeros_like(xb)
-                proj = lambda w: xb.unsqueeze(1) + (_from_tanh(w) - xb.unsqueeze(1)).clamp(-eps, eps)
-                done = torch.zeros(n, dtype=torch.bool, device=xb.device)
-                best = xb.clone()
-                for _ in range(self.steps):
-                    z = torch.randn((n, k, *xb.shape[1:]), generator=gen, device=xb.device, dtype=xb.dtype)
-                    cand = proj(w0.unsqueeze(1) + mu.unsqueeze(1) + self.sigma * z).clamp(0.0, 1.0)
-                    f = _query(model, cand, yb.view(-1, 1).expand(-1, k), self.targeted, self.amp,
-                               self.batch_size)
-                    hit = (f < 0) & ~done.view(-1, 1)
-                    first = hit.float().argmax(1)
-                    new = hit.any(1)
-                    best[new] = cand[new, first[new]]
-                    done |= new
-                    if bool(done.all()):
-                        break
-                    f = f.clamp_min(0.0)
-                    fs = (f - f.mean(1, keepdim=True)) / (f.std(1, keepdim=True) + 1e-7)
-                    step = (fs.view(n, k, *shp) * z).mean(1) * (self.lr / self.sigma)
-                    mu = torch.where(done.view(-1, *shp), mu, mu - step)
-                last = proj(w0.unsqueeze(1) + mu.unsqueeze(1)).squeeze(1).clamp(0.0, 1.0)
-                out.append(torch.where(done.view(-1, *shp), best, last))
-        return torch.cat(out)
+    @property
+    def _queries(self) -> int:
+        return self.population
+
+    def _attack(self, model, xb, yb, eps, gen):
+        n, k, shp = xb.shape[0], self.population, (1,) * (xb.dim() - 1)
+        w0 = _to_tanh(xb)
+        mu = torch.zeros_like(xb)
+        proj = lambda w: xb.unsqueeze(1) + (_from_tanh(w) - xb.unsqueeze(1)).clamp(-eps, eps)   # noqa: E731
+        done = torch.zeros(n, dtype=torch.bool, device=xb.device)
+        best = xb.clone()
+        for _ in range(self.steps):
+            z = torch.randn((n, k, *xb.shape[1:]), generator=gen, device=xb.device, dtype=xb.dtype)
+            cand = proj(w0.unsqueeze(1) + mu.unsqueeze(1) + self.sigma * z).clamp(0.0, 1.0)
+            f = _query(model, cand, yb.view(-1, 1).expand(-1, k), self.targeted, self.amp, self.batch_size)
+            hit = (f < 0) & ~done.view(-1, 1)
+            first = hit.float().argmax(1)
+            new = hit.any(1)
+            best[new] = cand[new, first[new]]
+            done |= new
+            if bool(done.all()):
+                break
+            f = f.clamp_min(0.0)
+            fs = (f - f.mean(1, keepdim=True)) / (f.std(1, keepdim=True) + 1e-7)
+            step = (fs.view(n, k, *shp) * z).mean(1) * (self.lr / self.sigma)
+            mu = torch.where(done.view(-1, *shp), mu, mu - step)
+        last = proj(w0.unsqueeze(1) + mu.unsqueeze(1)).squeeze(1).clamp(0.0, 1.0)
+        return torch.where(done.view(-1, *shp), best, last)
 
     def describe(self, dataset: str | None = None) -> str:
         return super().describe(dataset).replace("NAttack", f"NAttack-{self.steps}×{self.population}", 1)

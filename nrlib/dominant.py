@@ -45,9 +45,9 @@ import torch.nn.functional as F
 from .precision import autocast
 from .hooks import capture, layer_names
 from .models import SHAPES, frozen
-from . import stats
-from . import metrics
-from .metrics import accuracy, mean_pairwise_jaccard
+from . import fitting, metrics, stats
+from .metrics import mean_pairwise_jaccard
+from .objectives import Objective
 from .utils import batches, check_bool, check_indices, check_int, check_labels, check_number, check_pixels
 from .utils import check_input, check_model, num_classes as _num_classes
 
@@ -520,11 +520,9 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Te
     model, the paper's protocol); with ``adversary(model, x, y)`` — an attack
     object such as ``attacks.PGD(0.3, steps=7)`` — it is regenerated against
     the model being trained at every batch (Madry et al. 2018). ``fit_kw`` go
-    to ``nrlib.train.fit``. Returns ``(plain model, history)``; the history
+    to ``nrlib.fitting.fit``. Returns ``(plain model, history)``; the history
     holds ``share`` (:func:`trainable_share` of what trained).
     """
-    from .train import fit  # late import: train does not depend on this module
-
     if mix not in ("adv", "benign+adv", "benign"):
         raise ValueError(f"mix={mix!r} is not allowed; choose 'adv', 'benign+adv' or 'benign'")
     if mix == "benign" and not (x_adv is None and adversary is None and x_val_adv is None):
@@ -548,12 +546,13 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Te
     if x_val is not None and x_val_adv is not None:
         x_val, y_val = (x_val_adv, y_val) if mix == "adv" else (torch.cat([x_val, x_val_adv]), torch.cat([y_val, y_val]))
     if mix == "benign":
-        hist = fit(m, x, y, x_val=x_val, y_val=y_val, **fit_kw)
+        hist = fitting.fit(m, x, y, x_val=x_val, y_val=y_val, **fit_kw)
     elif adversary is not None:
-        hist = fit(m, x, y, adversary=adversary, mix=mix, x_val=x_val, y_val=y_val, **fit_kw)
+        hist = fitting.fit(m, x, y, objective=Objective(adversary=adversary, mix=mix), x_val=x_val, y_val=y_val,
+                           **fit_kw)
     else:
         xt, yt = (x_adv, y) if mix == "adv" else (torch.cat([x, x_adv]), torch.cat([y, y]))
-        hist = fit(m, xt, yt, x_val=x_val, y_val=y_val, **fit_kw)
+        hist = fitting.fit(m, xt, yt, x_val=x_val, y_val=y_val, **fit_kw)
     hist["share"] = trainable_share(m)
     return (merge_split(m) if dominant is not None else m).eval(), hist
 
@@ -646,10 +645,8 @@ def epoch_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dominant: 
     split, full, full, split, … (``2·rounds`` epochs of each in all) so that
     a drift of the machine's load hits both alike. Returns
     ``{"split": [s, …], "full": [s, …]}``; ``fit_kw`` (optimizer, lr,
-    batch_size, …) go to ``nrlib.train.fit``, which runs here without a
+    batch_size, …) go to ``nrlib.fitting.fit``, which runs here without a
     validation set, so the seconds are training alone."""
-    from .train import fit
-
     rounds = check_int("rounds", rounds, low=1)
     check_int("seed", seed, low=0)
     fixed = sorted(set(fit_kw) & {"max_epochs", "patience", "seed", "progress"})
@@ -660,6 +657,6 @@ def epoch_seconds(model: nn.Module, x: torch.Tensor, y: torch.Tensor, dominant: 
     out = {"split": [], "full": []}
     for r in range(rounds):
         for name in ("split", "full", "full", "split"):
-            h = fit(nets[name], x, y, max_epochs=1, patience=None, seed=seed + r, progress=False, **fit_kw)
+            h = fitting.fit(nets[name], x, y, max_epochs=1, patience=None, seed=seed + r, progress=False, **fit_kw)
             out[name].append(h["seconds"][0])
     return out

@@ -5,6 +5,9 @@
   output channels of a layer (Pravin et al. 2021).
 * ``scale_channels(model, name, channels, beta)`` — multiply a set of output
   channels by β (Zhang et al. 2021, β-suppression of sensitive neurons).
+* ``logits_layer(model)`` and ``features_of(model)`` — the logits layer and,
+  inside the block, its inputs (the features z of Suri & Evans 2020) of the
+  last forward pass.
 """
 from __future__ import annotations
 
@@ -116,3 +119,25 @@ def scale_many(model: nn.Module, channels: dict, beta: float):
         for name, idx in channels.items():
             stack.enter_context(scale_channels(model, name, idx, beta))
         yield model
+
+
+def logits_layer(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The model's logits layer: its last ``nn.Linear`` (``(name, module)``)."""
+    check_model(model)
+    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not found:
+        raise ValueError(f"model {type(model).__name__} has no nn.Linear layer: neuron sensitivity "
+                         "is defined on the inputs of the logits layer")
+    return found[-1]
+
+
+@contextlib.contextmanager
+def features_of(model):
+    """Inside the block, ``store["z"]`` is the input of the logits layer of the last forward pass."""
+    _, layer = logits_layer(model)
+    store = {}
+    h = layer.register_forward_pre_hook(lambda _m, inp: store.__setitem__("z", inp[0]))
+    try:
+        yield store
+    finally:
+        h.remove()

@@ -2,15 +2,14 @@
 
 * ``sensitivity_loss`` — Suri & Evans 2020, eq. 5, the sensitivity
   regulariser, as the public code (sauron, ``sensitivity_training.py``)
-  implements it. ``fit(..., penalty=SensitivityPenalty())`` trains with it.
+  implements it. ``fit(..., objective=Objective(terms=[SensitivityPenalty()]))`` trains with it
+  (``nrlib.objectives``).
 * ``sns_loss`` — Zhang et al. 2021, eq. 12, the Sensitive Neuron
   Stabilizing term: the sensitive neurons' deviation between clean and
-  adversarial inputs. ``fit(..., pair_penalty=SNSPenalty(...))`` adds
-  λ·L_sns to the adversarial-training loss (eq. 13).
+  adversarial inputs. ``objectives.SNSPenalty`` adds λ·L_sns to the
+  adversarial-training loss (eq. 13).
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
@@ -71,20 +70,6 @@ def sensitivity_loss(features: torch.Tensor, weight: torch.Tensor, y: torch.Tens
     return delta1 * r1 + delta2 * r2
 
 
-@dataclass(frozen=True)
-class SensitivityPenalty:
-    """``fit``'s ``penalty`` for sensitivity training: called with the batch's
-    logits-layer inputs, the logits layer's weight and the labels."""
-
-    top_k: int = 16
-    delta1: float = 10.0
-    delta2: float = 100.0
-
-    def __call__(self, features, weight, y):
-        return sensitivity_loss(features, weight, y, top_k=self.top_k, delta1=self.delta1,
-                                delta2=self.delta2)
-
-
 def sns_loss(acts_clean: dict, acts_adv: dict, sensitive: dict | None = None) -> torch.Tensor:
     """L_sns (Zhang et al. 2021, eq. 12): Σ over the layers l of ``acts_clean``
     and over their sensitive neurons m ∈ Ω_l of (1/dim)·‖F_l^m(x) − F_l^m(x′)‖₁,
@@ -113,22 +98,3 @@ def sns_loss(acts_clean: dict, acts_adv: dict, sensitive: dict | None = None) ->
         term = d.sum(1).mean()
         total = term if total is None else total + term
     return total
-
-
-@dataclass(frozen=True)
-class SNSPenalty:
-    """``fit``'s ``pair_penalty`` for SNS training (Zhang et al. 2021, eq. 13):
-    ``weight``·L_sns over ``layers`` (λ = 5 on conv8–conv13 of VGG-16 in the
-    paper), with ``sensitive`` (layer → channels) or all neurons (None)."""
-
-    layers: tuple
-    sensitive: dict | None = None
-    weight: float = 5.0
-
-    def __post_init__(self):
-        if not self.layers:
-            raise ValueError("layers: give at least one layer name")
-        check_number("weight", self.weight, low=0.0)
-
-    def __call__(self, acts_clean, acts_adv):
-        return self.weight * sns_loss(acts_clean, acts_adv, self.sensitive)

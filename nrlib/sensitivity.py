@@ -31,42 +31,18 @@ sensitivity"), where a *neuron* is one channel of a layer's output:
 """
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from .attacks import NORMS, _l2_normalise, _project, keep_best
 from .metrics import predict
 from .models import frozen
 from .precision import autocast
-from .hooks import capture, layer_names
+from .hooks import capture, features_of, layer_names, logits_layer  # noqa: F401 (logits_layer: public here too)
 from .utils import (batches, check_choice, check_eps, check_fraction, check_input, check_int, check_labels,
-                    check_model, check_number)
-
-
-def logits_layer(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The model's logits layer: its last ``nn.Linear`` (``(name, module)``)."""
-    check_model(model)
-    found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not found:
-        raise ValueError(f"model {type(model).__name__} has no nn.Linear layer: neuron sensitivity "
-                         "is defined on the inputs of the logits layer")
-    return found[-1]
-
-
-@contextlib.contextmanager
-def _features_of(model):
-    """Inside the block, ``store["z"]`` is the input of the logits layer of the last forward pass."""
-    _, layer = logits_layer(model)
-    store = {}
-    h = layer.register_forward_pre_hook(lambda _m, inp: store.__setitem__("z", inp[0]))
-    try:
-        yield store
-    finally:
-        h.remove()
+                    check_number)
 
 
 def features(model, x: torch.Tensor, *, batch_size: int = 4096, amp: bool | None = False):
@@ -76,7 +52,7 @@ def features(model, x: torch.Tensor, *, batch_size: int = 4096, amp: bool | None
     x = check_input(model, x)
     batch_size = check_int("batch_size", batch_size, low=1)
     zs, ls = [], []
-    with frozen(model), torch.no_grad(), _features_of(model) as st:
+    with frozen(model), torch.no_grad(), features_of(model) as st:
         for xb in batches(x, batch_size=batch_size):
             with autocast(xb.device, amp):
                 logits = model(xb)
@@ -247,7 +223,7 @@ def neuron_attack(model, x: torch.Tensor, neurons: torch.Tensor, delta_values: t
     neurons, delta_values = neurons.to(x.device), delta_values.to(x.device)
     cap = _finite_max(delta_values)             # over all images, not per chunk
     out = []
-    with frozen(model), _features_of(model) as st:
+    with frozen(model), features_of(model) as st:
         for xb, nb, db in batches(x, neurons, delta_values, batch_size=batch_size):
             with torch.no_grad(), autocast(xb.device, amp):
                 clean = model(xb).float().argmax(1)

@@ -265,3 +265,22 @@ def built_book(tmp_path_factory) -> Path:
         log = (proc.stdout + proc.stderr)[-6000:]
         pytest.fail(f"jupyter-book build failed (exit {proc.returncode}, {seconds:.0f} s); end of its log:\n{log}")
     return html
+
+
+def toc_pages() -> list[str]:
+    """The book's pages in ``_toc.yml`` order, as paths without suffix (``book/intro``, ...)."""
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(entries):
+        for e in entries or []:
+            if "file" in e:
+                pages.append(e["file"])
+            for key in ("chapters", "sections", "parts"):
+                walk(e.get(key))
+
+    walk(toc.get("chapters"))
+    walk(toc.get("parts"))
+    return [str(Path(p).with_suffix("")) for p in pages]

@@ -205,6 +205,6 @@ def test_fit_takes_an_attack_object_as_adversary(xy):
     torch.manual_seed(0)
     m = models.build("shallow", "mnist")
     x, y = (t.float() if t.is_floating_point() else t for t in xy)
-    hist = train.fit(m, x, y, adversary=attacks.FGSM(0.1), mix="benign+adv", max_epochs=1, batch_size=3,
-                     patience=None, progress=False)
+    hist = train.fit(m, x, y, objective=train.Objective(adversary=attacks.FGSM(0.1), mix="benign+adv"),
+                     max_epochs=1, batch_size=3, patience=None, progress=False)
     assert len(hist["epoch"]) == 1 and hist["train_acc"][0] >= 0

@@ -22,7 +22,8 @@ from pathlib import Path
 from urllib.parse import unquote, urldefrag, urlsplit
 
 import pytest
-import yaml
+
+from conftest import toc_pages
 
 bs4 = pytest.importorskip("bs4", reason="beautifulsoup4 comes with the book extra (pydata-sphinx-theme)")
 
@@ -44,19 +45,7 @@ CSS_REMOTE = re.compile(r"""@import\s+(url\()?\s*['"]?\s*(https?:)?//|url\(\s*['
 
 def toc_chapters() -> list[str]:
     """The chapter pages: the ``_toc.yml`` entries that are executed notebooks in ``book/``."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files: list[str] = []
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                files.append(e["file"])
-            for key in ("chapters", "sections", "parts"):
-                walk(e.get(key))
-
-    walk(toc.get("chapters"))
-    walk(toc.get("parts"))
-    return [str(Path(f).with_suffix("")) for f in files if (ROOT / f).with_suffix(".ipynb").is_file()]
+    return [p for p in toc_pages()[1:] if (ROOT / p).with_suffix(".ipynb").is_file()]
 
 
 CHAPTERS = toc_chapters()

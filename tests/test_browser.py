@@ -28,28 +28,12 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import yaml
+
+from conftest import toc_pages
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML_ENV = "NRBOOK_TEST_HTML"
 PANEL_CALL = "widgets.panel("
-
-
-def toc_pages() -> list[str]:
-    """The book's pages in ``_toc.yml`` order, as paths without suffix (``book/intro``, ...)."""
-    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    pages = [toc["root"]]
-
-    def walk(entries):
-        for e in entries or []:
-            if "file" in e:
-                pages.append(e["file"])
-            for key in ("chapters", "sections", "parts"):
-                walk(e.get(key))
-
-    walk(toc.get("chapters"))
-    walk(toc.get("parts"))
-    return [str(Path(p).with_suffix("")) for p in pages]
 
 
 PAGES = toc_pages()

@@ -227,19 +227,19 @@ def test_finetune_argument_checks(trained_shallow, batch):
 
 def test_benign_twin_trains_on_the_clean_images_only(trained_shallow, batch, monkeypatch):
     """mix='benign' (the λ = 0 twin): the same fine-tuning, on exactly the clean images."""
-    import nrlib.train as train_mod
+    import nrlib.fitting as fitting
     seen = {}
-    real_fit = train_mod.fit
+    real_fit = fitting.fit
 
     def spy(model, x, y, **kw):
         seen["x"], seen["y"], seen["kw"] = x, y, kw
         return real_fit(model, x, y, **kw)
-    monkeypatch.setattr(train_mod, "fit", spy)
+    monkeypatch.setattr(fitting, "fit", spy)
     x, y = batch
     tuned, hist = dom.finetune(trained_shallow, x, y, dominant=DOMINANT, mix="benign", optimizer="sgd",
                                lr=0.01, batch_size=32, max_epochs=1, patience=None, progress=False)
     assert torch.equal(seen["x"], x) and torch.equal(seen["y"], y)
-    assert "adversary" not in seen["kw"] and 0 < hist["share"]["frozen_pct"] < 100
+    assert "objective" not in seen["kw"] and 0 < hist["share"]["frozen_pct"] < 100
     assert not torch.equal(tuned.state_dict()["fc1.weight"], trained_shallow.state_dict()["fc1.weight"])
 
 

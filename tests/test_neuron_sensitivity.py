@@ -199,14 +199,15 @@ def test_logit_pairing_pulls_clean_and_adversarial_logits_together():
         torch.manual_seed(0)
         m = models.build("vgg16", "cifar10", width=4)
         train.fit(m, x, y, optimizer="sgd", lr=0.01, batch_size=32, max_epochs=3, patience=None,
-                  adversary=invert, mix="benign+adv", logit_pairing=lam, progress=False)
+                  objective=train.Objective(adversary=invert, mix="benign+adv", terms=[train.LogitPairing(lam)]),
+                  progress=False)
         m.train()
         with torch.no_grad():
             z = m(torch.cat([x, 1.0 - x]))
         gap[lam] = (z[:64] - z[64:]).pow(2).sum(1).mean().item()
     assert gap[1.0] < 0.1 * gap[0.0], gap          # measured: 0.011 vs 2.15
-    with pytest.raises(ValueError, match="logit_pairing"):
-        train.fit(m, x, y, max_epochs=1, adversary=invert, mix="adv", logit_pairing=0.5, progress=False)
+    with pytest.raises(ValueError, match="LogitPairing pairs"):
+        train.Objective(adversary=invert, mix="adv", terms=[train.LogitPairing(0.5)])
 
 
 def test_gaussian_noise_has_its_severity_and_stays_in_the_box():

@@ -147,8 +147,10 @@ FIGSIZE = __import__("re").compile(r"figsize\s*=\s*\(\s*([0-9.]+)")
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_figures_are_at_most_max_fig_width(path):
-    """nrlib.plot.MAX_FIG_WIDTH in the sources (every literal figsize) and in the executed chapter
-    (every inline figure and slider-panel frame, in CSS pixels; bbox_inches="tight" may add a hair)."""
+    """nrlib.plot.MAX_FIG_WIDTH in the sources (every literal figsize), and in the executed chapter
+    what that limit protects: every inline figure and slider-panel frame (its CSS width, which
+    bbox_inches="tight" widens where titles or labels overhang the axes) is shown with 11 pt tick
+    labels of at least nrlib.plot.MIN_TEXT_PX pixels once the book shrinks it to its column."""
     import re
 
     from nrlib import plot
@@ -160,7 +162,8 @@ def test_figures_are_at_most_max_fig_width(path):
     book = ROOT / "book" / path.name
     if not book.exists():
         pytest.skip(f"no executed copy of {path.stem}")
-    limit = 1.03 * plot.MAX_FIG_WIDTH * plot.STYLE_DPI
+    limit = 11 / 72 * plot.STYLE_DPI * plot.CONTENT_PX / plot.MIN_TEXT_PX     # CSS px where 11 pt text hits the floor
+    assert plot.shown_text_px(11, limit / plot.STYLE_DPI) == pytest.approx(plot.MIN_TEXT_PX)
     shown = []
     for i, c in enumerate(nbformat.read(book, as_version=4).cells):
         for o in c.get("outputs", []) if c.cell_type == "code" else []:
@@ -168,4 +171,5 @@ def test_figures_are_at_most_max_fig_width(path):
             shown += [(i, w)] if w else []
             shown += [(i, int(x)) for x in re.findall(r'<img [^>]*width="(\d+)"', o.get("data", {}).get("text/html", ""))]
     too_wide = [(i, w) for i, w in shown if w > limit]
-    assert shown and not too_wide, f"{book.name}: figures wider than {limit:.0f} CSS px (cell, px): {too_wide}"
+    assert shown and not too_wide, (f"{book.name}: figures wider than {limit:.0f} CSS px, whose tick labels the book "
+                                    f"shrinks below {plot.MIN_TEXT_PX} px (cell, px): {too_wide}")

@@ -10,10 +10,11 @@ import re
 
 import pytest
 
-from nrbook import results_page as rp
+from nrlib import recipes as nrlib_recipes
+from nrbook import chapters, intro_page, readme_page, results_figure, results_page as rp
 from nrlib import papers, train
 
-CHAPTERS = sorted(p.stem for p in rp.NOTEBOOKS.glob("*.ipynb"))
+CHAPTERS = sorted(p.stem for p in chapters.NOTEBOOKS.glob("*.ipynb"))
 LINK = re.compile(r"\]\(([^)#\s]+)#([^)\s]+)")
 
 
@@ -69,24 +70,24 @@ def test_the_scoreboard_comes_first(tmp_path, data):
 def test_every_claim_maps_to_a_heading_of_its_source_page():
     for name in papers.names():
         doc = papers.load(name)
-        page = rp.section_page(doc)
-        texts = [t for _, t in rp.page_headings(page)]
+        page = chapters.section_page(doc)
+        texts = [t for _, t in chapters.page_headings(page)]
         assert texts, f"{name}: {page} has no source with headings"
         if doc["notebook"] in CHAPTERS:
-            assert page == f"{doc['notebook']}.ipynb" and (rp.NOTEBOOKS / page).is_file()
+            assert page == f"{doc['notebook']}.ipynb" and (chapters.NOTEBOOKS / page).is_file()
         for heading in doc.get("sections", {}):
             assert heading in texts, f"{name}: no heading {heading!r} in the source of {page}"
         for c in doc["claims"]:
-            assert rp.claim_section(doc, c["key"]) is not None, f"{name}: {c['key']} maps to no section"
+            assert chapters.claim_section(doc, c["key"]) is not None, f"{name}: {c['key']} maps to no section"
 
 
 def test_the_first_matching_section_wins():
     doc = papers.load("karnine2024")
-    assert rp.claim_section(doc, "split_ft/base/fgsm/top=20/clean").startswith("More dominant filters")
-    assert rp.claim_section(doc, "split_ft/base/fgsm/top=10/clean").startswith("6. ")
-    assert rp.claim_section(doc, "pgd_acc/base/eps=0.3").startswith("2. ")
-    assert rp.claim_section(doc, "no/such/key") is None
-    assert rp.section_link("04_dominant_filters", doc, "no/such/key") == "04"      # no link, no crash
+    assert chapters.claim_section(doc, "split_ft/base/fgsm/top=20/clean").startswith("More dominant filters")
+    assert chapters.claim_section(doc, "split_ft/base/fgsm/top=10/clean").startswith("6. ")
+    assert chapters.claim_section(doc, "pgd_acc/base/eps=0.3").startswith("2. ")
+    assert chapters.claim_section(doc, "no/such/key") is None
+    assert chapters.section_link("04_dominant_filters", doc, "no/such/key") == "04"      # no link, no crash
 
 
 def test_every_claim_row_links_to_an_existing_section_heading(tmp_path, data):
@@ -98,26 +99,26 @@ def test_every_claim_row_links_to_an_existing_section_heading(tmp_path, data):
     for row in rows:
         target, anchor = LINK.search(row).groups()
         if target not in anchors:
-            slugs = [rp.heading_slug(t) for _, t in rp.page_headings(target)]
+            slugs = [chapters.heading_slug(t) for _, t in chapters.page_headings(target)]
             assert len(slugs) == len(set(slugs)), f"{target}: two headings share an anchor"
             anchors[target] = set(slugs)
         assert anchor in anchors[target], f"{row[:120]}: no heading of {target} has the anchor {anchor!r}"
     assert {f"{c}.ipynb" for c in CHAPTERS} <= set(anchors), "both chapters are linked"
-    link = rp.section_link("04_dominant_filters", papers.load("karnine2024"), "fgsm_acc/base/eps=0.1")
+    link = chapters.section_link("04_dominant_filters", papers.load("karnine2024"), "fgsm_acc/base/eps=0.1")
     assert link.startswith("[04 §2](04_dominant_filters.ipynb#2-untargeted-fgsm-and-pgd-")
 
 
 def test_heading_slugs_are_mysts():
     base = pytest.importorskip("myst_parser.mdit_to_docutils.base")
     for page in [f"{c}.ipynb" for c in CHAPTERS] + ["intro.md"]:
-        for _, text in rp.page_headings(page):
-            assert rp.heading_slug(text) == base.default_slugify(text), text
+        for _, text in chapters.page_headings(page):
+            assert chapters.heading_slug(text) == base.default_slugify(text), text
 
 
 def test_the_heading_anchors_are_on_in_the_book_config():
     import yaml
 
-    config = yaml.safe_load((rp.ROOT / "_config.yml").read_text())
+    config = yaml.safe_load((chapters.ROOT / "_config.yml").read_text())
     # jupyter-book passes only some `parse:` keys to Sphinx; `sphinx: config:` always reaches it
     assert config["sphinx"]["config"].get("myst_heading_anchors", 0) >= 3
 
@@ -137,12 +138,12 @@ def test_the_figure_is_written_and_regenerated_byte_for_byte(tmp_path, data):
     assert re.search(rb"fill: none; stroke: #", first), "the cpu run's markers are hollow"
     assert re.search(rb"fill: (#[0-9a-f]{6}); stroke: \1", first), "the full run's markers are filled"
     # the two runs give 2 points per numeric key (keys repeated with one paper value count once)
-    points = rp.figure_points(nb)
+    points = results_figure.figure_points(nb)
     numeric = {(c["key"], c["paper"]) for c in papers.for_notebook(nb)["claims"] if c["paper"] is not None}
     assert sorted(p["profile"] for p in points) == sorted(["cpu", "full"] * len(numeric))
     _page(tmp_path)
     assert svg.read_bytes() == first
-    assert rp.figure_svg(points) == first
+    assert results_figure.figure_svg(points) == first
 
 
 def test_no_run_no_figure(tmp_path, data):
@@ -180,14 +181,14 @@ def test_run_info_gives_the_wall_time_where_recorded(tmp_path, data):
     _write_results(data, "05_toggle_activity", "cpu", {}, wall_seconds=1234.5)
     _write_results(data, "05_toggle_activity", "smoke", {})
     _write_results(data, "04_dominant_filters", "full", {})
-    info = rp.run_info("05_toggle_activity")
+    info = chapters.run_info("05_toggle_activity")
     assert list(info) == ["cpu", "smoke"]
     assert info["cpu"] == {"seconds": 1234.5, "stage_seconds": 12.5, "device": "cpu-device (test)",
                            "date": "2026-01-02T03:04:05+00:00", "git_commit": "abc1234"}
     assert info["smoke"]["seconds"] is None and info["smoke"]["stage_seconds"] == 12.5
-    assert rp.run_info("zoo") == {}
-    assert rp.run_time_text(info["cpu"]) == "1234 s (21 min)"
-    assert rp.run_time_text(info["smoke"]) == "12 s, the sum of the timed stages"
+    assert chapters.run_info("zoo") == {}
+    assert chapters.run_time_text(info["cpu"]) == "1234 s (21 min)"
+    assert chapters.run_time_text(info["smoke"]) == "12 s, the sum of the timed stages"
     page = _page(tmp_path)
     ch5 = page[page.index("## Toggle activity"):]
     assert "| 1234 s (21 min) |" in ch5[:ch5.index(":::")]
@@ -201,15 +202,15 @@ def test_run_info_gives_the_wall_time_where_recorded(tmp_path, data):
 def test_readme_section_comes_from_the_scoreboard(tmp_path, data):
     _write_results(data, "04_dominant_filters", "cpu", _metrics("04_dominant_filters", 0.0))
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n{rp.README_START}\nold numbers\n{rp.README_END}\n\nafter\n")
-    assert rp.write_readme_section(readme) == readme
+    readme.write_text(f"# x\n\n{readme_page.README_START}\nold numbers\n{readme_page.README_END}\n\nafter\n")
+    assert readme_page.write_readme_section(readme) == readme
     text = readme.read_text()
-    assert "old numbers" not in text and text.endswith(f"{rp.README_END}\n\nafter\n")
+    assert "old numbers" not in text and text.endswith(f"{readme_page.README_END}\n\nafter\n")
     for line in rp.verdict_counts(rp.scoreboard_rows()):
         assert line in text
     bare = tmp_path / "BARE.md"
     bare.write_text("no markers\n")
-    assert rp.write_readme_section(bare) is None and bare.read_text() == "no markers\n"
+    assert readme_page.write_readme_section(bare) is None and bare.read_text() == "no markers\n"
 
 
 def _rows(table_lines):
@@ -219,16 +220,16 @@ def _rows(table_lines):
 @pytest.mark.parametrize("recipe", sorted(train.RECIPES))
 def test_recipe_table_says_what_the_recipe_says(recipe):
     rc = train.RECIPES[recipe]
-    lines = rp.recipe_table(recipe)
-    lines = lines[: len(lines) - len(rp.variant_table(recipe))]     # the recipe's own table
+    lines = intro_page.recipe_table(recipe)
+    lines = lines[: len(lines) - len(intro_page.variant_table(recipe))]     # the recipe's own table
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     seen = set()
-    names = {v: k for k, v in rp.DATASET_NAMES.items()}
+    names = {v: k for k, v in intro_page.DATASET_NAMES.items()}
     for row in _rows(lines):
         cells = dict(zip(header, row))
         profile = cells["profile"].strip("`")
         dataset = names[cells["dataset"]] if "dataset" in cells else train.recipe_datasets(recipe)[0]
-        archs = [a for a in rc["archs"] if rp.ARCH_NAMES[a] in cells["models"].split(", ")]
+        archs = [a for a in rc["archs"] if intro_page.ARCH_NAMES[a] in cells["models"].split(", ")]
         assert archs, row
         for a in archs:
             s = train.recipe_settings(a, recipe, profile, dataset)
@@ -247,8 +248,8 @@ def test_recipe_table_says_what_the_recipe_says(recipe):
 
 
 def test_variant_table_says_what_each_variant_changes(monkeypatch):
-    lines = rp.variant_table("cifar")
-    assert lines and lines == rp.recipe_table("cifar")[-len(lines):]
+    lines = intro_page.variant_table("cifar")
+    assert lines and lines == intro_page.recipe_table("cifar")[-len(lines):]
     rows = _rows(lines[2:])
     assert {r[0].strip("`") for r in rows} == set(train.recipe_variants("cifar")) - {"standard"}
     for variant, profs, text in rows:
@@ -260,51 +261,51 @@ def test_variant_table_says_what_each_variant_changes(monkeypatch):
                 assert ("8/255" if st["adv_norm"] == "linf" else f"ε = {st['adv_eps']:g}") in text
             if st.get("penalty"):
                 assert f"penalty `{st['penalty']}`" in text and f"lr {st['lr']:g}" in text
-    assert rp.variant_table("karnine") == []
+    assert intro_page.variant_table("karnine") == []
     recipes = copy.deepcopy(train.RECIPES)
     recipes["cifar"]["variants"]["linf_at"]["profiles"]["cpu"]["adv_steps"] = 3
-    monkeypatch.setattr(train, "RECIPES", recipes)
-    assert any("`cpu`" in line and "3 steps of 1.25·ε" in line for line in rp.variant_table("cifar"))
+    monkeypatch.setattr(nrlib_recipes, "RECIPES", recipes)
+    assert any("`cpu`" in line and "3 steps of 1.25·ε" in line for line in intro_page.variant_table("cifar"))
 
 
 def test_recipe_table_changes_with_the_recipe(monkeypatch):
-    before = rp.recipe_table("cifar")
+    before = intro_page.recipe_table("cifar")
     recipes = copy.deepcopy(train.RECIPES)
     recipes["cifar"]["profiles"]["cpu"]["width"]["resnet50"] = 12
-    monkeypatch.setattr(train, "RECIPES", recipes)
-    after = rp.recipe_table("cifar")
+    monkeypatch.setattr(nrlib_recipes, "RECIPES", recipes)
+    after = intro_page.recipe_table("cifar")
     assert after != before
     assert "| `cpu` | ResNet-50 | 12 | 10,000 | 6 | 128 | 0.1 |" in after
 
 
 def test_intro_tables_are_generated_and_up_to_date(tmp_path):
-    intro = rp.BOOK / "intro.md"
+    intro = chapters.BOOK / "intro.md"
     text = intro.read_text()
     for recipe in train.RECIPES:
-        start, end = rp.recipe_markers(recipe)
+        start, end = intro_page.recipe_markers(recipe)
         assert start in text and end in text, f"intro.md has no generated {recipe!r} table"
         block = text.split(start, 1)[1].split(end, 1)[0]
-        assert block == "\n" + "\n".join(["", *rp.recipe_table(recipe)]) + "\n", (
+        assert block == "\n" + "\n".join(["", *intro_page.recipe_table(recipe)]) + "\n", (
             f"intro.md's {recipe!r} table is stale: run python -m nrbook.runbook --results-only")
-    start, end = rp.RUN_TIME_MARKERS                     # the chapters' run times: from their results files
-    assert text.split(start, 1)[1].split(end, 1)[0] == "\n" + "\n".join(["", *rp.run_times_table()]) + "\n", (
+    start, end = intro_page.RUN_TIME_MARKERS                     # the chapters' run times: from their results files
+    assert text.split(start, 1)[1].split(end, 1)[0] == "\n" + "\n".join(["", *intro_page.run_times_table()]) + "\n", (
         "intro.md's run times are stale: run python -m nrbook.runbook --results-only")
-    for name in (c for c in rp.chapter_names() if c[:2].isdigit()):
-        info = rp.run_info(name).get("cpu")
-        assert info is None or rp.run_time_text(info) in text, f"{name}: its cpu run time is not in intro.md"
+    for name in (c for c in chapters.chapter_names() if c[:2].isdigit()):
+        info = chapters.run_info(name).get("cpu")
+        assert info is None or chapters.run_time_text(info) in text, f"{name}: its cpu run time is not in intro.md"
     stale = tmp_path / "intro.md"
-    start, end = rp.recipe_markers("cifar")
+    start, end = intro_page.recipe_markers("cifar")
     stale.write_text(f"before\n{start}\n| hand | typed |\n{end}\nafter\n")
-    assert rp.write_intro_section(stale) == stale
+    assert intro_page.write_intro_section(stale) == stale
     new = stale.read_text()
-    assert "hand | typed" not in new and "\n".join(rp.recipe_table("cifar")) in new
+    assert "hand | typed" not in new and "\n".join(intro_page.recipe_table("cifar")) in new
     assert new.startswith("before\n") and new.endswith(f"{end}\nafter\n")
     (tmp_path / "plain.md").write_text("no markers\n")
-    assert rp.write_intro_section(tmp_path / "plain.md") is None
+    assert intro_page.write_intro_section(tmp_path / "plain.md") is None
 
 
 def test_readme_bench_tables_come_from_the_bench_files(tmp_path, data):
-    assert "No benchmark has been run" in "\n".join(rp.bench_section())
+    assert "No benchmark has been run" in "\n".join(readme_page.bench_section())
     bench = data / "results" / "bench" / "some-device.json"
     bench.parent.mkdir(parents=True, exist_ok=True)
     rows = [{"section": "PGD-10 img/s", "nrlib": "108.8", "reference": "111.5", "ratio": "0.98×", "goal": "—",
@@ -312,17 +313,17 @@ def test_readme_bench_tables_come_from_the_bench_files(tmp_path, data):
             {"section": "max |Δacc| pts", "nrlib": "0", "reference": "0", "ratio": "—", "goal": "0", "met": "yes"}]
     bench.write_text(json.dumps({"device": "some device", "profile": "cpu", "date": "2026-01-02T00:00:00+00:00",
                                  "git_commit": "abc1234", "torch": "2.x", "sizes": {"repeats": 3}, "table": rows}))
-    md = "\n".join(rp.bench_section())
+    md = "\n".join(readme_page.bench_section())
     assert "**some device** — `cpu` profile, 2026-01-02, commit `abc1234`, best of 3" in md
     assert "| PGD-10 img/s | 108.8 | 111.5 | 0.98× | — | — |" in md
     assert "| max \\|Δacc\\| pts |" in md                     # a | in a cell does not split the row
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{rp.BENCH_START}\nold numbers\n{rp.BENCH_END}\nrest\n"
-                      f"{rp.README_START}\n{rp.README_END}\n")
-    rp.write_readme_section(readme)
+    readme.write_text(f"intro\n{readme_page.BENCH_START}\nold numbers\n{readme_page.BENCH_END}\nrest\n"
+                      f"{readme_page.README_START}\n{readme_page.README_END}\n")
+    readme_page.write_readme_section(readme)
     text = readme.read_text()
     assert "old numbers" not in text and "| PGD-10 img/s | 108.8 |" in text
-    assert text.startswith(f"intro\n{rp.BENCH_START}\n") and f"{rp.BENCH_END}\nrest\n" in text
+    assert text.startswith(f"intro\n{readme_page.BENCH_START}\n") and f"{readme_page.BENCH_END}\nrest\n" in text
 
 
 def _zoo_name(metric: str) -> str | None:
@@ -340,12 +341,12 @@ def test_each_chapters_models_are_the_zoo_tables():
     profile: both measure one checkpoint on the full test set, so a difference means one of them was
     made from another training run (the zoo table is updated whenever a model is trained)."""
     for profile in ("cpu", "full"):
-        zoo = rp.read_result("zoo", profile)
+        zoo = chapters.read_result("zoo", profile)
         if zoo is None:
             continue
         table = {k.split("/", 1)[1]: v for k, v in zoo["metrics"].items() if k.startswith("test_acc/")}
-        for name in rp.chapter_names():
-            run = rp.read_result(name, profile) if name[:2].isdigit() else None
+        for name in chapters.chapter_names():
+            run = chapters.read_result(name, profile) if name[:2].isdigit() else None
             for key, v in (run or {}).get("metrics", {}).items():
                 model = _zoo_name(key) if key.startswith("clean_acc/") and v is not None else None
                 if model in table:

@@ -163,30 +163,37 @@ def test_regulariser_checks_its_inputs():
         regularizers.sensitivity_terms(torch.rand(4, 7), w, torch.zeros(4, dtype=torch.long))
 
 
-def test_fit_adds_the_penalty_to_the_loss():
-    """A penalty that pulls the logits layer's weights to 0 shrinks them; without it they do not."""
+class Shrink(train.Term):
+    """A reader's own term: 10·‖W‖² of the logits layer's weight (declares it needs the features)."""
+    needs_features = True
+
+    def __call__(self, out):
+        assert out.features.shape == (len(out.y), out.weight.shape[1])       # the logits layer's inputs
+        return 10 * out.weight.pow(2).sum()
+
+
+def test_fit_adds_a_term_to_the_loss():
+    """A term that pulls the logits layer's weights to 0 shrinks them; without it they do not."""
     x, y = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 10
     norms = {}
-    for name, pen in (("none", None), ("shrink", lambda f, w, yb: 10 * w.pow(2).sum())):
+    for name, terms in (("none", []), ("shrink", [Shrink()])):
         torch.manual_seed(0)
         m = models.build("vgg16", "cifar10", width=4)
         train.fit(m, x, y, optimizer="sgd", lr=0.01, batch_size=32, max_epochs=2, patience=None,
-                  penalty=pen, progress=False)
+                  objective=train.Objective(terms=terms), progress=False)
         norms[name] = sensitivity.logits_layer(m)[1].weight.norm().item()
     assert norms["shrink"] < 0.5 * norms["none"]
-    with pytest.raises(ValueError, match="penalty"):
-        train.fit(m, x, y, max_epochs=1, penalty="not a function", progress=False)
 
 
 def test_training_with_the_sensitivity_penalty_lowers_its_weight_term():
     """R1 (the class pairs' largest weight differences) ends lower with the penalty than without."""
     x, y = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 10
     r1 = {}
-    for name, pen in (("none", None), ("sensitivity", regularizers.SensitivityPenalty(top_k=4))):
+    for name, terms in (("none", []), ("sensitivity", [train.SensitivityPenalty(top_k=4)])):
         torch.manual_seed(0)
         m = models.build("vgg16", "cifar10", width=4)
         hist = train.fit(m, x, y, optimizer="sgd", lr=0.01, batch_size=16, max_epochs=2, patience=None,
-                         penalty=pen, progress=False)
+                         objective=train.Objective(terms=terms), progress=False)
         assert all(math.isfinite(v) for v in hist["loss"])
         z, _ = sensitivity.features(m, x)
         r1[name] = regularizers.sensitivity_terms(z, sensitivity.logits_layer(m)[1].weight, y, top_k=4)[0].item()

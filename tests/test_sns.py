@@ -1,9 +1,10 @@
 """The Sensitive Neuron Stabilizing term (Zhang et al. 2021, eqs. 12-13): nrlib.regularizers.sns_loss
-and SNSPenalty, and fit(pair_penalty=...) with locked layers."""
+and the SNSPenalty term of an objective, with locked layers."""
 import pytest
 import torch
 
 from nrlib import hooks, models, regularizers as R, train
+from nrlib.objectives import Forward, Objective, SNSPenalty
 
 
 def test_sns_loss_is_zero_for_identical_activations_and_hand_computed():
@@ -29,7 +30,8 @@ def test_sns_all_equals_the_unmasked_sum_and_has_finite_gradients():
     assert torch.allclose(full, R.sns_loss(a, b, every))
     manual = sum(((a[n] - b[n]).abs().mean((2, 3)).sum(1)).mean() for n in a)
     assert torch.allclose(full, manual)
-    (R.SNSPenalty(("conv8", "conv9"), weight=5.0)(a, b)).backward()
+    out = Forward(logits=None, y=None, half=4, acts={n: torch.cat([a[n], b[n]]) for n in a})
+    (SNSPenalty(("conv8", "conv9"), weight=5.0)(out)).backward()
     assert all(torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0 for t in a.values())
 
 
@@ -44,9 +46,9 @@ def test_fit_with_the_sns_penalty_stabilises_the_chosen_layer_and_keeps_locked_l
         locked = {n: p.detach().clone() for n, p in m.named_parameters() if n.startswith(("conv1.", "bn1."))}
         for n, p in m.named_parameters():
             p.requires_grad_(not n.startswith(("conv1.", "bn1.")))
-        pen = R.SNSPenalty(("conv12",), weight=lam)
+        obj = Objective(adversary=invert, mix="benign+adv", terms=[SNSPenalty(("conv12",), weight=lam)])
         train.fit(m, x, y, optimizer="sgd", lr=0.01, batch_size=32, max_epochs=3, patience=None,
-                  adversary=invert, mix="benign+adv", pair_penalty=pen, progress=False)
+                  objective=obj, progress=False)
         assert all(torch.equal(p, locked[n]) for n, p in m.named_parameters() if n in locked)
         m.train()
         with torch.no_grad(), hooks.capture(m, "conv12") as st:
@@ -54,8 +56,8 @@ def test_fit_with_the_sns_penalty_stabilises_the_chosen_layer_and_keeps_locked_l
         a = st["conv12"][0]
         dev[lam] = R.sns_loss({"c": a[:64]}, {"c": a[64:]}).item()
     assert dev[5.0] < 0.1 * dev[0.0], dev      # measured: 0.09 vs 5.39
-    with pytest.raises(ValueError, match="pair_penalty"):
-        train.fit(m, x, y, max_epochs=1, adversary=invert, mix="adv", pair_penalty=pen, progress=False)
+    with pytest.raises(ValueError, match="SNSPenalty pairs"):
+        Objective(adversary=invert, mix="adv", terms=[SNSPenalty(("conv12",))])
 
 
 def test_select_sensitive_takes_the_top_share_by_sigma():
@@ -153,3 +155,11 @@ def test_zoo_sns_variant_finetunes_the_cached_vanilla_model(tmp_path, monkeypatc
     assert not torch.equal(m.fc1.weight, vanilla.fc1.weight)
     again, ameta = train.zoo_get("vgg16", "cifar10", "cifar", "smoke", variant="sns_sen", device="cpu")
     assert ameta["cached"] and torch.equal(again.fc1.weight, m.fc1.weight)
+    # the zoo table describes the recipe's own model: a fine-tune with other settings leaves it alone
+    from nrlib import results as nrresults
+    entry = nrresults.read("zoo", "smoke")["params"]["vgg16+sns_sen"]
+    assert entry["key"] == meta["key"]
+    other, ometa = train.zoo_get("vgg16", "cifar10", "cifar", "smoke", variant="sns_sen", device="cpu",
+                                 overrides={"sns_weight": 1.0}, progress=False)
+    assert not ometa["cached"] and ometa["key"] != meta["key"]
+    assert nrresults.read("zoo", "smoke")["params"]["vgg16+sns_sen"]["key"] == meta["key"]

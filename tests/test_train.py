@@ -10,7 +10,7 @@ import torch
 
 import nrlib.data as nrdata
 from nrlib import results as nrresults
-from nrlib import models, train
+from nrlib import fitting, models, train
 from nrlib.attacks import fgsm
 from nrlib.models import build
 from nrlib.train import CorruptCheckpointError, fit, load_checkpoint, save_checkpoint
@@ -109,15 +109,13 @@ def test_adversarial_training_calls_the_adversary_per_batch(init_shallow, tiny):
 
     m = copy.deepcopy(init_shallow)
     before = _state(m)
-    h = fit(m, x, y, adversary=adversary, mix="benign+adv", batch_size=100, max_epochs=1,
-            patience=None, progress=False)
+    h = fit(m, x, y, objective=train.Objective(adversary=adversary, mix="benign+adv"), batch_size=100,
+            max_epochs=1, patience=None, progress=False)
     assert calls == [100, 100, 56]
     assert not _equal(before, _state(m)) and h["epoch"] == [1]
 
 
 @pytest.mark.parametrize("kw,param", [
-    (dict(mix="adv"), "mix"),
-    (dict(mix="clean", adversary=lambda m, x, y: x), "mix"),
     (dict(max_epochs=0), "max_epochs"),
     (dict(batch_size=0), "batch_size"),
     (dict(patience=0), "patience"),
@@ -344,7 +342,7 @@ def _step_lrs(monkeypatch, schedule):
         opt = real(*a, **k)
         opt.register_step_pre_hook(lambda o, args, kwargs: made.append(o.param_groups[0]["lr"]))
         return opt
-    monkeypatch.setattr(train, "make_optimizer", spy)
+    monkeypatch.setattr(fitting, "make_optimizer", spy)
     torch.manual_seed(0)
     x, y = torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,))
     train.fit(models.build("shallow", "mnist"), x, y, optimizer="sgd", lr=0.1, schedule=schedule, max_epochs=2,
@@ -393,19 +391,20 @@ def test_variants_have_their_own_keys_settings_and_entries():
         train.recipe_settings("base", "karnine", "cpu", variant="linf_at")
 
 
-def test_variant_training_builds_the_adversary_and_the_penalty():
+def test_variant_objective_builds_the_adversary_and_the_terms():
     from nrlib.attacks import PGD
-    from nrlib.regularizers import SensitivityPenalty
-    kw = train.variant_training(train.recipe_settings("vgg19", "cifar", "cpu", variant="linf_at"))
-    adv = kw["adversary"]
-    assert isinstance(adv, PGD) and adv.norm == "linf" and adv.eps == 8 / 255 and kw["mix"] == "adv"
+    kw = train.variant_objective(train.recipe_settings("vgg19", "cifar", "cpu", variant="linf_at"))
+    adv = kw.adversary
+    assert isinstance(adv, PGD) and adv.norm == "linf" and adv.eps == 8 / 255 and kw.mix == "adv"
     assert adv.seed is None and adv.random_start          # a fresh random start for every batch
     assert adv.step_size == pytest.approx(1.25 * 8 / 255)
-    full = train.variant_training(train.recipe_settings("vgg19", "cifar", "full", variant="l2_at"))["adversary"]
+    full = train.variant_objective(train.recipe_settings("vgg19", "cifar", "full", variant="l2_at")).adversary
     assert full.norm == "l2" and full.step_size == pytest.approx(2.5 * 0.5 / full.steps)
-    pen = train.variant_training(train.recipe_settings("vgg19", "cifar", "cpu", variant="sensitivity"))
-    assert set(pen) == {"penalty"} and isinstance(pen["penalty"], SensitivityPenalty)
-    assert train.variant_training(train.recipe_settings("vgg19", "cifar", "cpu")) == {}
+    pen = train.variant_objective(train.recipe_settings("vgg19", "cifar", "cpu", variant="sensitivity"))
+    assert pen.adversary is None and pen.mix == "clean" and pen.terms == (train.SensitivityPenalty(),)
+    alp = train.variant_objective(train.recipe_settings("vgg16", "cifar", "cpu", variant="alp"))
+    assert alp.mix == "benign+adv" and alp.terms == (train.LogitPairing(0.5),)
+    assert train.variant_objective(train.recipe_settings("vgg19", "cifar", "cpu")) == train.Objective()
 
 
 def test_adversarially_trained_variant_resists_its_adversary(tmp_path, monkeypatch):
