@@ -315,7 +315,10 @@ def refresh_scoreboards(nb, stem: str) -> int:
     for c in nb.cells:
         for o in c.get("outputs", []) if c.cell_type == "code" else []:
             md = o.get("data", {}).get("text/markdown")
-            meta = o.get("metadata", {}).get(papers.SCOREBOARD_META)
+            # IPython files a displayed object's metadata under its MIME type; copies refreshed before
+            # this was read right hold it at the top level
+            held = o.get("metadata", {})
+            meta = held.get("text/markdown", {}).get(papers.SCOREBOARD_META) or held.get(papers.SCOREBOARD_META)
             if md is None or (meta is None and not str(md).startswith(LEGACY_TABLE)):
                 continue
             keys = meta["keys"] if meta else _legacy_keys(str(md), doc)
@@ -327,8 +330,10 @@ def refresh_scoreboards(nb, stem: str) -> int:
                 continue                      # the old table's rows are not the claims found: kept
             whole = keys is None or len(mine) == len(rows)
             o["data"]["text/markdown"] = papers.verdict_markdown(mine, whole=whole)
-            o.setdefault("metadata", {})[papers.SCOREBOARD_META] = {"notebook": stem,
-                                                                     "keys": None if whole else keys}
+            held = o.setdefault("metadata", {})
+            held.pop(papers.SCOREBOARD_META, None)
+            held.setdefault("text/markdown", {})[papers.SCOREBOARD_META] = {"notebook": stem,
+                                                                             "keys": None if whole else keys}
             n += 1
     return n
 

@@ -316,15 +316,23 @@ def test_verdict_tables_are_re_rendered_from_the_results_and_paper_files(tmp_pat
     shown = [r for r in papers.scoreboard(stem, metrics, "cpu") if r["key"] in keys]
     new = plot.scoreboard(stem, metrics, keys=keys, profile="cpu")
     data, meta = new._repr_markdown_()
+    # as IPython files it in an executed notebook: the metadata under the output's MIME type
+    shell = __import__("IPython.core.interactiveshell", fromlist=["x"]).InteractiveShell.instance()
+    _, filed = shell.display_formatter.format(new)
+    assert filed["text/markdown"] == meta
+    outdated = data.replace(shown[0]["claim"], shown[0]["claim"].rstrip(".") + " ;")   # a claim edited since
+    assert outdated != data
     legacy = papers.markdown_table(shown)                     # a table as chapters wrote them before
-    stale = legacy.replace(shown[0]["claim"], shown[0]["claim"].rstrip(".") + " ;")   # a claim edited since
+    stale = legacy.replace(shown[0]["claim"], shown[0]["claim"].rstrip(".") + " ;")
     outputs = [nbformat.v4.new_output("display_data", data={"text/markdown": t}, metadata=m)
-               for t, m in ((data, meta), (stale, {}), ("| claim | where | paper | ours | verdict | rule |\n"
-                                                       "| --- |\n| no such claim | a | b | c | d | e |\n", {}))]
+               for t, m in ((outdated, filed), (stale, {}), ("| claim | where | paper | ours | verdict | rule |\n"
+                                                            "| --- |\n| no such claim | a | b | c | d | e |\n", {}),
+                            (outdated, meta))]          # refreshed before the MIME-type filing was read
     nb = nbformat.v4.new_notebook(metadata={"nrbook": {"profile": "cpu"}})
     nb.cells = [nbformat.v4.new_code_cell("x", outputs=outputs)]
-    assert rb.refresh_scoreboards(nb, stem) == 2              # the unmatched old table is kept as it was
+    assert rb.refresh_scoreboards(nb, stem) == 3              # the unmatched old table is kept as it was
     got = [o["data"]["text/markdown"] for o in nb.cells[0].outputs]
-    assert got[0] == got[1] == papers.verdict_markdown(shown) and got[2].startswith(rb.LEGACY_TABLE)
-    assert nb.cells[0].outputs[1]["metadata"][papers.SCOREBOARD_META] == {"notebook": stem, "keys": keys}
+    assert got[0] == got[1] == got[3] == papers.verdict_markdown(shown) and got[2].startswith(rb.LEGACY_TABLE)
+    for o in (nb.cells[0].outputs[i] for i in (0, 1, 3)):
+        assert o["metadata"] == {"text/markdown": {papers.SCOREBOARD_META: {"notebook": stem, "keys": keys}}}
     assert rb.refresh_scoreboards(nbformat.v4.new_notebook(), stem) == 0           # no run recorded
