@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if not hinted:
             hinted = True
-            for name in ("mnist", "cifar10"):
+            for name in _data.DATASETS:
                 if _data.missing_files(name):
                     print(f"runbook: the {name} files are not under {_data.data_root()}: a chapter that reads "
                           f"them tries torchvision's download (`make data` links an offline copy; "

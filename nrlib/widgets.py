@@ -183,7 +183,8 @@ class _fast_redraw:
 
         for num in self._plt.get_fignums():
             fig = self._plt.figure(num)
-            check_width(fig)
+            if not self.keep:   # a static panel's frame is checked by frame_png
+                check_width(fig)
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=2 * fig.dpi, pil_kwargs={"compress_level": 1})
             if self.keep:       # a static panel's frame: the same work as a live redraw, nothing shown
@@ -262,7 +263,6 @@ class StaticPanel:
             with _fast_redraw(layout, keep=True):   # render() ends with plt.show(): the figure stays
                 render(**dict(zip(names, combo)))
             t1 = time.perf_counter()
-            check_width(plt.gcf())
             png, width = frame_png(plt.gcf())
             self.seconds.append(t1 - t0)
             self.encode_seconds.append(time.perf_counter() - t1)
@@ -296,9 +296,11 @@ def frame_png(fig, *, scale: int = 2) -> tuple[bytes, int]:
     """One frame of a static panel: ``fig`` as a PNG at ``scale`` × its dpi
     (sharp on a high-density screen, like the inline backend's ``retina``),
     reduced to a 256-colour palette (plots use few colours; a third of the
-    bytes), and its width in CSS pixels (the PNG's width / ``scale``)."""
+    bytes), and its width in CSS pixels (the PNG's width / ``scale``). A figure wider than
+    ``nrlib.plot.MAX_FIG_WIDTH`` is refused (``check_width``)."""
     from PIL import Image
 
+    check_width(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=scale * fig.dpi, bbox_inches="tight")
     im = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
