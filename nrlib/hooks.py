@@ -132,9 +132,10 @@ def logits_layer(model: nn.Module) -> tuple[str, nn.Linear]:
 
 
 @contextlib.contextmanager
-def features_of(model):
-    """Inside the block, ``store["z"]`` is the input of the logits layer of the last forward pass."""
-    _, layer = logits_layer(model)
+def features_of(model, layer: nn.Module | None = None):
+    """Inside the block, ``store["z"]`` is the input of the logits layer of the last forward pass;
+    ``layer``: that layer where the caller holds it already (``logits_layer(model)[1]``)."""
+    layer = logits_layer(model)[1] if layer is None else layer
     store = {}
     h = layer.register_forward_pre_hook(lambda _m, inp: store.__setitem__("z", inp[0]))
     try:

@@ -185,7 +185,7 @@ class Objective:
                 else:
                     half, xb, yb = len(yb), torch.cat([xb, xa]), torch.cat([yb, yb])
             with autocast(xb.device), \
-                    (hooks.features_of(model) if head is not None else contextlib.nullcontext({})) as feats, \
+                    (hooks.features_of(model, head) if head is not None else contextlib.nullcontext({})) as feats, \
                     (hooks.capture(model, layers, detach=False) if layers else contextlib.nullcontext({})) as acts:
                 logits = model(xb)
             lf = logits.float()
