@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from .attacks import FGSM, Attack
 from .precision import autocast
 from .hooks import capture, get_layer, layer_channels, zero_channels
-from .metrics import accuracy
+from .metrics import accuracy, hits
 from .models import frozen
 from .utils import (batches, check_bool, check_choice, check_eps, check_indices, check_input, check_int,
                     check_labels, check_number, num_classes)
@@ -278,6 +278,42 @@ def persistent_fragile(accs) -> list[int]:
     return sorted(common)
 
 
+def persistence_chance(sizes, n_kernels: int) -> np.ndarray:
+    """The chance distribution of the number of kernels fragile at every snapshot (Fig. 4's red
+    circles, Pravin et al. 2021 §5) if each snapshot's fragile set were drawn at random: ``sizes``
+    holds the sets' sizes |F_t|, each a uniformly random subset of the ``n_kernels`` kernels,
+    independent of the others. The intersection of the first two is hypergeometric; intersecting
+    it with the next set is hypergeometric given its size, and so on (``scipy.stats.hypergeom``).
+    Returns P(|F_1 ∩ … ∩ F_T| = j) for j = 0 … n_kernels; its mean is n_kernels·Π(|F_t|/n_kernels)."""
+    from scipy.stats import hypergeom
+    n_kernels = check_int("n_kernels", n_kernels, low=1)
+    sizes = [check_int(f"sizes[{i}]", v, low=0, high=n_kernels) for i, v in enumerate(list(sizes))]
+    if not sizes:
+        raise ValueError("sizes is empty: give the size of each snapshot's fragile set")
+    pmf = np.zeros(n_kernels + 1)
+    pmf[sizes[0]] = 1.0
+    j = np.arange(n_kernels + 1)
+    for f in sizes[1:]:
+        nxt = np.zeros_like(pmf)
+        for m in np.flatnonzero(pmf):
+            # |I ∩ F| for a fixed I of size m and F a random f-subset of n_kernels: hypergeometric
+            nxt += pmf[m] * hypergeom.pmf(j, n_kernels, m, f)
+        pmf = nxt
+    return pmf
+
+
+def persistence_test(observed: int, sizes, n_kernels: int) -> dict:
+    """Observed persistent fragile kernels against chance (``persistence_chance``): ``expected``
+    = n_kernels·Π(|F_t|/n_kernels), ``excess`` = observed − expected, and ``p`` = P(chance ≥
+    observed), the one-sided p-value that the fragile sets overlap more than random sets of
+    their sizes would."""
+    pmf = persistence_chance(sizes, n_kernels)
+    observed = check_int("observed", observed, low=0, high=min(list(sizes)))
+    expected = float(n_kernels * np.prod([f / n_kernels for f in sizes]))
+    return {"observed": observed, "expected": expected, "excess": observed - expected,
+            "p": float(min(1.0, pmf[observed:].sum()))}
+
+
 def training_influence(accs: dict) -> dict:
     """Fig. 4 of Pravin et al. 2021 for one model, from its dropout accuracies
     at each snapshot (``{fraction of training: accuracies}``, in training
@@ -286,13 +322,19 @@ def training_influence(accs: dict) -> dict:
     where the mean line peaks, and its rise from the first to the middle
     snapshot (``early_rise``) and from the middle to the last (``late_rise``),
     in accuracy points — the paper reads the line as rising "to a limit" on
-    CIFAR-10 and rising then falling on MNIST."""
+    CIFAR-10 and rising then falling on MNIST. ``peak_index`` is the peak's
+    position (0 the first snapshot), and ``chance`` the persistent count
+    against random fragile sets of the same sizes (``persistence_test``)."""
     if not isinstance(accs, dict) or len(accs) < 2:
         raise ValueError("accs must map at least two snapshots (fractions of training) to dropout accuracies")
     snaps = sorted(accs)
     mean = {s: float(_accuracy_vector(accs[s], f"accs[{s}]").mean()) for s in snaps}
     out = {"fragile": {s: split_kernels(accs[s])[0] for s in snaps}, "mean": mean,
            "persistent": persistent_fragile([accs[s] for s in snaps]), "peak": max(snaps, key=mean.get)}
+    out["peak_index"] = snaps.index(out["peak"])
+    n_kernels = len(_accuracy_vector(accs[snaps[0]]))
+    out["chance"] = persistence_test(len(out["persistent"]), [len(out["fragile"][s]) for s in snaps],
+                                     n_kernels)
     mid = snaps[len(snaps) // 2] if len(snaps) > 2 else snaps[-1]
     out["early_rise"] = mean[mid] - mean[snaps[0]]
     out["late_rise"] = mean[snaps[-1]] - mean[mid]
@@ -360,6 +402,20 @@ def attacks_fragile(diff: torch.Tensor, fragile, null) -> torch.Tensor:
     return _set_mean(diff, fragile) > _set_mean(diff, null)
 
 
+def top_kernel_fragile(diff: torch.Tensor, fragile) -> torch.Tensor:
+    """Algorithm 1's other reading (Pravin et al. 2021, §4.3: the kernels' mean differences "are
+    compared to see which is highest"): True where the single kernel with the highest mean
+    difference is a fragile one. By chance (a random top kernel) an example does so with
+    probability |F|/K."""
+    if not isinstance(diff, torch.Tensor) or diff.dim() != 2:
+        raise ValueError(f"diff must be an N×K tensor of kernel differences (kernel_differences), got "
+                         f"{tuple(diff.shape) if isinstance(diff, torch.Tensor) else type(diff).__name__}")
+    fragile = check_indices("fragile", fragile, diff.shape[1])
+    mask = torch.zeros(diff.shape[1], dtype=torch.bool)
+    mask[fragile] = True
+    return mask.to(diff.device)[diff.argmax(1)]
+
+
 def _set_mean(diff: torch.Tensor, kernels: list[int]) -> torch.Tensor:
     """Each row's mean over ``kernels`` (0 for an empty set)."""
     return diff[:, kernels].mean(1) if kernels else diff.new_zeros(diff.shape[0])
@@ -371,7 +427,9 @@ class Targeting:
     ``share`` of the examples attacking the fragile kernels, ``accuracy`` on
     the adversarial examples, the mean per-kernel difference of each set, and
     ``diff[ε]``, the N×K differences (CPU), from which any other split of the
-    kernels is scored without attacking again (``share_for``)."""
+    kernels is scored without attacking again (``share_for``), and ``correct[ε]``,
+    whether each adversarial example is still classified correctly (a bool array,
+    for paired tests between models on the same images)."""
 
     eps: list[float]
     fragile: list[int]
@@ -381,10 +439,22 @@ class Targeting:
     fragile_diff: list[float]
     null_diff: list[float]
     diff: dict = field(default_factory=dict, repr=False)
+    correct: dict = field(default_factory=dict, repr=False)
 
     def share_for(self, fragile, null) -> list[float]:
         """The targeting share at every ε for another fragile/null split."""
         return [100.0 * attacks_fragile(self.diff[e], fragile, null).float().mean().item() for e in self.eps]
+
+    def hits(self, eps: float, fragile=None, null=None) -> np.ndarray:
+        """Per example at ``eps``: whether it attacks the fragile kernels (this split, or another
+        one), as a bool array — what a paired test between two ε or two models needs."""
+        fr, nu = (self.fragile, self.null) if fragile is None else (fragile, null)
+        return attacks_fragile(self.diff[eps], fr, nu).numpy()
+
+    def top_hits(self, eps: float, fragile=None) -> np.ndarray:
+        """Per example at ``eps``: whether its highest-difference kernel is fragile (the argmax
+        reading of Algorithm 1, ``top_kernel_fragile``), a bool array."""
+        return top_kernel_fragile(self.diff[eps], self.fragile if fragile is None else fragile).numpy()
 
     def kernel_means(self, eps: float) -> np.ndarray:
         """Each kernel's mean difference over the examples at ``eps`` (Algorithm 1's concentration)."""
@@ -427,7 +497,9 @@ def adversarial_targeting(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fr
         d = kernel_differences(model, x, x_adv, layer, batch_size=batch_size).cpu()
         res.diff[e] = d
         res.share.append(100.0 * attacks_fragile(d, fragile, null).float().mean().item())
-        res.accuracy.append(accuracy(model, x_adv, y, amp=False))
+        c = hits(model, x_adv, y, amp=False)        # accuracy() is 100 × this mean, as here
+        res.correct[e] = c.cpu().numpy()
+        res.accuracy.append(100.0 * c.float().mean().item())
         res.fragile_diff.append(_set_mean(d, fragile).mean().item())
         res.null_diff.append(_set_mean(d, null).mean().item())
     return res

@@ -328,3 +328,90 @@ def test_persistent_kernels_and_the_mean_line():
     assert falls["peak"] == 0.5 and falls["late_rise"] == -2.0
     with pytest.raises(ValueError, match="different lengths"):
         fragile.persistent_fragile([[1.0, 2.0], [1.0, 2.0, 3.0]])
+
+
+# ----------------------------------------------------------------------------
+# Algorithm 1 after batch norm and ReLU, the argmax reading, persistence against chance
+# ----------------------------------------------------------------------------
+class _BNReLU(torch.nn.Module):
+    """conv1 (kernel 0: all ones, kernel 1: all 0.1; 3×3, no bias) → bn1 → relu1 → a linear head.
+    bn1 holds kernel 0 at −2 below zero on a flat image of 0.5 (so it stays off until ε pushes it
+    over) and kernel 1 far above zero (so it passes every change through)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 2, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(2)
+        self.relu1 = torch.nn.ReLU()
+        with torch.no_grad():
+            self.conv1.weight[0] = 1.0
+            self.conv1.weight[1] = 0.1
+            self.bn1.bias.copy_(torch.tensor([-6.5, 10.0]))     # interior: 4.5 − 6.5 = −2; 0.45 + 10
+        self.head = torch.nn.Linear(2 * 8 * 8, 3)
+        self.eval()
+
+    def forward(self, x):
+        return self.head(self.relu1(self.bn1(self.conv1(x))).flatten(1))
+
+
+def test_the_share_after_bn_and_relu_depends_on_eps_where_before_it_cannot():
+    model, x = _BNReLU(), torch.full((1, 1, 8, 8), 0.5)
+    share = {}
+    for layer in ("conv1", "relu1"):
+        for eps in (0.1, 0.4):                              # a uniform shift of ε, no pixel clipped
+            d = fragile.kernel_differences(model, x, x + eps, layer)
+            share[layer, eps] = fragile.attacks_fragile(d, [0], [1]).item()
+    # before the batch norm the difference is ε·(w_k ∗ 1): kernel 0 wins at every ε
+    assert share["conv1", 0.1] and share["conv1", 0.4]
+    # after it, kernel 0 stays below zero at ε = 0.1 (no change passes the ReLU; kernel 1 moves
+    # by 0.09) and crosses zero at ε = 0.4 (interior 1.6 against 0.36)
+    assert not share["relu1", 0.1] and share["relu1", 0.4]
+
+
+def test_argmax_reading_and_per_example_outcomes(tiny):
+    model, x, y = tiny
+    d = torch.tensor([[0.1, 0.5, 0.2], [0.9, 0.1, 0.3], [0.2, 0.2, 0.8]])
+    assert fragile.top_kernel_fragile(d, [1]).tolist() == [True, False, False]
+    assert fragile.top_kernel_fragile(d, [0, 2]).tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="fragile"):
+        fragile.top_kernel_fragile(d, [3])
+    fr, nu = fragile.split_kernels(fragile.kernel_dropout_accuracy(model, x, y))
+    t = fragile.adversarial_targeting(model, x, y, fr, nu, [0.02])
+    assert 100.0 * t.hits(0.02).mean() == pytest.approx(t.share[0])
+    assert t.correct[0.02].dtype == bool and 100.0 * t.correct[0.02].mean() == pytest.approx(t.accuracy[0])
+    top = t.top_hits(0.02)
+    assert top.shape == (len(y),) and top.tolist() == fragile.top_kernel_fragile(t.diff[0.02], fr).tolist()
+
+
+def test_persistence_chance_equals_a_brute_force_count_over_random_sets():
+    import itertools
+    import numpy as np
+    k, sizes = 6, (2, 3, 4)
+    counts = np.zeros(k + 1)
+    for sets in itertools.product(*(itertools.combinations(range(k), s) for s in sizes)):
+        counts[len(set(sets[0]).intersection(*sets[1:]))] += 1
+    brute = counts / counts.sum()
+    assert fragile.persistence_chance(sizes, k) == pytest.approx(brute, abs=1e-12)
+    res = fragile.persistence_test(1, sizes, k)
+    assert res["expected"] == pytest.approx(float((np.arange(k + 1) * brute).sum()))
+    assert res["expected"] == pytest.approx(k * (2 / k) * (3 / k) * (4 / k))
+    assert res["p"] == pytest.approx(brute[1:].sum()) and res["excess"] == pytest.approx(1 - res["expected"])
+    inf = fragile.training_influence({0.1: [50.0, 60.0, 40.0, 70.0], 0.5: [80.0, 70.0, 60.0, 90.0],
+                                      1.0: [80.0, 95.0, 70.0, 95.0]})
+    assert inf["chance"]["observed"] == 1 and inf["chance"]["expected"] == pytest.approx(4 * 0.5 ** 3)
+    assert inf["peak_index"] == 2
+    with pytest.raises(ValueError, match="n_kernels"):
+        fragile.persistence_chance([2, 3], 0)
+    with pytest.raises(ValueError, match=r"sizes\[1\]"):
+        fragile.persistence_chance([2, 7], 6)
+
+
+def test_pravin_cpu_mnist_snapshots_fall_on_trained_epochs_and_constant_lr_is_a_variant():
+    from nrlib import recipes
+    st = recipes.recipe_settings("resnet50", "pravin", "cpu", "mnist")
+    assert (st["n_train"], st["epochs"]) == (10000, 3)
+    assert recipes.snapshot_epochs(st["epochs"], st["snapshots"]) == {1: 0.1, 2: 0.5}
+    assert recipes.recipe_settings("resnet50", "pravin", "cpu", "cifar10")["n_train"] == 2000
+    const = recipes.recipe_settings("resnet50", "pravin", "cpu", "mnist", "constant_lr")
+    assert const["schedule"] == "constant" and {**const, "schedule": "cosine", "variant": None} == \
+        {**st, "variant": None}
