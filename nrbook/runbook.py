@@ -160,8 +160,17 @@ def decide(state: str, recorded: str | None, profile: str, *, only_stale: bool, 
 # ---------------------------------------------------------------------------
 # executing one notebook
 # ---------------------------------------------------------------------------
-def banner_text(meta: dict) -> str:
-    """The line on top of a chapter that says which run it shows, and whether a ``full`` run exists."""
+def full_scale(stem: str | None) -> str:
+    """What a chapter's ``full`` profile runs, in words: its paper file's ``full_scale`` where it
+    says (the full run is not the paper's own scale), else "the paper's scale"."""
+    from nrlib import papers
+    doc = papers.for_notebook(stem) if stem else None
+    return (doc or {}).get("full_scale") or "the paper's scale"
+
+
+def banner_text(meta: dict, stem: str | None = None) -> str:
+    """The line on top of a chapter that says which run it shows, and whether a ``full`` run exists
+    (and what it would run: ``full_scale``)."""
     text = (f"This page was executed with the **{meta['profile']}** profile on {meta['device']} on "
             f"{meta['date'][:10]} ({meta['seconds']:.0f} s); see the [results page](results.md) "
             f"for how it compares with the paper.")
@@ -169,7 +178,7 @@ def banner_text(meta: dict) -> str:
         text += (" **No `full` run of this chapter exists yet**: the verdicts below are this smaller profile's, "
                  "on smaller models and subsets, with intervals sized to them; claims that only the paper's scale "
                  "can decide say \"judged at full only\", and settings this profile does not run \"not run\". "
-                 "A `full` run (a GPU, the paper's scale) replaces "
+                 f"A `full` run (a GPU, {full_scale(stem)}) replaces "
                  "these numbers when it exists.")
     return text
 
@@ -205,7 +214,7 @@ def opening_cell(source: str, meta: dict, stem: str, params: list[str], runs: di
             r = dict(r or {}, seconds=meta["seconds"], device=meta["device"], date=meta["date"])
         rows.append(f"| `{prof}` | {run_time_text(r)} | {r.get('device', '—')} | {str(r.get('date'))[:10]} |"
                     if r else f"| `{prof}` | not run yet | {'a CUDA GPU' if prof == 'full' else 'a CPU'} | — |")
-    out = [title, "", f":::{{admonition}} {head}", f":class: {kind}", banner_text(meta), ":::", "",
+    out = [title, "", f":::{{admonition}} {head}", f":class: {kind}", banner_text(meta, stem), ":::", "",
            "::::{admonition} The paper, the claim, and how to run this chapter", ":class: tip",
            *[x for p in boxed for x in (p, "")], run, "", *rows, "::::"]
     return "\n".join(out) + "\n"

@@ -21,6 +21,7 @@ the interval beside the value; ``nrlib.papers`` judges a claim on the interval, 
   variance (1 + ρ²/2)/(n − 3).
 * :func:`seeds` — the mean over training seeds with the t-interval (``scipy.stats.t``); with one
   seed there is no interval (``low``/``high`` None).
+* :func:`against` — an estimate against a fixed reference (its chance level): the interval moved.
 * :func:`difference` — two *independent* estimates: the difference with half-widths combined in
   quadrature (an approximation, labelled as such).
 * :func:`sample_unit` — what an estimate's ``n`` counts where it is not images (``"seeds"``).
@@ -342,6 +343,17 @@ def difference(a, b) -> Estimate | float:
     return Estimate(d, lo, hi, n=min(ns) if ns else None, method="independent difference (quadrature)",
                     unit=unit)
 
+
+
+def against(est, value: float) -> Estimate:
+    """``est`` − ``value`` for a fixed reference (a chance level, a floor): the same interval moved
+    by ``value``, so a rule "greater than chance" is judged on the estimate's own interval."""
+    if not is_estimate(est):
+        raise ValueError(f"est={est!r} must be an Estimate (e.g. stats.proportion(...))")
+    value = check_number("value", value)
+    move = (lambda v: None if v is None else v - value)
+    return Estimate(float(est) - value, move(est.low), move(est.high), n=est.n, p=est.p, level=est.level,
+                    method=f"{est.method} − {value:.4g}", unit=est.unit)
 
 
 def sample_unit(est) -> str:

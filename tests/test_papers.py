@@ -117,6 +117,7 @@ def test_corrupt_json_names_the_file(paper_dir):
     (_file([claim({"type": "reported"}, paper="99%")]), "paper must be a number or null"),
     (_file([claim({"type": "reported"}, unit="percent")]), "unit='percent'"),
     (_file([claim({"type": "reported"}, profiles=["gpu"])]), "profiles="),
+    ({**_file([claim({"type": "reported"})]), "full_scale": ""}, "full_scale must say"),
 ])
 def test_malformed_files_name_the_file_and_the_problem(paper_dir, doc, match):
     (paper_dir / "bad.json").write_text(json.dumps(doc))

@@ -336,3 +336,10 @@ def test_verdict_tables_are_re_rendered_from_the_results_and_paper_files(tmp_pat
     for o in (nb.cells[0].outputs[i] for i in (0, 1, 3)):
         assert o["metadata"] == {"text/markdown": {papers.SCOREBOARD_META: {"notebook": stem, "keys": keys}}}
     assert rb.refresh_scoreboards(nbformat.v4.new_notebook(), stem) == 0           # no run recorded
+
+
+def test_banner_says_what_full_runs_where_it_is_not_the_papers_scale():
+    meta = {"profile": "cpu", "device": "cpu", "date": "2026-01-02T03:04:05+00:00", "seconds": 5.0}
+    assert "a GPU, 20,000 images × 10 epochs" in rb.banner_text(meta, "01_fragile_kernels")
+    assert "a GPU, the paper's scale" in rb.banner_text(meta, "05_toggle_activity")
+    assert "a GPU, the paper's scale" in rb.banner_text(meta)

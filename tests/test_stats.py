@@ -205,3 +205,14 @@ def test_results_store_the_evidence_beside_the_value(tmp_path, monkeypatch):
     assert back["plain"] == 3.0 and back["missing"] is None
     del rec["evidence"]                                   # an old record still loads
     assert results.estimates(rec)["acc"] == 16.0
+
+
+def test_against_moves_the_interval_with_the_reference():
+    est = stats.proportion(30, 100)
+    d = stats.against(est, 25.0)
+    assert float(d) == pytest.approx(5.0) and d.n == 100
+    assert (d.low, d.high) == pytest.approx((est.low - 25.0, est.high - 25.0))
+    with pytest.raises(ValueError, match="est="):
+        stats.against(0.3, 0.25)
+    with pytest.raises(ValueError, match="value"):
+        stats.against(est, float("nan"))

@@ -29,6 +29,10 @@ the claim's metric in the run's ``metrics``:
 * ``{"type": "all", "rules": [...]}`` — every rule holds;
 * ``{"type": "reported"}`` — no verdict: the number is only shown beside the paper's.
 
+A file may also say, under ``"full_scale"``, what its chapter's ``full`` profile runs where that
+is not the paper's own scale (e.g. "20,000 images × 10 epochs, not the paper's 100 epochs"); the
+chapter's banner says so instead of "the paper's scale".
+
 Optional fields of a claim besides ``unit``, ``paper_text`` and ``profiles``:
 
 * ``"gates": [{"metric": "clean_acc/base", "at_least": 20, "reason": "model at chance"}]`` —
@@ -236,6 +240,8 @@ def _load(path: str, mtime_ns: int) -> dict:
         raise ValueError(f"{where}: bibtex must be a citation key or null")
     if not isinstance(doc["claims"], list) or not doc["claims"]:
         raise ValueError(f"{where}: claims must be a non-empty list")
+    if "full_scale" in doc and not (isinstance(doc["full_scale"], str) and doc["full_scale"].strip()):
+        raise ValueError(f"{where}: full_scale must say in words what the chapter's full profile runs")
     if "max_n" in doc:
         _check_max_n(doc["max_n"], where)
         for claim in doc["claims"]:
