@@ -111,13 +111,17 @@ def _percent(correct: torch.Tensor, n: int) -> torch.Tensor:
 @torch.no_grad()
 def kernel_dropout_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str = "conv1",
                             kernels=None, *, batch_size: int | None = None, chunk: int | None = None,
-                            amp: bool | None = None, progress: bool = False) -> torch.Tensor:
+                            amp: bool | None = None, progress: bool = False, per_image: bool = False):
     """Test accuracy (percent) with each kernel of ``layer`` dropped, one at a
     time (Pravin et al. 2021, §3.3; their Fig. 1).
 
     Returns a float64 CPU tensor with one accuracy per kernel: all output
     channels of ``layer`` (``kernels=None``) or those listed in ``kernels``,
-    in that order.
+    in that order. ``per_image=True`` returns ``(accuracies, share)`` where
+    ``share[n]`` is the fraction of those kernels whose drop leaves image n
+    correctly classified (float64, CPU): the mean of ``share`` × 100 is the
+    mean of the accuracies (Fig. 1's red line), so a difference of two mean
+    lines on the same images can be bootstrapped over images.
 
     Vectorised: a forward hook on ``layer`` returns its output repeated K times
     along the batch axis, copy k with channel ``kernels[k]`` zeroed; the layers
@@ -134,6 +138,7 @@ def kernel_dropout_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
     (fp32 both) they agree exactly in the tests and in ``nrbook.bench``.
     """
     y, module, idx = _validate(model, x, y, layer, kernels, progress)
+    check_bool("per_image", per_image)
     n, dev = x.shape[0], x.device
     budget = SAMPLES_PER_PASS.get(dev.type, SAMPLES_PER_PASS["cpu"])
     if chunk is not None:
@@ -142,7 +147,8 @@ def kernel_dropout_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
         batch_size = check_int("batch_size", batch_size, low=1)
     check_bool("amp", amp, allow_none=True)
     if not idx:
-        return torch.zeros(0, dtype=torch.float64)
+        empty = torch.zeros(0, dtype=torch.float64)
+        return (empty, torch.zeros(n, dtype=torch.float64)) if per_image else empty
     if chunk is None:
         chunk = len(idx) if batch_size is None else max(1, budget // batch_size)
     chunk = min(chunk, len(idx))
@@ -173,6 +179,7 @@ def kernel_dropout_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
         return rep.contiguous(memory_format=torch.channels_last) if rep.dim() == 4 else rep
 
     correct = torch.zeros(len(idx), dtype=torch.long, device=dev)
+    by_image = torch.zeros(n, dtype=torch.long, device=dev)
     idx_t = torch.tensor(idx, dtype=torch.long, device=dev)
     starts = [(i, j) for i in range(0, n, batch_size) for j in range(0, len(idx), chunk)]
     with frozen(model):
@@ -189,12 +196,14 @@ def kernel_dropout_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, 
                 state["ks"], state["k"] = ks, len(ks)
                 with autocast(dev, amp):
                     logits = model(xb)
-                pred = logits.argmax(1).view(len(ks), xb.shape[0])
-                correct[j:j + len(ks)] += (pred == yb.view(1, -1)).sum(1)
+                hit = logits.argmax(1).view(len(ks), xb.shape[0]) == yb.view(1, -1)
+                correct[j:j + len(ks)] += hit.sum(1)
+                by_image[i:i + xb.shape[0]] += hit.sum(0)
         finally:
             for h in handles:
                 h.remove()
-    return _percent(correct.cpu(), n)
+    acc = _percent(correct.cpu(), n)
+    return (acc, by_image.cpu().double() / len(idx)) if per_image else acc
 
 
 def kernel_dropout_accuracy_naive(model: nn.Module, x: torch.Tensor, y: torch.Tensor, layer: str = "conv1",
@@ -455,6 +464,20 @@ class Targeting:
         """Per example at ``eps``: whether its highest-difference kernel is fragile (the argmax
         reading of Algorithm 1, ``top_kernel_fragile``), a bool array."""
         return top_kernel_fragile(self.diff[eps], self.fragile if fragile is None else fragile).numpy()
+
+    def random_share(self, eps: float, draws: int = 200, seed: int = 0) -> float:
+        """The share at ``eps`` with the fragile set replaced by random sets of the same size (the
+        mean over ``draws`` of them): the chance level of Algorithm 1's mean reading, a permutation
+        control for whether *these* kernels, not any set of their size, draw the attack."""
+        draws, seed = check_int("draws", draws, low=1), check_int("seed", seed, low=0)
+        d, rng = self.diff[eps], np.random.default_rng(seed)
+        k, n_f = d.shape[1], len(self.fragile)
+        out = []
+        for _ in range(draws):
+            fr = np.sort(rng.choice(k, n_f, replace=False))
+            nu = np.setdiff1d(np.arange(k), fr)
+            out.append(100.0 * attacks_fragile(d, fr.tolist(), nu.tolist()).float().mean().item())
+        return float(np.mean(out))
 
     def kernel_means(self, eps: float) -> np.ndarray:
         """Each kernel's mean difference over the examples at ``eps`` (Algorithm 1's concentration)."""

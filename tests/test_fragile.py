@@ -415,3 +415,33 @@ def test_pravin_cpu_mnist_snapshots_fall_on_trained_epochs_and_constant_lr_is_a_
     const = recipes.recipe_settings("resnet50", "pravin", "cpu", "mnist", "constant_lr")
     assert const["schedule"] == "constant" and {**const, "schedule": "cosine", "variant": None} == \
         {**st, "variant": None}
+
+
+def test_per_image_shares_average_to_the_mean_line(tiny):
+    model, x, y = tiny
+    acc, share = fragile.kernel_dropout_accuracy(model, x, y, per_image=True, batch_size=24, chunk=3)
+    assert torch.equal(acc, fragile.kernel_dropout_accuracy(model, x, y))
+    assert share.shape == (len(y),) and float(share.min()) >= 0.0 and float(share.max()) <= 1.0
+    assert 100.0 * float(share.mean()) == pytest.approx(float(acc.mean()), abs=1e-9)
+    # by hand for one image: the share of kernels whose drop leaves it correct
+    from nrlib.hooks import zero_channels
+    for n in (0, 5):
+        kept = []
+        for k in range(4):
+            with zero_channels(model, "conv1", [k]):
+                kept.append(bool(metrics.predict(model, x[n:n + 1], amp=False)[0] == y[n]))
+        assert float(share[n]) == pytest.approx(sum(kept) / 4)
+    with pytest.raises(ValueError, match="per_image"):
+        fragile.kernel_dropout_accuracy(model, x, y, per_image=1)
+
+
+def test_random_share_is_the_mean_over_random_sets_of_the_same_size():
+    # every example ranks the kernels 1 < 2 < 3 < 4: of the six 2-sets only {3, 4} and {2, 4} have
+    # the larger mean ({1, 4} and {2, 3} tie, which does not count), so chance is 2/6
+    d = torch.tensor([[1.0, 2.0, 3.0, 4.0]]).repeat(5, 1)
+    t = fragile.Targeting(eps=[0.1], fragile=[2, 3], null=[0, 1], share=[100.0], accuracy=[0.0],
+                          fragile_diff=[0.0], null_diff=[0.0], diff={0.1: d})
+    assert t.random_share(0.1, draws=3000) == pytest.approx(100 / 3, abs=2.5)
+    assert t.random_share(0.1, draws=50, seed=1) == t.random_share(0.1, draws=50, seed=1)
+    with pytest.raises(ValueError, match="draws"):
+        t.random_share(0.1, draws=0)
