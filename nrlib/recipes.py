@@ -160,8 +160,10 @@ RECIPES = {
                      "epochs": 10},
         },
         "variants": {"standard": {}, "constant_lr": {"schedule": "constant"}},
-        "evidence": {
-            "cpu": "not run yet",
+        "evidence": {   # the models' own test accuracy on 1,000 images; seed 0, 2-core CPU, 2026-12-05
+            "cpu": "cosine: MNIST ResNet-18 / 50 / 101 98.8 / 98.5 / 97.9% (26 / 68 / 100 s), CIFAR-10 "
+                   "41.8 / 32.7 / 33.9% (24 / 64 / 98 s); constant_lr: MNIST 98.1 / 97.8 / 96.9%, "
+                   "CIFAR-10 37.8 / 34.9 / 29.1%; the snapshots' accuracies are in chapter 1",
             "full": "not run yet",
         },
     },
