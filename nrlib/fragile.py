@@ -331,8 +331,7 @@ def training_influence(accs: dict) -> dict:
     where the mean line peaks, and its rise from the first to the middle
     snapshot (``early_rise``) and from the middle to the last (``late_rise``),
     in accuracy points — the paper reads the line as rising "to a limit" on
-    CIFAR-10 and rising then falling on MNIST. ``peak_index`` is the peak's
-    position (0 the first snapshot), and ``chance`` the persistent count
+    CIFAR-10 and rising then falling on MNIST; ``chance`` is the persistent count
     against random fragile sets of the same sizes (``persistence_test``)."""
     if not isinstance(accs, dict) or len(accs) < 2:
         raise ValueError("accs must map at least two snapshots (fractions of training) to dropout accuracies")
@@ -340,10 +339,8 @@ def training_influence(accs: dict) -> dict:
     mean = {s: float(_accuracy_vector(accs[s], f"accs[{s}]").mean()) for s in snaps}
     out = {"fragile": {s: split_kernels(accs[s])[0] for s in snaps}, "mean": mean,
            "persistent": persistent_fragile([accs[s] for s in snaps]), "peak": max(snaps, key=mean.get)}
-    out["peak_index"] = snaps.index(out["peak"])
-    n_kernels = len(_accuracy_vector(accs[snaps[0]]))
     out["chance"] = persistence_test(len(out["persistent"]), [len(out["fragile"][s]) for s in snaps],
-                                     n_kernels)
+                                     len(_accuracy_vector(accs[snaps[0]])))
     mid = snaps[len(snaps) // 2] if len(snaps) > 2 else snaps[-1]
     out["early_rise"] = mean[mid] - mean[snaps[0]]
     out["late_rise"] = mean[snaps[-1]] - mean[mid]
@@ -425,6 +422,11 @@ def top_kernel_fragile(diff: torch.Tensor, fragile) -> torch.Tensor:
     return mask.to(diff.device)[diff.argmax(1)]
 
 
+def _share(diff: torch.Tensor, fragile, null) -> float:
+    """The percentage of examples attacking the fragile kernels (``attacks_fragile``)."""
+    return 100.0 * attacks_fragile(diff, fragile, null).float().mean().item()
+
+
 def _set_mean(diff: torch.Tensor, kernels: list[int]) -> torch.Tensor:
     """Each row's mean over ``kernels`` (0 for an empty set)."""
     return diff[:, kernels].mean(1) if kernels else diff.new_zeros(diff.shape[0])
@@ -452,7 +454,7 @@ class Targeting:
 
     def share_for(self, fragile, null) -> list[float]:
         """The targeting share at every ε for another fragile/null split."""
-        return [100.0 * attacks_fragile(self.diff[e], fragile, null).float().mean().item() for e in self.eps]
+        return [_share(self.diff[e], fragile, null) for e in self.eps]
 
     def hits(self, eps: float, fragile=None, null=None) -> np.ndarray:
         """Per example at ``eps``: whether it attacks the fragile kernels (this split, or another
@@ -476,7 +478,7 @@ class Targeting:
         for _ in range(draws):
             fr = np.sort(rng.choice(k, n_f, replace=False))
             nu = np.setdiff1d(np.arange(k), fr)
-            out.append(100.0 * attacks_fragile(d, fr.tolist(), nu.tolist()).float().mean().item())
+            out.append(_share(d, fr.tolist(), nu.tolist()))
         return float(np.mean(out))
 
     def kernel_means(self, eps: float) -> np.ndarray:
@@ -519,7 +521,7 @@ def adversarial_targeting(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fr
         x_adv = attack.replace(eps=e)(model, x, y)
         d = kernel_differences(model, x, x_adv, layer, batch_size=batch_size).cpu()
         res.diff[e] = d
-        res.share.append(100.0 * attacks_fragile(d, fragile, null).float().mean().item())
+        res.share.append(_share(d, fragile, null))
         c = hits(model, x_adv, y, amp=False)        # accuracy() is 100 × this mean, as here
         res.correct[e] = c.cpu().numpy()
         res.accuracy.append(100.0 * c.float().mean().item())

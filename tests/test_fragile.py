@@ -399,7 +399,7 @@ def test_persistence_chance_equals_a_brute_force_count_over_random_sets():
     inf = fragile.training_influence({0.1: [50.0, 60.0, 40.0, 70.0], 0.5: [80.0, 70.0, 60.0, 90.0],
                                       1.0: [80.0, 95.0, 70.0, 95.0]})
     assert inf["chance"]["observed"] == 1 and inf["chance"]["expected"] == pytest.approx(4 * 0.5 ** 3)
-    assert inf["peak_index"] == 2
+    assert inf["peak"] == 1.0
     with pytest.raises(ValueError, match="n_kernels"):
         fragile.persistence_chance([2, 3], 0)
     with pytest.raises(ValueError, match=r"sizes\[1\]"):
