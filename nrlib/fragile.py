@@ -357,23 +357,49 @@ class _Stop(Exception):
         self.out = out
 
 
+def layer_outputs(model: nn.Module, x: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+    """The outputs of every layer named in ``layers`` for ``x``, from one forward pass that stops
+    once the last of them is known (hooks), in fp32 and eval mode."""
+    names = [layers] if isinstance(layers, str) else list(layers)
+    if not names:
+        raise ValueError("layers is empty: name at least one layer (e.g. 'conv1')")
+    modules = {n: get_layer(model, n) for n in names}
+    got: dict[str, torch.Tensor] = {}
+
+    def keep(name):
+        def hook(_m, _i, out):
+            got.setdefault(name, out.detach().float().clone())    # clone: a later in-place op
+            if len(got) == len(modules):
+                raise _Stop(got)
+        return hook
+
+    with torch.no_grad(), frozen(model):
+        hs = [m.register_forward_hook(keep(n)) for n, m in modules.items()]
+        try:
+            model(x)
+        except _Stop:
+            return {n: got[n] for n in names}
+        finally:
+            for h in hs:
+                h.remove()
+    missing = [n for n in names if n not in got]
+    raise ValueError(f"layers {missing} are not on the forward path of {type(model).__name__}")
+
+
 def layer_output(model: nn.Module, x: torch.Tensor, layer: str = "conv1") -> torch.Tensor:
     """The output of ``layer`` for ``x``, running the model only up to it (a
     hook stops the forward pass there), in fp32 and eval mode."""
-    module = get_layer(model, layer)
+    return layer_outputs(model, x, [layer])[layer]
 
-    def stop(_m, _i, out):
-        raise _Stop(out)
 
-    with torch.no_grad(), frozen(model):
-        h = module.register_forward_hook(stop)
-        try:
-            model(x)
-        except _Stop as s:
-            return s.out.float()
-        finally:
-            h.remove()
-    raise ValueError(f"layer={layer!r} is not on the forward path of {type(model).__name__}")
+def _kernel_differences(model, x, x_adv, layers, batch_size) -> dict[str, torch.Tensor]:
+    out = {n: [] for n in layers}
+    for xb, xab in batches(x, x_adv, batch_size=batch_size):
+        adv, clean = layer_outputs(model, xab, layers), layer_outputs(model, xb, layers)
+        for n in layers:
+            d = (adv[n] - clean[n]).abs()
+            out[n].append(d.flatten(2).mean(2) if d.dim() > 2 else d)
+    return {n: torch.cat(v) for n, v in out.items()}
 
 
 def kernel_differences(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, layer: str = "conv1", *,
@@ -388,11 +414,7 @@ def kernel_differences(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, l
     if x_adv.shape != x.shape:
         raise ValueError(f"x_adv has shape {tuple(x_adv.shape)}, but x has {tuple(x.shape)}; they must match")
     batch_size = check_int("batch_size", batch_size, low=1)
-    out = []
-    for xb, xab in batches(x, x_adv, batch_size=batch_size):
-        d = (layer_output(model, xab, layer) - layer_output(model, xb, layer)).abs()
-        out.append(d.flatten(2).mean(2) if d.dim() > 2 else d)
-    return torch.cat(out)
+    return _kernel_differences(model, x, x_adv, [layer], batch_size)[layer]
 
 
 def attacks_fragile(diff: torch.Tensor, fragile, null) -> torch.Tensor:
@@ -499,13 +521,31 @@ def adversarial_targeting(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fr
     ``accuracy``: the model's accuracy on x′ (fp32). The differences need
     only the layers up to ``layer`` (``layer_output`` stops the forward pass
     there), so Algorithm 1 costs little beyond the attack itself.
+    ``adversarial_targeting_layers`` reads several layers from the same x′.
 
     The paper counts every tested example; so do we (correctly classified or
     not). The model's weights are frozen throughout and left as they were."""
+    return adversarial_targeting_layers(model, x, y, fragile, null, eps, attack=attack, layers=[layer],
+                                        batch_size=batch_size, progress=progress)[layer]
+
+
+def adversarial_targeting_layers(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fragile, null, eps, *,
+                                 attack: Attack | None = None, layers=("conv1",), batch_size: int = 1024,
+                                 progress: bool = False) -> dict[str, Targeting]:
+    """``adversarial_targeting`` (Pravin et al. 2021, Algorithm 1) at every layer of ``layers``
+    (each with as many channels as conv1 has kernels, e.g. ``("conv1", "relu1")``: before conv1's
+    batch norm and after its ReLU) from **one** set of adversarial examples per ε and one forward
+    pass per batch: ``{layer: Targeting}``, whose ``correct`` and ``accuracy`` are the same x′'s."""
     check_input(model, x)
     y = check_labels(y, x.shape[0], num_classes(model)).to(x.device)
-    k = layer_output(model, x[:1], layer).shape[1]
-    fragile, null = _check_split(fragile, null, k)
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    if not layers or len(set(layers)) != len(layers):
+        raise ValueError(f"layers={layers!r} must name at least one layer, each once")
+    ks = {n: v.shape[1] for n, v in layer_outputs(model, x[:1], layers).items()}
+    if len(set(ks.values())) != 1:
+        raise ValueError(f"layers={layers!r} have different numbers of channels {ks}; one fragile/null "
+                         "split of the kernels needs the same number in each")
+    fragile, null = _check_split(fragile, null, ks[layers[0]])
     if isinstance(eps, (int, float)) and not isinstance(eps, bool):
         eps = [eps]
     eps = [check_eps(e, f"eps[{i}]") for i, e in enumerate(list(eps))]
@@ -516,17 +556,20 @@ def adversarial_targeting(model: nn.Module, x: torch.Tensor, y: torch.Tensor, fr
     if not isinstance(attack, Attack):
         raise ValueError(f"attack={attack!r} must be an attack object of nrlib.attacks (e.g. attacks.FGSM(0.1))")
     check_bool("progress", progress)
-    res = Targeting(eps=eps, fragile=fragile, null=null, share=[], accuracy=[], fragile_diff=[], null_diff=[])
+    batch_size = check_int("batch_size", batch_size, low=1)
+    res = {n: Targeting(eps=eps, fragile=fragile, null=null, share=[], accuracy=[], fragile_diff=[],
+                        null_diff=[]) for n in layers}
     for e in tqdm(eps, desc="targeting", disable=not progress, leave=False):
         x_adv = attack.replace(eps=e)(model, x, y)
-        d = kernel_differences(model, x, x_adv, layer, batch_size=batch_size).cpu()
-        res.diff[e] = d
-        res.share.append(_share(d, fragile, null))
         c = hits(model, x_adv, y, amp=False)        # accuracy() is 100 × this mean, as here
-        res.correct[e] = c.cpu().numpy()
-        res.accuracy.append(100.0 * c.float().mean().item())
-        res.fragile_diff.append(_set_mean(d, fragile).mean().item())
-        res.null_diff.append(_set_mean(d, null).mean().item())
+        for n, d in _kernel_differences(model, x, x_adv, layers, batch_size).items():
+            d, r = d.cpu(), res[n]
+            r.diff[e] = d
+            r.share.append(_share(d, fragile, null))
+            r.correct[e] = c.cpu().numpy()
+            r.accuracy.append(100.0 * c.float().mean().item())
+            r.fragile_diff.append(_set_mean(d, fragile).mean().item())
+            r.null_diff.append(_set_mean(d, null).mean().item())
     return res
 
 

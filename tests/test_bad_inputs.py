@@ -10,7 +10,6 @@ so the whole file runs in seconds on one core.
 """
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from types import SimpleNamespace
 

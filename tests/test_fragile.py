@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from nrlib import fragile, metrics, models
+from nrlib import attacks, fragile, metrics, models
 
 
 @pytest.fixture(scope="module")
@@ -368,6 +368,35 @@ def test_the_share_after_bn_and_relu_depends_on_eps_where_before_it_cannot():
     assert not share["relu1", 0.1] and share["relu1", 0.4]
 
 
+def test_several_layers_read_from_one_attack_equal_one_layer_at_a_time():
+    """adversarial_targeting_layers reads conv1 and relu1 from the same FGSM examples: each layer's
+    result equals the one-layer call's, the adversarial examples are built once per ε, and layers
+    of different widths, a repeated layer or no layer are clear errors."""
+    torch.manual_seed(0)
+    model = _BNReLU()
+    x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+    built = []
+
+    class Counting(attacks.FGSM):
+        def __call__(self, *a, **k):
+            built.append(self.eps)
+            return super().__call__(*a, **k)
+
+    both = fragile.adversarial_targeting_layers(model, x, y, [0], [1], [0.1, 0.3], attack=Counting(0.1),
+                                                layers=("conv1", "relu1"))
+    assert built == [0.1, 0.3]                                   # one attack per ε for both layers
+    for layer in ("conv1", "relu1"):
+        one = fragile.adversarial_targeting(model, x, y, [0], [1], [0.1, 0.3], layer=layer)
+        assert both[layer].share == one.share and both[layer].accuracy == one.accuracy
+        assert all(torch.equal(both[layer].diff[e], one.diff[e]) for e in (0.1, 0.3))
+    assert not torch.equal(both["conv1"].diff[0.3], both["relu1"].diff[0.3])
+    assert (both["conv1"].correct[0.3] == both["relu1"].correct[0.3]).all()
+    for layers, match in ((("conv1", "head"), "channels"), (("conv1", "conv1"), "each once"),
+                          ((), "at least one"), (("conv1", "nope"), "nope")):
+        with pytest.raises(ValueError, match=match):
+            fragile.adversarial_targeting_layers(model, x, y, [0], [1], [0.1], layers=layers)
+
+
 def test_argmax_reading_and_per_example_outcomes(tiny):
     model, x, y = tiny
     d = torch.tensor([[0.1, 0.5, 0.2], [0.9, 0.1, 0.3], [0.2, 0.2, 0.8]])
@@ -409,7 +438,7 @@ def test_persistence_chance_equals_a_brute_force_count_over_random_sets():
 def test_pravin_cpu_mnist_snapshots_fall_on_trained_epochs_and_constant_lr_is_a_variant():
     from nrlib import recipes
     st = recipes.recipe_settings("resnet50", "pravin", "cpu", "mnist")
-    assert (st["n_train"], st["epochs"]) == (10000, 3)
+    assert (st["n_train"], st["epochs"]) == (20000, 3)
     assert recipes.snapshot_epochs(st["epochs"], st["snapshots"]) == {1: 0.1, 2: 0.5}
     assert recipes.recipe_settings("resnet50", "pravin", "cpu", "cifar10")["n_train"] == 2000
     const = recipes.recipe_settings("resnet50", "pravin", "cpu", "mnist", "constant_lr")

@@ -363,6 +363,40 @@ def test_an_n_of_seeds_is_named_and_not_capped_by_the_images():
     assert "unit" not in stats.proportion(3, 10).evidence()
 
 
+def test_a_number_of_the_model_is_judged_over_seeds(paper_dir):
+    """A claim the run measures without an interval (a share of a layer's kernels, a count) is
+    judged on its mean over the seeds whose gates hold, with the t-interval over seeds; a claim
+    with an interval on the images, one gated on every seed but one, and readings are left alone."""
+    gate = [{"metric": "clean", "at_least": 50.0, "reason": "trained"}]
+    claims = [claim({"type": "at_most", "value": 49.9}, key="share", gates=gate),
+              claim({"type": "greater_than", "metric": "o"}, key="count"),
+              claim({"type": "at_least", "value": 10.0}, key="acc"),
+              claim({"type": "at_least", "value": 1.0}, key="read", reading="our reading decides")]
+    (paper_dir / "seeds.json").write_text(json.dumps(_file(claims)))
+    runs = {s: {"share": v, "clean": 90.0, "count": c, "o": 1.0, "acc": stats.proportion(30, 100),
+                "read": 5.0} for s, (v, c) in enumerate([(37.5, 3.0), (43.75, 3.2), (31.25, 2.8)])}
+    ev = papers.seed_evidence("seeds", runs)
+    assert set(ev) == {papers.seeds_key("share"), papers.seeds_key("count")}
+    share = ev[papers.seeds_key("share")]
+    assert float(share) == pytest.approx(37.5) and share.n == 3 and share.unit == "seeds"
+    assert float(ev[papers.seeds_key("count")]) == pytest.approx(2.0)     # paired within each seed
+    first = {**runs[0], **ev}
+    one = papers.judge(papers.load("seeds")["claims"][0], runs[0])
+    assert one["verdict"] == "reproduced" and not one["interval"]        # one run: its point
+    row = papers.judge(papers.load("seeds")["claims"][0], first)
+    assert row["verdict"] == "inconclusive" and row["interval"] and row["settle_unit"] == "seeds"
+    assert float(row["quantity"]) == pytest.approx(37.5) and row["quantity"].low < 37.5 - 10
+    assert papers.judge(papers.load("seeds")["claims"][1], first)["verdict"] == "reproduced"
+    table = papers.markdown_table(papers.scoreboard("seeds", first), columns=("ours",))
+    assert "37.50 (mean over seeds 37.50 [" in table and "difference over seeds +2.00 [" in table
+    runs[1]["clean"] = runs[2]["clean"] = 10.0                           # one seed left: no interval
+    assert papers.seeds_key("share") not in papers.seed_evidence("seeds", runs)
+    with pytest.raises(ValueError, match="per_seed"):
+        papers.seed_evidence("seeds", [runs[0]])
+    with pytest.raises(ValueError, match="notebook_or_name"):
+        papers.seed_evidence("nope", runs)
+
+
 def test_a_comparison_is_judged_on_the_paired_difference():
     rule = {"type": "less_than", "metric": "o"}
     rng = np.random.default_rng(0)

@@ -55,14 +55,17 @@ metric is missing), ``"judged at full only"`` (measured, but the claim is judged
 ``profiles``), ``"—"`` (reported only), ``"fixed by our reading"``, ``"not judged"`` (a gate
 failed), then by the rule on the interval ``"reproduced"`` (it lies inside what the rule
 accepts), ``"not reproduced"`` (wholly outside) or ``"inconclusive"`` (it straddles a bound; the
-row says about what n would settle it). A number without an interval is judged on its point and
-the table says "(no interval)". RobustBench keeps a model's *reported* robust accuracy beside the
+row says about what n would settle it). A number of the model rather than a sample of images (a
+share of a layer's kernels, a count) has no interval on one run: where the run also stored its
+mean over training seeds (``seed_evidence``, under ``seeds_key(key)``) the claim is judged on that
+mean and its t-interval, and the table says "mean over seeds"; otherwise it is judged on its point
+and the table says "(no interval)". RobustBench keeps a model's *reported* robust accuracy beside the
 one it measures in the same way. Two tests run over every file (tests/test_papers.py): each rule
 holds on the paper's own printed numbers (``evaluate_on_paper``) and each rule can go either way
 (``can_go_either_way``).
 
 API: ``names()``, ``load(name)``, ``for_notebook(notebook)``, ``claim_keys(notebook_or_name)``, ``judge`` and
-``verdict(claim, metrics)``, ``diff_key``, ``evaluate_on_paper``, ``can_go_either_way``,
+``verdict(claim, metrics)``, ``diff_key``, ``seed_evidence`` and ``seeds_key``, ``evaluate_on_paper``, ``can_go_either_way``,
 ``rule_text(rule)``, ``claim_metrics(claim)``, ``scoreboard(notebook_or_name, metrics)`` and
 ``markdown_table(rows)``.
 No paper number is typed anywhere else in the book: notebooks, the results page and the tests
@@ -363,7 +366,12 @@ def _judge_rule(rule: dict, key: str, ours, paper, metrics: dict) -> dict | None
     q = _quantity(rule, key, ours, metrics)
     if q is None:
         return None
-    acc = _accepts(rule, paper)
+    return _judge_quantity(q, _accepts(rule, paper))
+
+
+def _judge_quantity(q, acc) -> dict:
+    """The verdict of a rule's quantity ``q`` (a number, or an Estimate with its interval) against
+    the set ``acc`` the rule accepts (``_accepts``)."""
     point = _inside(float(q), acc)
     if not (isinstance(q, Estimate) and q.has_interval):
         return {"verdict": REPRODUCED if point else NOT_REPRODUCED, "interval": False, "settle": None,
@@ -382,6 +390,38 @@ def _judge_rule(rule: dict, key: str, ours, paper, metrics: dict) -> dict | None
         bound = min((b for b in (lo, hi) if math.isfinite(b)), key=lambda b: abs(b - float(q)))
         settle = stats.n_to_settle(q, bound)
     return {"verdict": v, "interval": True, "settle": settle, "quantity": q}
+
+
+def seeds_key(key: str) -> str:
+    """The metric key under which a run stores a claim's quantity over training seeds
+    (``seed_evidence``): ``"<key> over seeds"``."""
+    return f"{key} over seeds"
+
+
+def seed_evidence(notebook_or_name: str, per_seed: dict, profile: str | None = None) -> dict:
+    """The seeds' verdict for the claims a run measures without an interval — a number of the model,
+    not a sample of images: a share of a layer's kernels, a count of kernels, a mean over a grid.
+    ``per_seed`` maps each training seed to its run's metrics. For each such claim (rule not ``all``,
+    not ``reported``, not fixed by a reading) judged on at least two seeds — its gates holding and
+    no interval on any of them — the quantity its rule judges (ours, or ours − the compared metric,
+    paired within each seed) as the mean over those seeds with its Student-t interval
+    (``stats.seeds``), under ``seeds_key(claim key)``. Merged into the first seed's metrics,
+    :func:`judge` decides such a claim on it: the seeds, not one training run, are the sample."""
+    doc = load(notebook_or_name) if notebook_or_name in names() else for_notebook(notebook_or_name)
+    if doc is None:
+        raise ValueError(f"notebook_or_name={notebook_or_name!r} is neither a paper file ({names()}) nor a "
+                         "notebook one of them belongs to")
+    if not isinstance(per_seed, dict) or not all(isinstance(m, dict) for m in per_seed.values()):
+        raise ValueError("per_seed must map each seed to its run's metrics (a dict of dicts)")
+    out = {}
+    for c in doc["claims"]:
+        if c["rule"]["type"] in ("all", "reported") or c.get("reading"):
+            continue
+        js = [judge(c, m, profile) for m in per_seed.values()]
+        js = [j for j in js if j["verdict"] in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)]
+        if len(js) >= 2 and not any(j["interval"] for j in js):
+            out[seeds_key(c["key"])] = stats.seeds([float(j["quantity"]) for j in js])
+    return out
 
 
 def _gate_failure(gate: dict, metrics: dict) -> str | None:
@@ -413,8 +453,9 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
     3. ``—`` — a ``reported`` claim, shown without a verdict;
     4. ``fixed by our reading`` — the claim's ``reading`` says the book's reading decides it;
     5. ``not judged`` — a validity ``gate`` failed (the model at chance, the attack not working);
-    6. ``reproduced`` / ``not reproduced`` / ``inconclusive`` by the rule on the interval (or, for
-       a number the run gave without one, on the point: ``interval`` False)."""
+    6. ``reproduced`` / ``not reproduced`` / ``inconclusive`` by the rule on the interval; for a
+       number the run gave without one, on its mean over training seeds where the run stored it
+       (``seed_evidence``, under ``seeds_key``), else on the point (``interval`` False)."""
     _check_claim(claim, "claim")
     out = {"verdict": NOT_RUN, "reason": "", "interval": False, "settle": None, "beyond": None, "settle_unit": "",
            "quantity": None}
@@ -430,6 +471,9 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
     res = _judge_rule(claim["rule"], claim["key"], ours, claim["paper"], metrics)
     if res is None:
         return out
+    over = (metrics or {}).get(seeds_key(claim["key"]))
+    if not res["interval"] and isinstance(over, Estimate) and over.has_interval:   # seed_evidence's
+        res = _judge_quantity(over, _accepts(claim["rule"], claim["paper"]))
     for gate in claim.get("gates", []):
         why = _gate_failure(gate, metrics)
         if why == "":
@@ -636,8 +680,14 @@ def _ours_cell(row: dict) -> str:
     text = interval_text(row["ours"], unit)
     others = [fmt(v, unit) for v in (row.get("compared") or {}).values() if v is not None]
     q = row.get("quantity")
-    if others and isinstance(q, Estimate) and q.has_interval and row.get("interval"):
-        return text + f" (vs {', '.join(others)}; difference {_signed(q, unit)})"
+    judged = isinstance(q, Estimate) and q.has_interval and row.get("interval")
+    seeds = stats.sample_unit(q) if judged else ""          # seed_evidence's mean over seeds, when
+    seeds = "" if seeds == stats.sample_unit(row["ours"]) else seeds     # ours is not one already
+    if others and judged:
+        over = f" over {seeds}" if seeds else ""
+        return text + f" (vs {', '.join(others)}; difference{over} {_signed(q, unit)})"
+    if seeds:
+        return text + f" (mean over {seeds} {interval_text(q, unit)})"
     return text + (f" (vs {', '.join(others)})" if others else "")
 
 
