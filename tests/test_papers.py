@@ -364,11 +364,12 @@ def test_an_n_of_seeds_is_named_and_not_capped_by_the_images():
 
 
 def test_a_number_of_the_model_is_judged_over_seeds(paper_dir):
-    """A claim the run measures without an interval (a share of a layer's kernels, a count) is
-    judged on its mean over the seeds whose gates hold, with the t-interval over seeds; a claim
-    with an interval on the images, one gated on every seed but one, and readings are left alone."""
+    """With several seeds, a claim is judged on its mean over the seeds whose gates hold, with the
+    t-interval over seeds — a number of the model (a share of a layer's kernels, a count) as much as
+    an accuracy on images; a comparison on the per-seed paired difference; a claim gated on every
+    seed but one, and readings, are left to the run."""
     gate = [{"metric": "clean", "at_least": 50.0, "reason": "trained"}]
-    claims = [claim({"type": "at_most", "value": 49.9}, key="share", gates=gate),
+    claims = [claim({"type": "at_most", "value": 49.9}, key="share", gates=gate, unit="%"),
               claim({"type": "greater_than", "metric": "o"}, key="count"),
               claim({"type": "at_least", "value": 10.0}, key="acc"),
               claim({"type": "at_least", "value": 1.0}, key="read", reading="our reading decides")]
@@ -376,10 +377,11 @@ def test_a_number_of_the_model_is_judged_over_seeds(paper_dir):
     runs = {s: {"share": v, "clean": 90.0, "count": c, "o": 1.0, "acc": stats.proportion(30, 100),
                 "read": 5.0} for s, (v, c) in enumerate([(37.5, 3.0), (43.75, 3.2), (31.25, 2.8)])}
     ev = papers.seed_evidence("seeds", runs)
-    assert set(ev) == {papers.seeds_key("share"), papers.seeds_key("count")}
+    assert set(ev) == {papers.seeds_key(k) for k in ("share", "count", "acc", papers.diff_key("count", "o"))}
     share = ev[papers.seeds_key("share")]
     assert float(share) == pytest.approx(37.5) and share.n == 3 and share.unit == "seeds"
-    assert float(ev[papers.seeds_key("count")]) == pytest.approx(2.0)     # paired within each seed
+    assert float(ev[papers.seeds_key(papers.diff_key("count", "o"))]) == pytest.approx(2.0)   # paired
+    assert ev[papers.seeds_key("acc")].low == ev[papers.seeds_key("acc")].high == 30.0     # seeds agree
     first = {**runs[0], **ev}
     one = papers.judge(papers.load("seeds")["claims"][0], runs[0])
     assert one["verdict"] == "reproduced" and not one["interval"]        # one run: its point
@@ -388,7 +390,9 @@ def test_a_number_of_the_model_is_judged_over_seeds(paper_dir):
     assert float(row["quantity"]) == pytest.approx(37.5) and row["quantity"].low < 37.5 - 10
     assert papers.judge(papers.load("seeds")["claims"][1], first)["verdict"] == "reproduced"
     table = papers.markdown_table(papers.scoreboard("seeds", first), columns=("ours",))
-    assert "37.50 (mean over seeds 37.50 [" in table and "difference over seeds +2.00 [" in table
+    assert "37.50% (mean over seeds 37.50% [21.97, 53.03], n = 3)" in table and "difference over seeds +2.00 [" in table
+    wide = papers.seed_evidence("seeds", {s: {**r, "share": v} for (s, r), v in zip(runs.items(), (2.0, 1.0, 40.0))})
+    assert wide[papers.seeds_key("share")].low == 0.0          # no claim's domain is left ("%" here)
     runs[1]["clean"] = runs[2]["clean"] = 10.0                           # one seed left: no interval
     assert papers.seeds_key("share") not in papers.seed_evidence("seeds", runs)
     with pytest.raises(ValueError, match="per_seed"):

@@ -55,11 +55,11 @@ metric is missing), ``"judged at full only"`` (measured, but the claim is judged
 ``profiles``), ``"—"`` (reported only), ``"fixed by our reading"``, ``"not judged"`` (a gate
 failed), then by the rule on the interval ``"reproduced"`` (it lies inside what the rule
 accepts), ``"not reproduced"`` (wholly outside) or ``"inconclusive"`` (it straddles a bound; the
-row says about what n would settle it). A number of the model rather than a sample of images (a
-share of a layer's kernels, a count) has no interval on one run: where the run also stored its
-mean over training seeds (``seed_evidence``, under ``seeds_key(key)``) the claim is judged on that
-mean and its t-interval, and the table says "mean over seeds"; otherwise it is judged on its point
-and the table says "(no interval)". RobustBench keeps a model's *reported* robust accuracy beside the
+row says about what n would settle it). Where a chapter trains several seeds it stores each
+claim's means over them (``seed_evidence``, under ``seeds_key(key)``) and the claim is judged on
+those and their t-intervals — the table says "over seeds"; a number of the model rather than a
+sample of images (a share of a layer's kernels, a count) has no interval on one run at all. Without
+seeds a number without an interval is judged on its point and the table says "(no interval)". RobustBench keeps a model's *reported* robust accuracy beside the
 one it measures in the same way. Two tests run over every file (tests/test_papers.py): each rule
 holds on the paper's own printed numbers (``evaluate_on_paper``) and each rule can go either way
 (``can_go_either_way``).
@@ -399,14 +399,16 @@ def seeds_key(key: str) -> str:
 
 
 def seed_evidence(notebook_or_name: str, per_seed: dict, profile: str | None = None) -> dict:
-    """The seeds' verdict for the claims a run measures without an interval — a number of the model,
-    not a sample of images: a share of a layer's kernels, a count of kernels, a mean over a grid.
-    ``per_seed`` maps each training seed to its run's metrics. For each such claim (rule not ``all``,
-    not ``reported``, not fixed by a reading) judged on at least two seeds — its gates holding and
-    no interval on any of them — the quantity its rule judges (ours, or ours − the compared metric,
-    paired within each seed) as the mean over those seeds with its Student-t interval
-    (``stats.seeds``), under ``seeds_key(claim key)``. Merged into the first seed's metrics,
-    :func:`judge` decides such a claim on it: the seeds, not one training run, are the sample."""
+    """The verdicts over training seeds. ``per_seed`` maps each training seed to its run's metrics.
+    For every claim (not ``reported``, not fixed by a reading) judged on at least two seeds — its
+    gates holding there — the mean over those seeds, with its Student-t interval
+    (``stats.seeds``), of ours (cut to the claim's ``domain``: a share's interval stops at 0% and
+    100%) and of each comparison's quantity (ours − the compared metric, paired within each seed),
+    under ``seeds_key`` of the claim's key and of its ``diff_key``s. Merged into the first seed's
+    metrics, :func:`judge` decides the claim on them: a claim is about models trained this way, and
+    the seeds, not the images of one training run, are its sample — which matters most where one
+    run's images all agree (a share decided per model, a number of the model such as a count of
+    kernels). The table then says "over seeds"."""
     doc = load(notebook_or_name) if notebook_or_name in names() else for_notebook(notebook_or_name)
     if doc is None:
         raise ValueError(f"notebook_or_name={notebook_or_name!r} is neither a paper file ({names()}) nor a "
@@ -415,12 +417,22 @@ def seed_evidence(notebook_or_name: str, per_seed: dict, profile: str | None = N
         raise ValueError("per_seed must map each seed to its run's metrics (a dict of dicts)")
     out = {}
     for c in doc["claims"]:
-        if c["rule"]["type"] in ("all", "reported") or c.get("reading"):
+        if c["rule"]["type"] == "reported" or c.get("reading"):
             continue
-        js = [judge(c, m, profile) for m in per_seed.values()]
-        js = [j for j in js if j["verdict"] in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)]
-        if len(js) >= 2 and not any(j["interval"] for j in js):
-            out[seeds_key(c["key"])] = stats.seeds([float(j["quantity"]) for j in js])
+        ok = [m for m in per_seed.values()
+              if judge(c, m, profile)["verdict"] in (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)]
+        if len(ok) < 2:
+            continue
+        est = stats.seeds([float(_value(m, c["key"])) for m in ok])
+        lo, hi = domain(c)
+        if est.has_interval and (est.low < lo or est.high > hi):
+            est = Estimate(float(est), max(est.low, lo), min(est.high, hi), n=est.n, level=est.level,
+                           method=est.method + f", within [{_num(lo)}, {_num(hi)}]", unit=est.unit)
+        out[seeds_key(c["key"])] = est
+        for r in _leaves(c["rule"]):
+            if "metric" in r:
+                q = [float(_quantity(r, c["key"], _value(m, c["key"]), m)) for m in ok]
+                out[seeds_key(diff_key(c["key"], r["metric"]))] = stats.seeds(q)
     return out
 
 
@@ -453,9 +465,10 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
     3. ``—`` — a ``reported`` claim, shown without a verdict;
     4. ``fixed by our reading`` — the claim's ``reading`` says the book's reading decides it;
     5. ``not judged`` — a validity ``gate`` failed (the model at chance, the attack not working);
-    6. ``reproduced`` / ``not reproduced`` / ``inconclusive`` by the rule on the interval; for a
-       number the run gave without one, on its mean over training seeds where the run stored it
-       (``seed_evidence``, under ``seeds_key``), else on the point (``interval`` False)."""
+    6. ``reproduced`` / ``not reproduced`` / ``inconclusive`` by the rule: on the means over
+       training seeds where the run stored them (``seed_evidence``, under ``seeds_key``), else on
+       the run's interval, or, for a number the run gave without one, on the point (``interval``
+       False)."""
     _check_claim(claim, "claim")
     out = {"verdict": NOT_RUN, "reason": "", "interval": False, "settle": None, "beyond": None, "settle_unit": "",
            "quantity": None}
@@ -472,8 +485,11 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
     if res is None:
         return out
     over = (metrics or {}).get(seeds_key(claim["key"]))
-    if not res["interval"] and isinstance(over, Estimate) and over.has_interval:   # seed_evidence's
-        res = _judge_quantity(over, _accepts(claim["rule"], claim["paper"]))
+    if isinstance(over, Estimate) and over.has_interval:          # seed_evidence's: the seeds decide
+        pairs = {diff_key(claim["key"], m): metrics.get(seeds_key(diff_key(claim["key"], m)))
+                 for m in _compared(claim["rule"])}
+        if all(isinstance(v, Estimate) for v in pairs.values()):
+            res = _judge_rule(claim["rule"], claim["key"], over, claim["paper"], {**metrics, **pairs})
     for gate in claim.get("gates", []):
         why = _gate_failure(gate, metrics)
         if why == "":
