@@ -562,12 +562,13 @@ def adversarial_targeting_layers(model: nn.Module, x: torch.Tensor, y: torch.Ten
     for e in tqdm(eps, desc="targeting", disable=not progress, leave=False):
         x_adv = attack.replace(eps=e)(model, x, y)
         c = hits(model, x_adv, y, amp=False)        # accuracy() is 100 × this mean, as here
+        correct, acc = c.cpu().numpy(), 100.0 * c.float().mean().item()     # the same x′ at every layer
         for n, d in _kernel_differences(model, x, x_adv, layers, batch_size).items():
             d, r = d.cpu(), res[n]
             r.diff[e] = d
             r.share.append(_share(d, fragile, null))
-            r.correct[e] = c.cpu().numpy()
-            r.accuracy.append(100.0 * c.float().mean().item())
+            r.correct[e] = correct
+            r.accuracy.append(acc)
             r.fragile_diff.append(_set_mean(d, fragile).mean().item())
             r.null_diff.append(_set_mean(d, null).mean().item())
     return res

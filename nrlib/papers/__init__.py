@@ -697,8 +697,8 @@ def _ours_cell(row: dict) -> str:
     others = [fmt(v, unit) for v in (row.get("compared") or {}).values() if v is not None]
     q = row.get("quantity")
     judged = isinstance(q, Estimate) and q.has_interval and row.get("interval")
-    seeds = stats.sample_unit(q) if judged else ""          # seed_evidence's mean over seeds, when
-    seeds = "" if seeds == stats.sample_unit(row["ours"]) else seeds     # ours is not one already
+    unit_q = stats.sample_unit(q) if judged else ""        # seed_evidence's mean over seeds, shown
+    seeds = unit_q if unit_q != stats.sample_unit(row["ours"]) else ""   # unless ours is one already
     if others and judged:
         over = f" over {seeds}" if seeds else ""
         return text + f" (vs {', '.join(others)}; difference{over} {_signed(q, unit)})"
