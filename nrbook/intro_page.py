@@ -105,8 +105,17 @@ def _variant_text(diff: dict) -> str:
         mix = {"adv": "adversarial examples only", "benign+adv": "clean and adversarial examples"}
         parts.append(f"PGD {norm} ε = {eps}, {steps} step{'s' if steps > 1 else ''} of {step} from a "
                      f"random start, trained on {mix.get(diff.get('mix', 'adv'), diff.get('mix'))}")
+    sel = diff.get("select")
+    if sel:
+        norm = {"linf": "L∞", "l2": "L2"}.get(sel["norm"], sel["norm"])
+        parts.append(f"keeps the epoch with the best {norm} PGD-{sel['steps']} accuracy (ε = "
+                     f"{eps_text(float(sel['eps']), sel['norm'])}) on {diff.get('n_val', 0):,} training "
+                     "images held out of training")
+    if diff.get("penalty_top_k"):
+        parts.append(f"the penalty's top-k {diff['penalty_top_k']}")
+    skip = ("mix", "variant", "penalty_top_k") + (("select", "n_val", "n_val_split") if sel else ())
     rest = {k: v for k, v in diff.items()          # a setting left unset (None) says nothing
-            if not k.startswith("adv_") and k not in ("mix", "variant") and v is not None}
+            if not k.startswith("adv_") and k not in skip and v is not None}
     parts += [f"{k.replace('_', ' ')} " + (f"`{v}`" if isinstance(v, str) else _fmt_setting(v))
               for k, v in rest.items()]
     return "; ".join(parts)

@@ -81,6 +81,7 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, objective: Object
         max_epochs: int = 10, patience: int | None = 2,
         weight_decay: float = 0.0, schedule: str = "constant",
         augment: Callable | None = None, on_epoch: Callable | None = None,
+        select: Callable | None = None,
         frozen=(), seed: int = 0, progress: bool = True, desc: str = "train") -> dict:
     """Train ``model`` on ``(x, y)`` (pixels in [0, 1] as float, or raw uint8
     bytes, on the model's device) to minimise ``objective`` (``nrlib.objectives.Objective``;
@@ -98,6 +99,11 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, objective: Object
     rate for 10 % of its steps, not one in the middle of a warm-up. ``augment(xb)``
     transforms each batch before the objective sees it (e.g. ``crop_flip``);
     ``on_epoch(epoch, model)`` is called after each epoch (the zoo's snapshots).
+    ``select(model)`` (the model in eval mode; a number, higher is better), where given, scores
+    the model after each epoch on data of its own — held-out images, never the test set — and
+    the best-scoring epoch's weights are restored at the end, without stopping early (Suri &
+    Evans 2020's code keeps the checkpoint with the best L2 PGD accuracy); the scores are in
+    the history's ``select``, the epoch kept in ``selected_epoch``.
     ``frozen`` names modules kept in eval mode while the rest trains (locked batch norms keep
     their running statistics and normalise with them, as at test time); only parameters with
     ``requires_grad`` are optimised. Returns a history dict with per-epoch loss, train and
@@ -117,13 +123,16 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, objective: Object
         y_val = check_labels(y_val, x_val.shape[0], num_classes(model), name="y_val")
     max_epochs = check_int("max_epochs", max_epochs, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
-    for nm, fn in (("augment", augment), ("on_epoch", on_epoch)):
+    for nm, fn in (("augment", augment), ("on_epoch", on_epoch), ("select", select)):
         if fn is not None:
             check_callable(nm, fn)
     frozen_mods = [hooks.get_layer(model, n) for n in hooks.layer_names(model, list(frozen), name="frozen")] \
         if frozen else []
     if patience is not None:
         patience = check_int("patience", patience, low=1)
+    if select is not None and patience is not None and x_val is not None:
+        raise ValueError("select and early stopping (x_val with patience) both choose the weights kept; "
+                         "give one of them (patience=None to select without stopping early)")
     check_choice("schedule", schedule, SCHEDULES)
     seed = check_int("seed", seed, low=0)
     check_bool("progress", progress)
@@ -152,6 +161,8 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, objective: Object
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs * math.ceil(n / batch_size),
                                                            eta_min=0.0)
     hist = {"epoch": [], "loss": [], "train_acc": [], "val_acc": [], "seconds": []}
+    if select is not None:
+        hist["select"] = []
     best_acc, best_state, since_best = -math.inf, None, 0
     bar = tqdm(range(1, max_epochs + 1), desc=desc, disable=not progress, leave=False)
     t_start = time.perf_counter()
@@ -185,6 +196,17 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, objective: Object
         bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", val=f"{va:.2f}")
         if on_epoch is not None:
             on_epoch(epoch, model)
+        if select is not None:
+            model.eval()
+            score = float(select(model))
+            if not math.isfinite(score):
+                raise ValueError(f"select(model) returned {score} after epoch {epoch}; it must return a "
+                                 "finite score (higher is better)")
+            hist["select"].append(score)
+            if score > best_acc:
+                best_acc, hist["selected_epoch"] = score, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            continue
         if x_val is None or patience is None:
             continue
         if va > best_acc:
@@ -197,6 +219,10 @@ def fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, objective: Object
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    hist["best_val_acc"] = best_acc if best_state is not None else (hist["val_acc"][-1] if hist["val_acc"] else float("nan"))
+    if select is not None:
+        hist["best_select"] = best_acc
+        hist["best_val_acc"] = hist["val_acc"][hist["epoch"].index(hist["selected_epoch"])]
+    else:
+        hist["best_val_acc"] = best_acc if best_state is not None else (hist["val_acc"][-1] if hist["val_acc"] else float("nan"))
     hist["total_seconds"] = time.perf_counter() - t_start
     return hist

@@ -80,6 +80,33 @@ def robust_hits(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
     return _hits(model, attack(model, x, y), y, x_name="x_adv", amp=amp)
 
 
+def success_over_all(clean_correct, fooled) -> np.ndarray:
+    """Per image, whether an attack succeeds as Suri & Evans 2020 count it (Table 1: 100 − robust
+    accuracy over *all* the test images; their code's neuron-attack rates count every image too):
+    an image the model already misclassifies is a success, a correctly classified one is when the
+    attack fools the model. ``clean_correct``: a bool per image (N); ``fooled``: a bool per
+    correctly classified image, in order (as many as ``clean_correct`` holds True), or a bool per
+    image (N), read only where the image is classified correctly. Its mean is the success rate
+    over all images; on the correct images alone it is the rate of an attack that is only asked
+    to fool (``fooled.mean()``), which is lower by the misclassified share. A bool array (N), for
+    ``stats.proportion``."""
+    c = _bools("clean_correct", clean_correct)
+    f = _bools("fooled", fooled)
+    if f.size not in (c.size, int(c.sum())):
+        raise ValueError(f"fooled has {f.size} values; give one per image ({c.size}) or one per correctly "
+                         f"classified image ({int(c.sum())})")
+    out = ~c
+    out[c] = f[c] if f.size == c.size else f
+    return out
+
+
+def _bools(name: str, a) -> np.ndarray:
+    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    if a.ndim != 1 or (a.dtype != bool and not np.isin(a, (0, 1)).all()):
+        raise ValueError(f"{name} must be a 1-D array of booleans, got shape {a.shape} and dtype {a.dtype}")
+    return a.astype(bool)
+
+
 def targeted_success(model, x_adv: torch.Tensor, target: torch.Tensor) -> float:
     """Share (percent) of targeted adversarial examples classified as their target."""
     return _accuracy(model, x_adv, target, x_name="x_adv", y_name="target")

@@ -8,11 +8,16 @@
   Stabilizing term: the sensitive neurons' deviation between clean and
   adversarial inputs. ``objectives.SNSPenalty`` adds λ·L_sns to the
   adversarial-training loss (eq. 13).
+* ``rescale_features`` — the function-preserving rescaling (features ×c, the
+  logits layer's weight ×1/c) under which eq. 5 as coded falls as 1/c.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 
+from .models import VGG
 from .sensitivity import _deviation
 from .utils import check_int, check_number
 
@@ -68,6 +73,28 @@ def sensitivity_loss(features: torch.Tensor, weight: torch.Tensor, y: torch.Tens
     delta2 = check_number("delta2", delta2, low=0.0)
     r1, r2 = sensitivity_terms(features, weight, y, top_k=top_k)
     return delta1 * r1 + delta2 * r2
+
+
+def rescale_features(model, c: float):
+    """A copy of a VGG (``models.VGG``) whose features z are ×``c`` and whose logits are unchanged:
+    the last batch norm's γ and β ×c (ReLU, max-pooling and global average pooling are positively
+    homogeneous, so the features they produce scale by c) and the logits layer's weight ×1/c. Both
+    terms of Suri & Evans 2020's eq. 5 as coded (``sensitivity_terms``) then fall as 1/c — R1 is
+    in units of the weights; R2's f/Σf is scale-free and its weight differences shrink — so a
+    network can drive the regulariser towards 0 without changing what it computes, at any size;
+    and Δ (eq. 2, a change of a feature) grows as c. What the regulariser rewards is partly a
+    change of units, not robustness in image space."""
+    if not isinstance(model, VGG):
+        raise ValueError(f"model must be an nrlib.models.VGG (the last batch norm feeds the features through "
+                         f"ReLU and pooling only), got {type(model).__name__}")
+    c = check_number("c", c, low=0.0, low_open=True)
+    out = copy.deepcopy(model)
+    bn = getattr(out, f"bn{out.n_conv}")
+    with torch.no_grad():
+        bn.weight.mul_(c)
+        bn.bias.mul_(c)
+        out.fc1.weight.div_(c)
+    return out
 
 
 def sns_loss(acts_clean: dict, acts_adv: dict, sensitive: dict | None = None) -> torch.Tensor:

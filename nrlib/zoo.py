@@ -18,8 +18,9 @@ from . import data as nrdata
 from . import models as nrmodels
 from . import results as nrresults
 from .checkpoints import load_checkpoint, save_checkpoint
-from .fitting import fit
-from .metrics import accuracy
+from .attacks import PGD
+from .fitting import fit, pixels
+from .metrics import accuracy, robust_accuracy
 from .profiles import PROFILES, resolve as resolve_profile
 from .recipes import (AUGMENTS, RECIPES, STANDARD, _check_recipe_dataset, _check_variant, model_kwargs,
                       recipe_datasets, recipe_settings, recipe_variants, snapshot_epochs, train_val_data,
@@ -102,7 +103,7 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
             "device": str(dev), "device_name": nrresults.device_name(dev), "torch": str(torch.__version__),
             "model_kwargs": kw}
     # uint8 on the device: 150 MB for all of CIFAR-10 instead of 600 MB of float32
-    xtr, ytr, xva, yva = train_val_data(dataset, recipe, profile, seed, device=dev, arch=arch)
+    xtr, ytr, xva, yva = train_val_data(dataset, recipe, profile, seed, device=dev, arch=arch, variant=variant)
     xte, yte = nrdata.load(dataset, "test", n=st["n_test"] if st["n_test"] < 10000 else None,
                            seed=seed, device=dev)
     snaps = snapshot_epochs(st["epochs"], st.get("snapshots", []))
@@ -119,10 +120,10 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
                batch_size=st["batch_size"], max_epochs=st["epochs"], patience=st.get("patience"),
                weight_decay=st.get("weight_decay", 0.0), schedule=st.get("schedule", "constant"),
                augment=AUGMENTS.get(st.get("augment")), on_epoch=on_epoch if snaps else None,
-               objective=variant_objective(st), seed=seed, progress=progress,
+               select=_selector(st, xva, yva), objective=variant_objective(st), seed=seed, progress=progress,
                desc=arch if variant == STANDARD else f"{arch}+{variant}")
     meta = {**base, "history": hist, "train_seconds": hist["total_seconds"], "snapshot": 1.0,
-            "epoch": len(hist["epoch"]), "n_train": int(len(ytr)), "n_test": int(len(yte)),
+            "epoch": hist.get("selected_epoch", len(hist["epoch"])), "n_train": int(len(ytr)), "n_test": int(len(yte)),
             "test_acc": accuracy(model, xte, yte)}
     save_checkpoint(path, model, meta)
     model.eval()
@@ -130,6 +131,21 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
     if want != path:   # the snapshot was written during this run
         return zoo_get(arch, dataset, recipe, profile, seed, variant=variant, snapshot=snapshot, device=dev)
     return model, {**meta, "cached": False, "path": str(path)}
+
+
+def _selector(st: dict, xva, yva):
+    """The checkpoint selection a recipe's ``select`` setting asks for: accuracy under PGD (its
+    ``norm``, ``eps``, ``steps``; seeded random start) on the held-out training images, scored
+    after each epoch by ``fit``, the best epoch kept (Suri & Evans 2020's code selects on L2 PGD
+    accuracy). None without the setting."""
+    sel = st.get("select")
+    if not sel:
+        return None
+    if xva is None:
+        raise ValueError("the recipe's select setting needs held-out training images: set n_val_split and n_val")
+    atk = PGD(sel["eps"], norm=sel["norm"], steps=sel["steps"], seed=0)
+    x = pixels(xva)
+    return lambda m: robust_accuracy(m, x, yva, atk)
 
 
 FINETUNES = ("sns",)      # what a variant with ``init`` does to its starting model
@@ -146,7 +162,7 @@ def _zoo_finetune(arch, dataset, recipe, profile, seed, variant, st, key, path, 
             "device": str(dev), "device_name": nrresults.device_name(dev), "torch": str(torch.__version__),
             "model_kwargs": init.get("model_kwargs", {})}
     seed_everything(seed)
-    xtr, ytr, _, _ = train_val_data(dataset, recipe, profile, seed, device=dev, arch=arch)
+    xtr, ytr, _, _ = train_val_data(dataset, recipe, profile, seed, device=dev, arch=arch, variant=variant)
     xte, yte = nrdata.load(dataset, "test", n=st["n_test"] if st["n_test"] < 10000 else None,
                            seed=seed, device=dev)
     layers = list(st["sns_layers"])

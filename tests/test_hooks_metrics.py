@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from nrlib import attacks, hooks, metrics
+from nrlib import attacks, hooks, metrics, models
 from nrlib.attacks import fgsm
 from nrlib.hooks import capture, scale_channels, zero_channels
 
@@ -159,3 +159,29 @@ def test_jaccard_of_known_sets():
     assert metrics.jaccard([], []) == 1.0
     assert metrics.jaccard([1, 1, 2], [2]) == 0.5  # sets, not multisets
     assert metrics.mean_pairwise_jaccard([{1, 2}, {2, 3}, {1, 2}]) == pytest.approx((1 / 3 + 1 + 1 / 3) / 3)
+
+
+def test_success_over_all_images_counts_the_misclassified_as_successes():
+    correct = [True, False, True, False, True]
+    want = [True, True, False, True, False]
+    assert metrics.success_over_all(correct, [True, False, False]).tolist() == want   # per correct image
+    assert metrics.success_over_all(correct, [1, 0, 0, 1, 0]).tolist() == want   # per image: 0/1 read as bools
+    with pytest.raises(ValueError, match="fooled has 4 values"):
+        metrics.success_over_all(correct, [True] * 4)
+    with pytest.raises(ValueError, match="clean_correct must be a 1-D array of booleans"):
+        metrics.success_over_all([[True]], [True])
+
+
+def test_success_over_all_images_is_100_minus_robust_accuracy_on_a_model_that_errs():
+    """Suri & Evans's Table 1 rates: over every image, misclassified ones included — 100 − robust
+    accuracy; the rate over the correct images alone is lower by the misclassified share's part."""
+    torch.manual_seed(0)
+    m = models.build("vgg19", "cifar10", width=4).eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 3, 32, 32, generator=g), torch.randint(0, 10, (64,), generator=g)
+    ok = metrics.hits(m, x, y)
+    assert 0 < int(ok.sum()) < len(y), "a model that gets some images wrong"
+    still = metrics.robust_hits(m, x, y, attacks.PGD(8 / 255, steps=5))
+    s = metrics.success_over_all(ok, ~still[ok])
+    assert 100 * s.mean() == pytest.approx(100 - 100 * still.float().mean().item())
+    assert s.mean() >= (~still[ok]).float().mean().item()

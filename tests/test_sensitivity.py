@@ -1,5 +1,6 @@
 """Neuron sensitivity Δ, the single-neuron attack and the sensitivity regulariser
 (Suri & Evans 2020): nrlib.sensitivity and nrlib.regularizers."""
+import copy
 import math
 
 import pytest
@@ -198,3 +199,40 @@ def test_training_with_the_sensitivity_penalty_lowers_its_weight_term():
         z, _ = sensitivity.features(m, x)
         r1[name] = regularizers.sensitivity_terms(z, sensitivity.logits_layer(m)[1].weight, y, top_k=4)[0].item()
     assert r1["sensitivity"] < r1["none"]
+
+
+@pytest.mark.parametrize("c", [0.25, 3.0, 10.0])
+def test_rescaled_features_keep_the_logits_and_divide_both_terms_by_c(tiny_vgg, c):
+    """Eq. 5 as coded can be driven to 0 without changing the function: the last batch norm ×c
+    makes the features ×c (ReLU and pooling are positively homogeneous), fc1's weight ×1/c keeps
+    the logits; R1 and R2 fall as 1/c and Δ grows as c."""
+    g = torch.Generator().manual_seed(1)
+    m = copy.deepcopy(tiny_vgg)
+    bn = getattr(m, f"bn{m.n_conv}")
+    with torch.no_grad():          # a last batch norm whose ReLU cuts some channels, not the identity
+        bn.weight.copy_(0.5 + torch.rand(bn.weight.shape, generator=g))
+        bn.bias.copy_(0.5 * torch.randn(bn.bias.shape, generator=g))
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    x, y = torch.rand(8, 3, 32, 32, generator=g), torch.arange(8) % 10
+    m2 = regularizers.rescale_features(m, c)
+    assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items()), "a copy, the model untouched"
+    (z, logits), (z2, logits2) = sensitivity.features(m, x), sensitivity.features(m2, x)
+    assert (z == 0).any() and (z > 0).any()
+    torch.testing.assert_close(logits2, logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(z2, c * z, rtol=1e-4, atol=1e-6)
+    (w, b), (w2, b2) = ((fc.weight.detach(), fc.bias.detach())
+                        for fc in (sensitivity.logits_layer(n)[1] for n in (m, m2)))
+    for t, t2 in zip(regularizers.sensitivity_terms(z, w, y, top_k=2),
+                     regularizers.sensitivity_terms(z2, w2, y, top_k=2)):
+        assert t.item() > 0 and t2.item() == pytest.approx(t.item() / c, rel=1e-3)
+    d, d2 = sensitivity.delta(z, w, b), sensitivity.delta(z2, w2, b2)
+    fin = torch.isfinite(d)
+    assert fin.any() and torch.equal(fin, torch.isfinite(d2))
+    torch.testing.assert_close(d2[fin], c * d[fin], rtol=1e-3, atol=1e-4)
+
+
+def test_rescale_features_checks_its_inputs(tiny_vgg):
+    with pytest.raises(ValueError, match="c="):
+        regularizers.rescale_features(tiny_vgg, 0.0)
+    with pytest.raises(ValueError, match="must be an nrlib.models.VGG"):
+        regularizers.rescale_features(models.build("resnet18", "cifar10", width=4), 2.0)

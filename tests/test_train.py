@@ -77,6 +77,23 @@ def test_early_stopping_stops_and_restores_best_weights(init_shallow, tiny):
     assert h3["epoch"] == [1, 2, 3]
 
 
+def test_select_keeps_the_best_scoring_epoch_without_stopping(init_shallow, tiny):
+    x, y = tiny
+    scores, states = iter([1.0, 5.0, 2.0]), {}
+    kw = dict(optimizer="adam", lr=1e-3, batch_size=64, max_epochs=3, patience=None)
+    m, h = _fit_copy(init_shallow, x, y, select=lambda _: next(scores),
+                     on_epoch=lambda e, mod: states.__setitem__(e, _state(mod)), **kw)
+    assert h["epoch"] == [1, 2, 3] and h["select"] == [1.0, 5.0, 2.0]
+    assert h["selected_epoch"] == 2 and h["best_select"] == 5.0
+    assert not _equal(states[2], states[3])
+    assert _equal(_state(m), states[2]), "the epoch-2 (best-scoring) weights are kept"
+    with pytest.raises(ValueError, match="finite score"):
+        _fit_copy(init_shallow, x, y, select=lambda _: float("nan"), **kw)
+    with pytest.raises(ValueError, match="select and early stopping"):
+        _fit_copy(init_shallow, x, y, select=lambda _: 0.0, x_val=x[:8], y_val=y[:8],
+                  **{**kw, "patience": 2})
+
+
 def test_fit_is_reproducible(init_shallow, tiny):
     x, y = tiny
     a, ha = _fit_copy(init_shallow, x, y, max_epochs=1, patience=None)
@@ -397,11 +414,18 @@ def test_variant_objective_builds_the_adversary_and_the_terms():
     adv = kw.adversary
     assert isinstance(adv, PGD) and adv.norm == "linf" and adv.eps == 8 / 255 and kw.mix == "adv"
     assert adv.seed is None and adv.random_start          # a fresh random start for every batch
-    assert adv.step_size == pytest.approx(1.25 * 8 / 255)
+    assert adv.steps == 3 and adv.step_size == pytest.approx(2.5 * 8 / 255 / 3)     # PGD-3 at cpu
+    smoke = train.variant_objective(train.recipe_settings("vgg19", "cifar", "smoke", variant="linf_at"))
+    assert smoke.adversary.step_size == pytest.approx(1.25 * 8 / 255)     # one fast step at smoke
     full = train.variant_objective(train.recipe_settings("vgg19", "cifar", "full", variant="l2_at")).adversary
     assert full.norm == "l2" and full.step_size == pytest.approx(2.5 * 0.5 / full.steps)
     pen = train.variant_objective(train.recipe_settings("vgg19", "cifar", "cpu", variant="sensitivity"))
-    assert pen.adversary is None and pen.mix == "clean" and pen.terms == (train.SensitivityPenalty(),)
+    assert pen.adversary is None and pen.mix == "clean" and len(pen.terms) == 1
+    for profile in ("smoke", "cpu", "full"):      # the code's top-16 of 512 features, scaled with width
+        st = train.recipe_settings("vgg19", "cifar", profile, variant="sensitivity")
+        n_feat = build("vgg19", "cifar10", **train.model_kwargs("vgg19", "cifar", profile)).fc1.in_features
+        top_k = train.variant_objective(st).terms[0].top_k
+        assert top_k == round(16 * n_feat / 512), (profile, n_feat, top_k)
     alp = train.variant_objective(train.recipe_settings("vgg16", "cifar", "cpu", variant="alp"))
     assert alp.mix == "benign+adv" and alp.terms == (train.LogitPairing(0.5),)
     assert train.variant_objective(train.recipe_settings("vgg19", "cifar", "cpu")) == train.Objective()
