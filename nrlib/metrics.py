@@ -81,14 +81,16 @@ def robust_hits(model, x: torch.Tensor, y: torch.Tensor, attack: Attack, *,
 
 
 def success_over_all(clean_correct, fooled) -> np.ndarray:
-    """Per image, whether an attack succeeds as Suri & Evans 2020 count it (Table 1: 100 − robust
-    accuracy over *all* the test images; their code's neuron-attack rates count every image too):
-    an image the model already misclassifies is a success, a correctly classified one is when the
-    attack fools the model. ``clean_correct``: a bool per image (N); ``fooled``: a bool per
-    correctly classified image, in order (as many as ``clean_correct`` holds True), or a bool per
-    image (N), read only where the image is classified correctly. Its mean is the success rate
-    over all images; on the correct images alone it is the rate of an attack that is only asked
-    to fool (``fooled.mean()``), which is lower by the misclassified share. A bool array (N), for
+    """Per image, whether an attack succeeds as "100 − robust accuracy over all the test images"
+    counts it — the PGD columns of Suri & Evans 2020's Table 1 (the robustness library's
+    accuracies): an image the model already misclassifies is a success, a correctly classified one
+    is when the attack fools the model. (Their code's k-NS rates count differently: every test
+    image is attacked, misclassified ones too, and a success is a *changed prediction*, over all
+    the images — ``sensitivity.ns_success`` on every image gives that.) ``clean_correct``: a bool
+    per image (N); ``fooled``: a bool per correctly classified image, in order (as many as
+    ``clean_correct`` holds True), or a bool per image (N), read only where the image is classified
+    correctly. Its mean is the success rate over all images; the rate over the correct images
+    alone (``fooled.mean()``) is lower by the misclassified share's part. A bool array (N), for
     ``stats.proportion``."""
     c = _bools("clean_correct", clean_correct)
     f = _bools("fooled", fooled)

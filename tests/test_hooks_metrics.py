@@ -173,8 +173,9 @@ def test_success_over_all_images_counts_the_misclassified_as_successes():
 
 
 def test_success_over_all_images_is_100_minus_robust_accuracy_on_a_model_that_errs():
-    """Suri & Evans's Table 1 rates: over every image, misclassified ones included — 100 − robust
-    accuracy; the rate over the correct images alone is lower by the misclassified share's part."""
+    """Suri & Evans's Table 1 PGD rates: over every image, misclassified ones counted as successes —
+    100 − robust accuracy; the rate over the correct images alone is lower by the misclassified
+    share's part."""
     torch.manual_seed(0)
     m = models.build("vgg19", "cifar10", width=4).eval()
     g = torch.Generator().manual_seed(0)
