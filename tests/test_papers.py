@@ -327,6 +327,20 @@ def test_a_verdict_is_decided_by_the_interval(rule, ours, expected):
     assert papers.verdict(claim(rule), {"m": ours}) == expected
 
 
+@pytest.mark.parametrize("rho, p, expected", [
+    (-0.4, 0.01, "reproduced"), (-0.4, 0.2, "inconclusive"), (0.4, 0.01, "not reproduced"),
+    (0.1, 0.3, "inconclusive")])
+def test_a_rule_with_p_at_most_is_decided_by_the_quantitys_own_test(rho, p, expected):
+    """Fig. 2's "success falls with rank": Spearman's ρ < 0 judged by its permutation p-value."""
+    rule = {"type": "at_most", "value": 0.0, "p_at_most": 0.05}
+    wide = Estimate(rho, -0.9, 0.9, n=20, p=p)          # an interval that could never decide
+    assert papers.verdict(claim(rule), {"m": wide}) == expected
+    assert papers.verdict(claim(rule), {"m": -0.4}) == "reproduced"        # no test: the point decides
+    assert "permutation p ≤ 0.05" in papers.rule_text(rule)
+    with pytest.raises(ValueError, match="p_at_most"):
+        papers._check_claim(claim({**rule, "p_at_most": 1.5}), "claim")
+
+
 def test_an_inconclusive_verdict_says_what_n_would_settle_it():
     row = papers.judge(claim({"type": "at_least", "value": 14.0}), {"m": stats.proportion(32, 200)})
     assert row["verdict"] == "inconclusive" and row["settle"] == stats.n_to_settle(stats.proportion(32, 200), 14.0)

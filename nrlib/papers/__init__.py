@@ -117,8 +117,8 @@ VERDICT_MEANINGS = {
 # rule type -> (required fields, optional fields) besides "type"
 RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "tolerance": (("abs",), ()),
-    "at_most": (("value",), ()),
-    "at_least": (("value",), ()),
+    "at_most": (("value",), ("p_at_most",)),
+    "at_least": (("value",), ("p_at_most",)),
     "range": (("low", "high"), ()),
     "less_than": (("metric",), ("margin",)),
     "greater_than": (("metric",), ("margin",)),
@@ -155,6 +155,9 @@ def _check_rule(rule, where: str, *, paper, nested: bool = False) -> None:
     if missing or unknown:
         raise ValueError(f"{where}: rule {kind!r} needs {list(required)}"
                          f"{f' (optional {list(optional)})' if optional else ''}; missing {missing}, unknown {unknown}")
+    if "p_at_most" in rule and not (_is_number(rule["p_at_most"]) and 0 < rule["p_at_most"] < 1):
+        raise ValueError(f"{where}: rule {kind!r} field 'p_at_most'={rule['p_at_most']!r} must be a p-value "
+                         "threshold in (0, 1)")
     for f in ("abs", "value", "low", "high", "margin"):
         if f in rule and not _is_number(rule[f]):
             raise ValueError(f"{where}: rule {kind!r} field {f!r}={rule[f]!r} must be a finite number")
@@ -366,7 +369,23 @@ def _judge_rule(rule: dict, key: str, ours, paper, metrics: dict) -> dict | None
     q = _quantity(rule, key, ours, metrics)
     if q is None:
         return None
+    if "p_at_most" in rule:
+        return _judge_by_p(q, _accepts(rule, paper), rule["p_at_most"])
     return _judge_quantity(q, _accepts(rule, paper))
+
+
+def _judge_by_p(q, acc, alpha: float) -> dict | None:
+    """A rule judged by the test that comes with its quantity (``q.p``: e.g. ``stats.spearman``'s
+    permutation p-value) rather than by an interval: reproduced when the point lies in the set the
+    rule accepts and p ≤ ``alpha``, not reproduced when it lies outside with p ≤ ``alpha`` (a
+    significant effect the other way), inconclusive when p > ``alpha``; without a p-value, the
+    interval decides (``_judge_quantity``)."""
+    p = getattr(q, "p", None)
+    if p is None or not math.isfinite(p):
+        return _judge_quantity(q, acc)
+    inside = _inside(float(q), acc)
+    v = (REPRODUCED if inside else NOT_REPRODUCED) if p <= alpha else INCONCLUSIVE
+    return {"verdict": v, "interval": True, "settle": None, "quantity": q}
 
 
 def _judge_quantity(q, acc) -> dict:
@@ -583,10 +602,11 @@ def rule_text(rule: dict) -> str:
     kind = rule["type"]
     if kind == "tolerance":
         return f"|ours − paper| ≤ {_num(rule['abs'])}"
+    p = f" (permutation p ≤ {_num(rule['p_at_most'])})" if "p_at_most" in rule else ""
     if kind == "at_most":
-        return f"≤ {_num(rule['value'])}"
+        return f"≤ {_num(rule['value'])}{p}"
     if kind == "at_least":
-        return f"≥ {_num(rule['value'])}"
+        return f"≥ {_num(rule['value'])}{p}"
     if kind == "range":
         return f"in [{_num(rule['low'])}, {_num(rule['high'])}]"
     if kind in ("less_than", "greater_than"):
