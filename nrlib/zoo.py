@@ -258,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
         old = nrresults.read("zoo", profile)
     except FileNotFoundError:
         old = {}
+    if args.seed != 0:     # the zoo table records seed 0's models; other seeds are trained and cached only
+        print(f"zoo: recipe={args.recipe} profile={profile} seed={args.seed}: training/caching only "
+              "(data/results/zoo records seed 0)")
+        for dataset, arch, variant in ((d, a, v) for d in datasets for a in archs for v in variants):
+            _, meta = zoo_get(arch, dataset, args.recipe, profile, args.seed, variant=variant, device=dev)
+            print(f"  {zoo_entry(arch, dataset, args.recipe, variant):18s} test {meta['test_acc']:6.2f}%"
+                  f"{'  (cached)' if meta['cached'] else ''}")
+        return 0
     # drop the earlier entries of models whose settings have changed since (another cache key)
     current = {zoo_entry(a, d, r, v) for r in RECIPES for d in recipe_datasets(r) for a in RECIPES[r]["archs"]
                for v in recipe_variants(r)

@@ -263,9 +263,11 @@ def test_variant_table_says_what_each_variant_changes(monkeypatch):
                 assert f"penalty `{st['penalty']}`" in text and f"lr {st['lr']:g}" in text
     assert intro_page.variant_table("karnine") == []
     recipes = copy.deepcopy(train.RECIPES)
-    recipes["cifar"]["variants"]["linf_at"]["profiles"]["cpu"]["adv_steps"] = 3
+    assert any("`sensitivity`" in line and "`cpu`" in line and "best L2 PGD-10 accuracy" in line
+               and "top-k 4" in line for line in lines)
+    recipes["cifar"]["variants"]["linf_at"]["profiles"]["cpu"]["adv_steps"] = 5
     monkeypatch.setattr(nrlib_recipes, "RECIPES", recipes)
-    assert any("`cpu`" in line and "3 steps of 1.25·ε" in line for line in intro_page.variant_table("cifar"))
+    assert any("`cpu`" in line and "5 steps of 2.5·ε/steps" in line for line in intro_page.variant_table("cifar"))
 
 
 def test_recipe_table_changes_with_the_recipe(monkeypatch):

@@ -330,6 +330,10 @@ def test_zoo_command_records_test_accuracy(tmp_path, monkeypatch, capsys):
     assert rec["params"]["shallow"]["key"] == train.zoo_key("shallow", "mnist", "karnine", "smoke", 0)
     assert 30.0 < rec["metrics"]["test_acc/shallow"] <= 100.0 and rec["metrics"]["train_s/shallow"] > 0
     assert "shallow" in capsys.readouterr().out
+    # another seed trains and caches, and leaves seed 0's record as it was
+    assert train.main(["--recipe", "karnine", "--profile", "smoke", "--archs", "shallow", "--seed", "1"]) == 0
+    assert json.loads((tmp_path / "results" / "zoo" / "smoke.json").read_text()) == rec
+    assert (nrdata.data_root() / "checkpoints" / f"{train.zoo_key('shallow', 'mnist', 'karnine', 'smoke', 1)}.pt").is_file()
     with pytest.raises(ValueError, match="archs"):
         train.main(["--recipe", "karnine", "--profile", "smoke", "--archs", "resnet18"])
 
