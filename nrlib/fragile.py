@@ -38,6 +38,7 @@ kernel's weights, and the batch-norm that follows then sees a constant 0.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -449,6 +450,17 @@ def _share(diff: torch.Tensor, fragile, null) -> float:
     return 100.0 * attacks_fragile(diff, fragile, null).float().mean().item()
 
 
+def _set_means(diff: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """[N, S] booleans: per example and per kernel set (the rows of ``masks``, 0/1 over the K
+    kernels, none empty or full), whether the set's mean difference exceeds the other kernels'
+    — ``attacks_fragile`` for S sets at once."""
+    d = diff.float()
+    n_in = masks.sum(1)
+    inside = d @ masks.T / n_in
+    outside = (d.sum(1, keepdim=True) - d @ masks.T) / (masks.shape[1] - n_in)
+    return inside > outside
+
+
 def _set_mean(diff: torch.Tensor, kernels: list[int]) -> torch.Tensor:
     """Each row's mean over ``kernels`` (0 for an empty set)."""
     return diff[:, kernels].mean(1) if kernels else diff.new_zeros(diff.shape[0])
@@ -502,6 +514,32 @@ class Targeting:
             nu = np.setdiff1d(np.arange(k), fr)
             out.append(_share(d, fr.tolist(), nu.tolist()))
         return float(np.mean(out))
+
+    def random_p(self, eps, draws: int = 20000, seed: int = 0) -> float:
+        """A permutation test of Algorithm 1's mean reading: the percentage of sets of |F| kernels
+        whose share at ``eps`` (a list: the mean share over those ε) is at least the fragile set's
+        — every such set when there are at most ``draws`` of them (16 kernels: C(16, |F|) ≤ 12,870),
+        else ``draws`` random ones. Small (≤ 5) when *these* kernels draw the attack more than
+        almost any set of their size; large when the share is a property of the layer (the
+        reading is "all or nothing" per model, so a set's share tends to be 0% or 100%, and the
+        mean over sets, ``random_share``, can hide that)."""
+        draws, seed = check_int("draws", draws, low=1), check_int("seed", seed, low=0)
+        grid = [eps] if isinstance(eps, (int, float)) else list(eps)
+        k, n_f = self.diff[grid[0]].shape[1], len(self.fragile)
+        if n_f in (0, k):
+            return 100.0
+        if math.comb(k, n_f) <= draws:
+            sets = np.array(list(itertools.combinations(range(k), n_f)))
+        else:
+            rng = np.random.default_rng(seed)
+            sets = np.stack([np.sort(rng.choice(k, n_f, replace=False)) for _ in range(draws)])
+        mask = torch.zeros(len(sets), k)
+        mask[np.repeat(np.arange(len(sets)), n_f), sets.reshape(-1)] = 1.0
+        own = torch.zeros(1, k)
+        own[0, self.fragile] = 1.0
+        score = lambda m: np.mean([100.0 * (_set_means(self.diff[e], m)).float().mean(0).numpy()   # noqa: E731
+                                   for e in grid], 0)
+        return float(100.0 * np.mean(score(mask) >= score(own)[0] - 1e-9))
 
     def kernel_means(self, eps: float) -> np.ndarray:
         """Each kernel's mean difference over the examples at ``eps`` (Algorithm 1's concentration)."""

@@ -279,6 +279,22 @@ def paired_bootstrap(a, b, statistic=None, *, scale: float = 1.0, n_resamples: i
                     method=f"paired bootstrap ({n_resamples} resamples)", level=level)
 
 
+def bootstrap_mean(a, *, n_resamples: int = 2000, seed: int = 0, level: float = LEVEL) -> Estimate:
+    """The mean of a per-image sample (e.g. a share averaged over an ε grid, image by image) with
+    its percentile bootstrap interval over images (``scipy.stats.bootstrap``)."""
+    a = _array(a, float)
+    if a.ndim != 1 or a.size < 2 or not np.isfinite(a).all():
+        raise ValueError(f"a must be a 1-D sample of ≥ 2 finite numbers (one per image); got shape {a.shape}")
+    check_int("n_resamples", n_resamples, low=100)
+    check_int("seed", seed, low=0)
+    value = float(a.mean())
+    res = _st.bootstrap((a,), lambda u, axis=-1: np.mean(u, axis=axis), vectorized=True,
+                        n_resamples=n_resamples, confidence_level=_level(level), method="percentile",
+                        random_state=seed)
+    lo, hi = _bootstrap_bounds(res, value)
+    return Estimate(value, lo, hi, n=a.size, method=f"bootstrap ({n_resamples} resamples)", level=level)
+
+
 def spearman(x, y, *, permutations: int = 2000, seed: int = 0, level: float = LEVEL) -> Estimate:
     """Spearman's rank correlation of paired ``x``, ``y`` with a two-sided permutation-test p-value
     (``scipy.stats.permutation_test``, the pairings permuted) and a Fisher-z interval with the

@@ -3,7 +3,9 @@ against the plain loop over nrlib.hooks.zero_channels, on a tiny random ResNet-1
 from __future__ import annotations
 
 import copy
+import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -474,3 +476,29 @@ def test_random_share_is_the_mean_over_random_sets_of_the_same_size():
     assert t.random_share(0.1, draws=50, seed=1) == t.random_share(0.1, draws=50, seed=1)
     with pytest.raises(ValueError, match="draws"):
         t.random_share(0.1, draws=0)
+
+
+def test_random_p_counts_the_sets_of_the_same_size_that_do_as_well():
+    # the same layer: {3, 4} is the best 2-set (share 100%), and so is {2, 4}: 2 of the 6 sets
+    d = torch.tensor([[1.0, 2.0, 3.0, 4.0]]).repeat(5, 1)
+    kw = dict(eps=[0.1, 0.2], share=[100.0, 100.0], accuracy=[0.0, 0.0], fragile_diff=[0.0, 0.0],
+              null_diff=[0.0, 0.0], diff={0.1: d, 0.2: d})
+    assert fragile.Targeting(fragile=[2, 3], null=[0, 1], **kw).random_p(0.1) == pytest.approx(200 / 6)
+    assert fragile.Targeting(fragile=[0, 1], null=[2, 3], **kw).random_p([0.1, 0.2]) == 100.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_p_matches_a_brute_force_count_and_sampling(seed):
+    g = torch.Generator().manual_seed(seed)
+    d = {e: torch.rand(40, 9, generator=g) for e in (0.1, 0.3)}
+    fr = [0, 4, 7]
+    t = fragile.Targeting(eps=list(d), fragile=fr, null=[k for k in range(9) if k not in fr],
+                          share=[0.0, 0.0], accuracy=[0.0, 0.0], fragile_diff=[0.0, 0.0],
+                          null_diff=[0.0, 0.0], diff=d)
+    def grid_share(s):
+        rest = [k for k in range(9) if k not in s]
+        return np.mean([100 * fragile.attacks_fragile(d[e], list(s), rest).float().mean().item() for e in d])
+    own = grid_share(fr)
+    brute = [grid_share(s) >= own - 1e-9 for s in itertools.combinations(range(9), 3)]
+    assert t.random_p([0.1, 0.3]) == pytest.approx(100 * np.mean(brute))            # all 84 sets
+    assert t.random_p([0.1, 0.3], draws=20, seed=3) == pytest.approx(100 * np.mean(brute), abs=30)

@@ -403,6 +403,8 @@ def test_a_number_of_the_model_is_judged_over_seeds(paper_dir):
     assert row["verdict"] == "inconclusive" and row["interval"] and row["settle_unit"] == "seeds"
     assert float(row["quantity"]) == pytest.approx(37.5) and row["quantity"].low < 37.5 - 10
     assert papers.judge(papers.load("seeds")["claims"][1], first)["verdict"] == "reproduced"
+    same = papers.judge(papers.load("seeds")["claims"][2], first)    # seeds agree exactly: [30, 30]
+    assert same["settle_unit"] == "" and same["quantity"].low < 30.0 < same["quantity"].high   # the run's
     table = papers.markdown_table(papers.scoreboard("seeds", first), columns=("ours",))
     assert "37.50% (mean over seeds 37.50% [21.97, 53.03], n = 3)" in table and "difference over seeds +2.00 [" in table
     wide = papers.seed_evidence("seeds", {s: {**r, "share": v} for (s, r), v in zip(runs.items(), (2.0, 1.0, 40.0))})

@@ -216,3 +216,15 @@ def test_against_moves_the_interval_with_the_reference():
         stats.against(0.3, 0.25)
     with pytest.raises(ValueError, match="value"):
         stats.against(est, float("nan"))
+
+
+def test_bootstrap_mean_brackets_the_mean_and_shrinks_with_n():
+    rng = np.random.default_rng(0)
+    small, big = stats.bootstrap_mean(rng.normal(5, 1, 50)), stats.bootstrap_mean(rng.normal(5, 1, 2000))
+    for e in (small, big):
+        assert e.low < float(e) < e.high and 4.5 < float(e) < 5.5
+    assert big.high - big.low < (small.high - small.low) / 3
+    c = stats.bootstrap_mean([2.0] * 10)
+    assert float(c) == c.low == c.high == 2.0
+    with pytest.raises(ValueError, match="1-D sample"):
+        stats.bootstrap_mean([1.0])

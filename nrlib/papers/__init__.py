@@ -507,7 +507,9 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
     if isinstance(over, Estimate) and over.has_interval:          # seed_evidence's: the seeds decide
         pairs = {diff_key(claim["key"], m): metrics.get(seeds_key(diff_key(claim["key"], m)))
                  for m in _compared(claim["rule"])}
-        if all(isinstance(v, Estimate) for v in pairs.values()):
+        # ... unless they agree exactly: a zero-width t-interval (the same value on every seed, a
+        # share at 0% or 100% on each) says nothing about the spread; the run's own interval decides
+        if all(isinstance(v, Estimate) and v.has_interval and v.high > v.low for v in (over, *pairs.values())):
             res = _judge_rule(claim["rule"], claim["key"], over, claim["paper"], {**metrics, **pairs})
     for gate in claim.get("gates", []):
         why = _gate_failure(gate, metrics)
