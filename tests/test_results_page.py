@@ -263,8 +263,10 @@ def test_variant_table_says_what_each_variant_changes(monkeypatch):
                 assert f"penalty `{st['penalty']}`" in text and f"lr {st['lr']:g}" in text
     assert intro_page.variant_table("karnine") == []
     recipes = copy.deepcopy(train.RECIPES)
-    assert any("`sensitivity`" in line and "`cpu`" in line and "best L2 PGD-10 accuracy" in line
-               and "top-k 4" in line for line in lines)
+    assert any("`sensitivity`" in line and "`full`" in line and "best L2 PGD-20 accuracy" in line
+               and "top-k 16" in line for line in lines)
+    assert any("`sensitivity`" in line and "`cpu`" in line and "top-k 4" in line and "PGD" not in line
+               for line in lines)
     recipes["cifar"]["variants"]["linf_at"]["profiles"]["cpu"]["adv_steps"] = 5
     monkeypatch.setattr(nrlib_recipes, "RECIPES", recipes)
     assert any("`cpu`" in line and "5 steps of 2.5·ε/steps" in line for line in intro_page.variant_table("cifar"))
