@@ -141,9 +141,10 @@ RECIPES = {
         },
         "evidence": {   # data/results/zoo/cpu.json; 1 seed, 2-core CPU (ResNet-50/101: 2026-11-25; the others 2026-12-02)
             "cpu": "ResNet-20 83.83% (740 s); ResNet-18 w16 69.99% (120 s); ResNet-50 w8 52.84% (176 s); "
-                   "ResNet-101 w8 48.69% (356 s); VGG-16 w16 69.91% (57 s); VGG-19 w16 66.47% (76 s); "
-                   "VGG-19 w16 variants: linf_at 44.38% (133 s), l2_at 52.55% (123 s), "
-                   "sensitivity 65.97% (75 s); VGG-16 w16 variants: pat 55.92% (201 s), alp 46.21% (182 s), "
+                   "ResNet-101 w8 48.69% (356 s); VGG-16 w16 69.91% (57 s); VGG-19 w16 66.47% (106 s, 2026-12-06); "
+                   "VGG-19 w16 variants (2026-12-06): linf_at 41.12% (PGD-3, 282 s; one step: 44.38%), "
+                   "l2_at 51.71% (PGD-3, 327 s; one step: 52.55%), sensitivity 66.11% (top-4, last epoch, "
+                   "112 s); VGG-16 w16 variants: pat 55.92% (201 s), alp 46.21% (182 s), "
                    "and fine-tuned from vanilla (2026-12-03): sns_sen 46.07% (79 s), sns_dyn 10.00% (81 s), "
                    "sns_all 10.00% (46 s), sns_rand 59.91 / 63.60 / 61.95% (169 / 47 / 46 s)",
             "full": "not run yet (its accuracy goals: nrlib/papers/zoo.json)",
