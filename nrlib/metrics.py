@@ -9,6 +9,7 @@ import torch
 from .attacks import Attack
 from .models import frozen
 from .precision import EVAL_AMP, autocast
+from .stats import _bools
 from .utils import batches, check_bool, check_input, check_int, check_labels, num_classes
 
 
@@ -100,13 +101,6 @@ def success_over_all(clean_correct, fooled) -> np.ndarray:
     out = ~c
     out[c] = f[c] if f.size == c.size else f
     return out
-
-
-def _bools(name: str, a) -> np.ndarray:
-    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
-    if a.ndim != 1 or (a.dtype != bool and not np.isin(a, (0, 1)).all()):
-        raise ValueError(f"{name} must be a 1-D array of booleans, got shape {a.shape} and dtype {a.dtype}")
-    return a.astype(bool)
 
 
 def targeted_success(model, x_adv: torch.Tensor, target: torch.Tensor) -> float:

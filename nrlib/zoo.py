@@ -258,33 +258,28 @@ def main(argv: list[str] | None = None) -> int:
         old = nrresults.read("zoo", profile)
     except FileNotFoundError:
         old = {}
-    if args.seed != 0:     # the zoo table records seed 0's models; other seeds are trained and cached only
-        print(f"zoo: recipe={args.recipe} profile={profile} seed={args.seed}: training/caching only "
-              "(data/results/zoo records seed 0)")
-        for dataset, arch, variant in ((d, a, v) for d in datasets for a in archs for v in variants):
-            _, meta = zoo_get(arch, dataset, args.recipe, profile, args.seed, variant=variant, device=dev)
-            print(f"  {zoo_entry(arch, dataset, args.recipe, variant):18s} test {meta['test_acc']:6.2f}%"
-                  f"{'  (cached)' if meta['cached'] else ''}")
-        return 0
+    record = args.seed == 0     # the zoo table records seed 0's models; other seeds are trained and cached only
     # drop the earlier entries of models whose settings have changed since (another cache key)
     current = {zoo_entry(a, d, r, v) for r in RECIPES for d in recipe_datasets(r) for a in RECIPES[r]["archs"]
                for v in recipe_variants(r)
                if (old.get("params", {}).get(zoo_entry(a, d, r, v)) or {}).get("key")
                == zoo_key(a, d, r, profile, args.seed, v)}
-    if old:
+    if old and record:
         nrresults.write("zoo", profile, {k: v for k, v in old.get("metrics", {}).items()
                                          if k.split("/", 1)[-1] in current},
                         seconds={k: v for k, v in old.get("seconds", {}).items() if k in current},
                         params={k: v for k, v in old.get("params", {}).items() if k in current}, device=dev)
-    print(f"zoo: recipe={args.recipe} profile={profile} device={nrresults.device_name(dev)}")
+    print(f"zoo: recipe={args.recipe} profile={profile} device={nrresults.device_name(dev)}"
+          + ("" if record else f" seed={args.seed}: training/caching only (data/results/zoo records seed 0)"))
     for dataset, arch, variant in ((d, a, v) for d in datasets for a in archs for v in variants):
         model, meta = zoo_get(arch, dataset, args.recipe, profile, args.seed, variant=variant, device=dev)
         acc, entry = meta["test_acc"], zoo_entry(arch, dataset, args.recipe, variant)
-        path = record_zoo(model, meta, device=dev)
+        path = record_zoo(model, meta, device=dev) if record else None
         print(f"  {entry:18s} test {acc:6.2f}%  {nrmodels.count_params(model):>11,} params  trained "
               f"{meta['train_seconds']:7.1f} s on {meta.get('device_name', meta['device'])}"
               f"{'  (cached)' if meta['cached'] else ''}")
-    print(f"wrote {path}")
+    if record:
+        print(f"wrote {path}")
     return 0
 
 

@@ -168,7 +168,7 @@ def test_success_over_all_images_counts_the_misclassified_as_successes():
     assert metrics.success_over_all(correct, [1, 0, 0, 1, 0]).tolist() == want   # per image: 0/1 read as bools
     with pytest.raises(ValueError, match="fooled has 4 values"):
         metrics.success_over_all(correct, [True] * 4)
-    with pytest.raises(ValueError, match="clean_correct must be a 1-D array of booleans"):
+    with pytest.raises(ValueError, match="clean_correct must be a 1-D sequence of per-image outcomes"):
         metrics.success_over_all([[True]], [True])
 
 
