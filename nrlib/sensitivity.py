@@ -9,7 +9,8 @@ after global average pooling, non-negative since they follow a ReLU.
   that changes the prediction.
 * ``feature_stats``, ``scaled_delta`` — Fig. 1's scaled sensitivities.
 * ``neuron_order``, ``mean_sensitivity`` — which neurons an attack targets,
-  and which pruning removes (§3).
+  and which pruning removes (§3); ``pruned_hits`` — the accuracy of many
+  pruned feature sets at once, from the features.
 * ``neuron_attack`` — the single-neuron attack of §2.2 (eq. 3), one target
   neuron per image, batched; ``ns_success`` — the k-NS attack of Table 1.
 
@@ -41,7 +42,8 @@ from .metrics import predict
 from .models import frozen
 from .precision import autocast
 from .hooks import capture, features_of, layer_names, logits_layer  # noqa: F401 (logits_layer: public here too)
-from .utils import (batches, check_choice, check_eps, check_fraction, check_input, check_int, check_labels,
+from .utils import (batches, check_choice, check_eps, check_fraction, check_indices, check_input, check_int,
+                    check_labels,
                     check_number)
 
 
@@ -158,6 +160,31 @@ def mean_sensitivity(delta_values: torch.Tensor) -> torch.Tensor:
     n = fin.sum(0)
     s = torch.where(fin, delta_values.abs(), torch.zeros_like(delta_values)).sum(0)
     return torch.where(n > 0, s / n.clamp_min(1), torch.full_like(s, math.inf))
+
+
+def pruned_hits(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                labels: torch.Tensor, sets) -> torch.Tensor:
+    """Whether each image is still classified right when the features of a set
+    are zeroed, for many sets at once (Suri & Evans 2020, §3: pruning the
+    most or the least sensitive features, and random sets of the same sizes
+    as the control): ``[len(sets), N]`` bool. The same as zeroing those
+    channels of the model after its global pooling
+    (``hooks.zero_channels(model, "gap", set)``) and classifying again, but one
+    masked product with the logits layer per set instead of a pass through
+    the network."""
+    _check_fw(features, weight, bias)
+    labels = check_labels(labels, features.shape[0], weight.shape[0], name="labels").to(features.device)
+    n_feat = features.shape[1]
+    if isinstance(sets, (str, bytes, torch.Tensor)) or not hasattr(sets, "__len__") or len(sets) == 0:
+        raise ValueError(f"sets must be a non-empty list of feature-index lists, got {str(sets)[:80]}")
+    out = []
+    for i, s in enumerate(sets):
+        idx = check_indices(f"sets[{i}]", s, n_feat)
+        z = features.clone()
+        z[:, torch.tensor(idx, dtype=torch.long, device=features.device)] = 0
+        logits = z @ weight.T + (0 if bias is None else bias)
+        out.append(logits.argmax(1) == labels)
+    return torch.stack(out)
 
 
 def _finite_max(delta_values: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,10 @@ the interval beside the value; ``nrlib.papers`` judges a claim on the interval, 
   and the exact McNemar test (a binomial test on the discordant images).
 * :func:`paired_bootstrap` — any per-image statistic of two paired samples (mean of a − b by
   default), percentile bootstrap interval (``scipy.stats.bootstrap``, ``paired=True``).
+* :func:`against_random_sets` — one chosen set (of features to prune) against many random sets of
+  the same size, on the same images: the difference of means with a two-way bootstrap interval
+  (images and random draws resampled independently), so the random control's own spread between
+  draws widens the interval; ``p`` is the share of draws that do at least as badly.
 * :func:`spearman` — Spearman's ρ (``scipy.stats.spearmanr``) with a permutation-test p-value
   (``scipy.stats.permutation_test``) and the Fisher-z interval with Bonett & Wright's (2000)
   variance (1 + ρ²/2)/(n − 3).
@@ -293,6 +297,51 @@ def bootstrap_mean(a, *, n_resamples: int = 2000, seed: int = 0, level: float = 
                         random_state=seed)
     lo, hi = _bootstrap_bounds(res, value)
     return Estimate(value, lo, hi, n=a.size, method=f"bootstrap ({n_resamples} resamples)", level=level)
+
+
+def against_random_sets(chosen, random, *, worse: str = "less", scale: float = 100.0,
+                        n_resamples: int = 2000, seed: int = 0, level: float = LEVEL) -> Estimate:
+    """One chosen set against ``R`` random sets of the same size on the same ``n`` images: the
+    difference mean(chosen) − mean(random) (``chosen``: n per-image outcomes; ``random``: R × n)
+    with a two-way percentile bootstrap interval — images and random draws resampled independently,
+    the standard bootstrap for a crossed design — so the interval carries both the sample of
+    images and the spread between random draws. ``p`` is the rank test of the chosen set among the
+    draws, (1 + #draws at least as extreme) / (R + 1), one-sided in the direction ``worse``
+    (``"less"``: a draw as low as the chosen set's mean or lower counts; ``"greater"``: as high).
+    Suri & Evans (2020) §3 prune the most sensitive features; a random set of the same size is
+    the control that says whether *sensitive* matters."""
+    c = _array(chosen, float)
+    r = _array(random, float)
+    if c.ndim != 1 or c.size < 2:
+        raise ValueError(f"chosen must be 1-D with one value per image (≥ 2 images); got shape {c.shape}")
+    if r.ndim != 2 or r.shape[1] != c.size or r.shape[0] < 2:
+        raise ValueError(f"random must be (draws ≥ 2) × {c.size} images, one row per random set; "
+                         f"got shape {r.shape}")
+    if not (np.isfinite(c).all() and np.isfinite(r).all()):
+        raise ValueError("chosen and random must hold finite numbers")
+    check_choice("worse", worse, ("less", "greater"))
+    check_int("n_resamples", n_resamples, low=100)
+    check_int("seed", seed, low=0)
+    scale = check_number("scale", scale, low=0.0, low_open=True)
+    n, R = c.size, r.shape[0]
+    rng = np.random.default_rng(seed)
+    boot = np.empty(n_resamples)
+    for start in range(0, n_resamples, 250):              # image weights, 250 resamples at a time
+        b = min(250, n_resamples - start)
+        w = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(b)], 1) / n
+        per_draw = r @ w                                   # R × b: each draw's mean, resampled images
+        draws = rng.integers(0, R, (R, b))                 # the draws, resampled
+        boot[start:start + b] = c @ w - per_draw[draws, np.arange(b)].mean(0)
+    value = float(c.mean() - r.mean())
+    alpha = 1 - _level(level)
+    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    lo, hi = min(float(lo), value), max(float(hi), value)
+    means = r.mean(1)
+    extreme = (means <= c.mean()) if worse == "less" else (means >= c.mean())
+    p = (1 + int(extreme.sum())) / (R + 1)
+    return Estimate(value * scale, lo * scale, hi * scale, n=n, p=p,
+                    method=f"two-way bootstrap over images and {R} random sets ({n_resamples} resamples)",
+                    level=level)
 
 
 def spearman(x, y, *, permutations: int = 2000, seed: int = 0, level: float = LEVEL) -> Estimate:

@@ -517,3 +517,17 @@ def test_the_two_file_tests_can_fail():
                       claim({"type": "at_least", "value": 20.0}, paper=10.0, key="x")]}
     assert papers.can_go_either_way(doc["claims"][0], doc) == (True, False)        # a % is always in [0, 100]
     assert papers.evaluate_on_paper(doc["claims"][1], papers.paper_numbers(doc)) == "not reproduced"
+
+
+def test_a_comparative_claims_paper_cell_is_read_from_the_printed_numbers():
+    numbers = {"acc/a": 92.9, "acc/b": 93.0}
+    claim = {"key": "acc/a", "paper": None, "where": "T1", "claim": "a ≈ b",
+             "rule": {"type": "close_to", "metric": "acc/b", "abs": 2.0}}
+    assert papers.derived_paper_text(claim, numbers) == "92.9 vs 93"
+    assert papers.derived_paper_text(claim, {"acc/a": 92.9}) is None          # b not printed
+    assert papers.derived_paper_text({**claim, "paper": 92.9}, numbers) is None    # has its own
+    lone = {**claim, "rule": {"type": "at_least", "value": 90.0}}
+    assert papers.derived_paper_text(lone, numbers) is None                   # nothing compared
+    rows = papers.scoreboard("suri2020", {})
+    row = next(r for r in rows if r["key"] == "clean_acc/vgg19/sensitivity" and r["paper"] is None)
+    assert row["paper_text"] == "92.9 vs 93" and papers.paper_cell(row) == "92.9 vs 93"

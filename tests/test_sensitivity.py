@@ -107,6 +107,30 @@ def test_pruning_masks_remove_exactly_the_chosen_features(tiny_vgg):
     assert (zp[:, drop] == 0).all() and torch.equal(zp[:, keep], z[:, keep])
 
 
+
+def test_pruned_hits_equal_zeroing_the_channels_in_the_model(tiny_vgg):
+    from nrlib import metrics
+    torch.manual_seed(0)
+    x = torch.rand(40, 3, 32, 32)
+    z, logits = sensitivity.features(tiny_vgg, x)
+    y = torch.randint(0, logits.shape[1], (40,), generator=torch.Generator().manual_seed(2))
+    fc = sensitivity.logits_layer(tiny_vgg)[1]
+    g = torch.Generator().manual_seed(1)
+    n = z.shape[1]
+    sets = [[], *(torch.randperm(n, generator=g)[:k].tolist() for k in (2, 8, n - 1)), list(range(n))]
+    got = sensitivity.pruned_hits(z, fc.weight.detach(), fc.bias.detach(), y, sets)
+    assert got.shape == (len(sets), 40) and torch.equal(got[0], logits.argmax(1) == y)
+    for s, row in zip(sets, got):
+        with hooks.zero_channels(tiny_vgg, "gap", s):
+            assert torch.equal(row, metrics.hits(tiny_vgg, x, y))
+    assert torch.equal(got[-1], y == fc.bias.argmax())       # every feature gone: the bias decides
+    with pytest.raises(ValueError, match=r"sets\[1\]"):
+        sensitivity.pruned_hits(z, fc.weight.detach(), fc.bias.detach(), y, [[0], [z.shape[1]]])
+    with pytest.raises(ValueError, match="sets must be a non-empty list"):
+        sensitivity.pruned_hits(z, fc.weight.detach(), fc.bias.detach(), y, [])
+    with pytest.raises(ValueError, match="labels"):
+        sensitivity.pruned_hits(z, fc.weight.detach(), fc.bias.detach(), y[:3], [[0]])
+
 @pytest.mark.parametrize("norm,eps", [("l2", 0.5), ("linf", 8 / 255)])
 def test_single_neuron_attack_moves_the_feature_toward_its_target(tiny_vgg, norm, eps):
     x = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))

@@ -228,3 +228,36 @@ def test_bootstrap_mean_brackets_the_mean_and_shrinks_with_n():
     assert float(c) == c.low == c.high == 2.0
     with pytest.raises(ValueError, match="1-D sample"):
         stats.bootstrap_mean([1.0])
+
+
+def test_against_random_sets_value_spread_and_rank():
+    rng = np.random.default_rng(0)
+    n, R = 2000, 20
+    random = rng.random((R, n)) < np.linspace(0.5, 0.9, R)[:, None]       # draws differ a lot
+    chosen = rng.random(n) < 0.4                                           # worse than every draw
+    e = stats.against_random_sets(chosen, random)
+    assert e == pytest.approx(100 * (chosen.mean() - random.mean()))
+    assert e.high < 0 and e.p == pytest.approx(1 / (R + 1)) and e.n == n
+    # the spread between draws widens the interval beyond the images-only bootstrap of the means
+    images_only = stats.paired_bootstrap(chosen, random.mean(0), scale=100)
+    assert (e.high - e.low) > 2 * (images_only.high - images_only.low)
+    # the same draws, all alike: the interval shrinks to about the images-only one
+    alike = rng.random((R, n)) < 0.7
+    e2 = stats.against_random_sets(chosen, alike)
+    assert (e2.high - e2.low) < 1.5 * (stats.paired_bootstrap(chosen, alike.mean(0), scale=100).high
+                                       - stats.paired_bootstrap(chosen, alike.mean(0), scale=100).low)
+    # a chosen set like the random ones: p near the middle, interval across 0
+    same = stats.against_random_sets(alike[0], alike[1:])
+    assert same.low < 0 < same.high and 0.05 < same.p
+    assert stats.against_random_sets(chosen, random, worse="greater").p == 1.0
+
+
+@pytest.mark.parametrize("chosen, random, kw, match", [
+    (np.ones(5), np.ones((3, 4)), {}, r"random must be \(draws ≥ 2\) × 5"),
+    (np.ones(5), np.ones((1, 5)), {}, "random must be"),
+    (np.ones((2, 5)), np.ones((3, 5)), {}, "chosen must be 1-D"),
+    (np.ones(5), np.ones((3, 5)), {"worse": "lower"}, "worse"),
+])
+def test_against_random_sets_bad_input(chosen, random, kw, match):
+    with pytest.raises(ValueError, match=match):
+        stats.against_random_sets(chosen, random, **kw)

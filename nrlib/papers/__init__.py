@@ -66,7 +66,7 @@ holds on the paper's own printed numbers (``evaluate_on_paper``) and each rule c
 
 API: ``names()``, ``load(name)``, ``for_notebook(notebook)``, ``claim_keys(notebook_or_name)``, ``judge`` and
 ``verdict(claim, metrics)``, ``diff_key``, ``seed_evidence`` and ``seeds_key``, ``evaluate_on_paper``, ``can_go_either_way``,
-``rule_text(rule)``, ``claim_metrics(claim)``, ``scoreboard(notebook_or_name, metrics)`` and
+``rule_text(rule)``, ``claim_metrics(claim)``, ``derived_paper_text``, ``scoreboard(notebook_or_name, metrics)`` and
 ``markdown_table(rows)``.
 No paper number is typed anywhere else in the book: notebooks, the results page and the tests
 read them from here.
@@ -636,6 +636,19 @@ def claim_metrics(claim: dict) -> list[str]:
     return list(dict.fromkeys([claim["key"], *_compared(claim["rule"])]))
 
 
+def derived_paper_text(claim: dict, numbers: dict) -> str | None:
+    """What the paper prints for a comparative claim that has no number of its own, read from the
+    file's printed numbers (``paper_numbers``) rather than typed twice: ``"92.9 vs 93"`` for a claim
+    on ``clean_acc/…/sensitivity`` compared with ``clean_acc/…/standard`` when the paper prints
+    both; None when it does not print them all."""
+    if claim["paper"] is not None or claim["rule"]["type"] == "reported":
+        return None
+    keys = claim_metrics(claim)
+    if len(keys) < 2 or not all(k in numbers for k in keys):
+        return None
+    return f"{numbers[keys[0]]:g} vs " + ", ".join(f"{numbers[k]:g}" for k in keys[1:])
+
+
 def scoreboard(notebook_or_name: str, metrics: dict | None, profile: str | None = None) -> list[dict]:
     """One row per claim of a paper file (by file stem, or by the notebook it belongs to) on one
     run's ``metrics`` (None: no run; values may be ``stats.Estimate``s) made at ``profile`` (None:
@@ -653,11 +666,13 @@ def scoreboard(notebook_or_name: str, metrics: dict | None, profile: str | None 
         raise ValueError(f"notebook_or_name={notebook_or_name!r} is neither a paper file ({names()}) nor a "
                          f"notebook one of them belongs to ({covered})")
     metrics = metrics or {}
+    numbers = paper_numbers(doc)
     rows = []
     for c in doc["claims"]:
         j = judge(c, metrics, profile)
         rows.append({"key": c["key"], "claim": c["claim"], "where": c["where"], "paper": c["paper"],
-                     "paper_text": c.get("paper_text"), "unit": c.get("unit", ""),
+                     "paper_text": c.get("paper_text") or derived_paper_text(c, numbers),
+                     "unit": c.get("unit", ""),
                      "profiles": list(c.get("profiles", PROFILES)), "ours": _value(metrics, c["key"]),
                      "compared": {m: _value(metrics, m) for m in _compared(c["rule"])},
                      "verdict": j["verdict"], "reason": j["reason"], "interval": j["interval"],
