@@ -506,14 +506,10 @@ class Targeting:
         mean over ``draws`` of them): the chance level of Algorithm 1's mean reading, a permutation
         control for whether *these* kernels, not any set of their size, draw the attack."""
         draws, seed = check_int("draws", draws, low=1), check_int("seed", seed, low=0)
-        d, rng = self.diff[eps], np.random.default_rng(seed)
-        k, n_f = d.shape[1], len(self.fragile)
-        out = []
-        for _ in range(draws):
-            fr = np.sort(rng.choice(k, n_f, replace=False))
-            nu = np.setdiff1d(np.arange(k), fr)
-            out.append(_share(d, fr.tolist(), nu.tolist()))
-        return float(np.mean(out))
+        k, n_f = self.diff[eps].shape[1], len(self.fragile)
+        rng = np.random.default_rng(seed)
+        sets = np.stack([np.sort(rng.choice(k, n_f, replace=False)) for _ in range(draws)])
+        return float(self._set_shares([eps], sets).mean())
 
     def random_p(self, eps, draws: int = 20000, seed: int = 0) -> float:
         """A permutation test of Algorithm 1's mean reading: the percentage of sets of |F| kernels
@@ -533,13 +529,20 @@ class Targeting:
         else:
             rng = np.random.default_rng(seed)
             sets = np.stack([np.sort(rng.choice(k, n_f, replace=False)) for _ in range(draws)])
+        own = self._set_shares(grid, np.array([self.fragile]))[0]
+        return float(100.0 * np.mean(self._set_shares(grid, sets) >= own - 1e-9))
+
+    def _set_shares(self, grid, sets: np.ndarray) -> np.ndarray:
+        """Each kernel set's share (the rows of ``sets``, each set's complement as its null),
+        averaged over the ε of ``grid``: ``attacks_fragile`` for many sets at once."""
+        k = self.diff[grid[0]].shape[1]
+        if sets.shape[1] in (0, k):       # an empty or full set: no example attacks it (mean 0)
+            fr = sets[0].tolist()
+            return np.full(len(sets), np.mean([_share(self.diff[e], fr, sorted(set(range(k)) - set(fr)))
+                                               for e in grid]))
         mask = torch.zeros(len(sets), k)
-        mask[np.repeat(np.arange(len(sets)), n_f), sets.reshape(-1)] = 1.0
-        own = torch.zeros(1, k)
-        own[0, self.fragile] = 1.0
-        score = lambda m: np.mean([100.0 * (_set_means(self.diff[e], m)).float().mean(0).numpy()   # noqa: E731
-                                   for e in grid], 0)
-        return float(100.0 * np.mean(score(mask) >= score(own)[0] - 1e-9))
+        mask[np.repeat(np.arange(len(sets)), sets.shape[1]), sets.reshape(-1)] = 1.0
+        return np.mean([100.0 * _set_means(self.diff[e], mask).float().mean(0).numpy() for e in grid], 0)
 
     def kernel_means(self, eps: float) -> np.ndarray:
         """Each kernel's mean difference over the examples at ``eps`` (Algorithm 1's concentration)."""
