@@ -431,13 +431,14 @@ def sample_unit(est) -> str:
 def n_to_settle(est: Estimate, threshold: float) -> int | None:
     """About how many samples would make ``est``'s interval clear ``threshold`` if the estimate
     stayed where it is: n·(half-width / |estimate − threshold|)², the half-width shrinking as 1/√n.
-    None when there is no interval or sample size, the estimate sits on the threshold, or the
+    None when there is no interval or sample size, the estimate sits on the threshold (up to
+    floating-point rounding: 2.0000000000000018 against 2 is on it), or the
     interval already ends on it (the rule cannot say how many more would do)."""
     if not is_estimate(est) or not est.has_interval or not est.n:
         return None
     gap = abs(float(est) - check_number("threshold", threshold))
     side = (est.high - float(est)) if threshold > float(est) else (float(est) - est.low)
-    if gap == 0 or side <= 0:
+    if gap <= 1e-9 * max(1.0, abs(float(threshold))) or side <= 0:    # on it, up to rounding
         return None
     n = int(math.ceil(est.n * (side / gap) ** 2))
     return n if n > est.n else None

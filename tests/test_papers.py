@@ -448,6 +448,21 @@ def test_an_all_rule_with_a_comparison_shows_the_difference():
     assert "difference +0.08" in papers.markdown_table([shown], columns=("ours",))
 
 
+def test_an_all_rule_shows_the_part_that_decides_it():
+    """Where one part of an 'all' rule is inconclusive (or fails), the row prints that part's
+    quantity, not another part that passed."""
+    rule = {"type": "all", "rules": [{"type": "greater_than", "metric": "r"},
+                                     {"type": "close_to", "metric": "u", "abs": 2.0}]}
+    m = {"m": Estimate(50.0, 45.0, 55.0, n=300), "r": 45.0, "u": 48.0,
+         papers.diff_key("m", "r"): Estimate(5.0, 3.0, 7.0, n=300),
+         papers.diff_key("m", "u"): Estimate(2.0, -1.7, 5.7, n=300)}
+    row = papers.judge(claim(rule), m)
+    assert row["verdict"] == "inconclusive" and float(row["quantity"]) == pytest.approx(2.0)
+    m[papers.diff_key("m", "u")] = Estimate(0.5, -1.0, 1.5, n=300)
+    row = papers.judge(claim(rule), m)
+    assert row["verdict"] == "reproduced" and float(row["quantity"]) == pytest.approx(5.0)
+
+
 def test_a_failed_gate_gives_not_judged_with_the_reason():
     c = claim({"type": "at_most", "value": 5.0},
               gates=[{"metric": "clean", "at_least": 20.0, "reason": "model at chance"}])

@@ -191,6 +191,8 @@ def test_n_to_settle_shrinks_the_interval_past_the_threshold():
     assert stats.n_to_settle(e, 16.0) is None and stats.n_to_settle(16.0, 14.0) is None
     # an interval that ends on the threshold: more of the same cannot be sized by the rule
     assert stats.n_to_settle(Estimate(0.08, 0.0, 0.08, n=500), 0.0) is None
+    # on the threshold up to rounding (a difference of 2 points computed as 2.0000000000000018)
+    assert stats.n_to_settle(Estimate(2.0000000000000018, -1.7, 5.7, n=300), 2.0) is None
 
 
 def test_results_store_the_evidence_beside_the_value(tmp_path, monkeypatch):

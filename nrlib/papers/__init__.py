@@ -361,9 +361,12 @@ def _judge_rule(rule: dict, key: str, ours, paper, metrics: dict) -> dict | None
         v = NOT_REPRODUCED if NOT_REPRODUCED in vs else REPRODUCED if all(x == REPRODUCED for x in vs) \
             else INCONCLUSIVE
         settles = [p["settle"] for p in parts if p["verdict"] == INCONCLUSIVE and p["settle"]]
-        # the quantity a table prints: a comparative part's difference where there is one
-        shown = next((p["quantity"] for r, p in zip(rule["rules"], parts) if r["type"] != "all" and "metric" in r),
-                     parts[0]["quantity"])
+        # the quantity a table prints: that of the first part that decides the verdict (the first
+        # part not reproduced, or the first inconclusive one), else a comparative part's difference
+        deciding = next((p["quantity"] for p in parts if p["verdict"] == v and v != REPRODUCED), None)
+        shown = deciding if deciding is not None else next(
+            (p["quantity"] for r, p in zip(rule["rules"], parts) if r["type"] != "all" and "metric" in r),
+            parts[0]["quantity"])
         return {"verdict": v, "interval": all(p["interval"] for p in parts),
                 "settle": max(settles) if settles else None, "quantity": shown}
     q = _quantity(rule, key, ours, metrics)
