@@ -113,7 +113,11 @@ def _variant_text(diff: dict) -> str:
                      "images held out of training")
     if diff.get("penalty_top_k"):
         parts.append(f"the penalty's top-k {diff['penalty_top_k']}")
-    skip = ("mix", "variant", "penalty_top_k") + (("select", "n_val", "n_val_split") if sel else ())
+    if diff.get("logit_pairing"):
+        over = {"mean": "averaged", "sum": "summed"}.get(diff.get("logit_pairing_reduce", "mean"))
+        parts.append(f"logit pairing {_fmt_setting(diff['logit_pairing'])} ({over} over the logits)")
+    skip = ("mix", "variant", "penalty_top_k", "logit_pairing", "logit_pairing_reduce") + (
+        ("select", "n_val", "n_val_split") if sel else ())
     rest = {k: v for k, v in diff.items()          # a setting left unset (None) says nothing
             if not k.startswith("adv_") and k not in skip and v is not None}
     parts += [f"{k.replace('_', ' ')} " + (f"`{v}`" if isinstance(v, str) else _fmt_setting(v))

@@ -83,19 +83,25 @@ class Term:
 
 @dataclass(frozen=True)
 class LogitPairing(Term):
-    """Adversarial logit pairing (Kannan et al. 2018; Zhang et al. 2021 §V-A's ALP, λ = 0.5):
-    ``weight`` times the mean over the batch of the squared L2 distance between each clean
-    image's logits and its adversarial copy's."""
+    """Adversarial logit pairing (Kannan et al. 2018; Zhang et al. 2021 §V-A's ALP, λ = 0.5,
+    "implemented with ℓ2 loss"): ``weight`` times the squared difference between each clean
+    image's logits and its adversarial copy's, averaged over the logits and the batch
+    (``reduce="mean"``: Kannan et al.'s mean-squared-error form) or summed over the logits and
+    averaged over the batch (``reduce="sum"``: the squared L2 distance, C times larger for C
+    classes)."""
 
     weight: float = 0.5
+    reduce: str = "mean"
     paired = True
 
     def __post_init__(self):
         check_number("weight", self.weight, low=0.0)
+        check_choice("reduce", self.reduce, ("mean", "sum"))
 
     def __call__(self, out: Forward) -> torch.Tensor:
         clean, adv = out.pair(out.logits)
-        return self.weight * (clean - adv).pow(2).sum(1).mean()
+        d = (clean - adv).pow(2)
+        return self.weight * (d.mean(1) if self.reduce == "mean" else d.sum(1)).mean()
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ SNS fine-tunes (``sns_trainable``) and the fine-tuning itself (``sns_finetune``)
 the objective PAT + λ·L_sns (``objectives.SNSPenalty``, eqs. 12–13)."""
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 import torch
@@ -19,13 +20,15 @@ SNS_MODES = ("sen", "dyn", "all", "rand")
 
 def sns_trainable(model: nn.Module, layers) -> list[str]:
     """What SNS fine-tunes when it stabilises ``layers`` (Zhang et al. 2021, §V-C: "parameters
-    of the bottom several layers are locked"): for each VGG block named in ``layers`` (``conv<i>``
-    or ``relu<i>``) its convolution and batch norm (``conv<i>``, ``bn<i>``), and the logits layer
-    (``fc1``); any other named layer as it is."""
+    of the bottom several layers are locked"): for each VGG block named in ``layers`` (``conv<i>``,
+    ``bn<i>`` or ``relu<i>``: the penalty before batch norm, after it, or after the ReLU) its
+    convolution and batch norm (``conv<i>``, ``bn<i>``), and the logits layer (``fc1``); any other
+    named layer as it is."""
     layers = hooks.layer_names(model, layers)
     mods, out = dict(model.named_modules()), []
     for n in layers:
-        i = n[4:] if n.startswith(("conv", "relu")) else None
+        m = re.fullmatch(r"(?:conv|bn|relu)(\d+)", n)
+        i = m.group(1) if m else None
         block = [f"conv{i}", f"bn{i}"] if i and f"conv{i}" in mods else [n]
         out += [b for b in block if b in mods and mods[b] is not None and any(True for _ in mods[b].parameters())]
     return list(dict.fromkeys([*out, hooks.logits_layer(model)[0]]))

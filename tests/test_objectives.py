@@ -54,7 +54,7 @@ def _by_hand(m, x, y, kind, mix, adv, *, lr=0.01, batch_size=32, epochs=2, seed=
                 a = acts["relu12"][0]
                 loss = loss + 5.0 * regularizers.sns_loss({"relu12": a[:h]}, {"relu12": a[h:]})
             if kind == "alp":
-                loss = loss + 0.5 * (z[:h] - z[h:]).pow(2).sum(1).mean()
+                loss = loss + 0.5 * (z[:h] - z[h:]).pow(2).mean(1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -100,3 +100,13 @@ def test_a_readers_own_term_gets_what_it_declares():
     assert seen[0][0] == (32, hooks.logits_layer(m)[1].in_features)
     assert Objective(adversary=attacks.FGSM(0.03), mix="benign+adv", terms=[Probe()]).describe() == \
         "CE on clean + adversarial (FGSM ε=0.03) + Probe"
+
+
+def test_logit_pairing_against_a_hand_computation():
+    clean, adv = torch.tensor([[1.0, 2.0, 0.0], [0.0, 0.0, 3.0]]), torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 0.0]])
+    out = Forward(logits=torch.cat([clean, adv]), y=torch.zeros(4, dtype=torch.long), half=2)
+    # squared differences per image: (1 + 4 + 0) and (1 + 1 + 9)
+    assert LogitPairing(0.5)(out).item() == pytest.approx(0.5 * (5 / 3 + 11 / 3) / 2)      # Kannan et al.
+    assert LogitPairing(0.5, reduce="sum")(out).item() == pytest.approx(0.5 * (5 + 11) / 2)
+    with pytest.raises(ValueError, match="reduce"):
+        LogitPairing(0.5, reduce="max")

@@ -106,6 +106,7 @@ def test_sns_finetune_trains_only_the_named_layers_with_its_mode(mode, hook):
 def test_sns_trainable_names_the_blocks_and_the_logits_layer():
     m = models.build("vgg16", "cifar10", width=4)
     assert train.sns_trainable(m, ["relu12", "conv13"]) == ["conv12", "bn12", "conv13", "bn13", "fc1"]
+    assert train.sns_trainable(m, ["bn12", "bn13"]) == ["conv12", "bn12", "conv13", "bn13", "fc1"]   # after BN
     with pytest.raises(ValueError, match="conv14"):
         train.sns_trainable(m, ["conv14"])
 
@@ -119,11 +120,12 @@ def test_sns_finetune_keeps_the_locked_batch_norm_statistics():
     torch.manual_seed(0)
     m = models.build("vgg16", "cifar10", width=4)
     stats = {n: b.clone() for n, b in m.named_buffers() if "running" in n}
-    train.sns_finetune(m, x, y, layers=["relu13"], trainable=train.sns_trainable(m, ["relu13"]),
-                       adversary=attacks.FGSM(8 / 255), mode="all", optimizer="sgd", lr=0.01,
-                       batch_size=16, max_epochs=1, patience=None, progress=False)
-    moved = {n.split(".")[0] for n, b in m.named_buffers() if n in stats and not torch.equal(b, stats[n])}
-    assert moved == {"bn13"}, moved
+    for hook in ("relu13", "bn13"):      # the penalty after the ReLU, or after batch norm before it
+        train.sns_finetune(m, x, y, layers=[hook], trainable=train.sns_trainable(m, [hook]),
+                           adversary=attacks.FGSM(8 / 255), mode="all", optimizer="sgd", lr=0.01,
+                           batch_size=16, max_epochs=1, patience=None, progress=False)
+        moved = {n.split(".")[0] for n, b in m.named_buffers() if n in stats and not torch.equal(b, stats[n])}
+        assert moved == {"bn13"}, (hook, moved)
 
 
 def test_sns_variants_settings_overrides_and_keys():
