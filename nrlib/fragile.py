@@ -536,7 +536,7 @@ class Targeting:
         """Each kernel set's share (the rows of ``sets``, each set's complement as its null),
         averaged over the ε of ``grid``: ``attacks_fragile`` for many sets at once."""
         k = self.diff[grid[0]].shape[1]
-        if sets.shape[1] in (0, k):       # an empty or full set: no example attacks it (mean 0)
+        if sets.shape[1] in (0, k):       # an empty or full set has no complement to mask: attacks_fragile
             fr = sets[0].tolist()
             return np.full(len(sets), np.mean([_share(self.diff[e], fr, sorted(set(range(k)) - set(fr)))
                                                for e in grid]))

@@ -148,7 +148,8 @@ RECIPES = {
                    "ResNet-101 w8 48.69% (356 s); VGG-16 w16 69.91% (57 s); VGG-19 w16 66.47% (106 s, 2026-12-06); "
                    "VGG-19 w16 variants (2026-12-06): linf_at 41.12% (PGD-3, 282 s; one step: 44.38%), "
                    "l2_at 51.71% (PGD-3, 327 s; one step: 52.55%), sensitivity 66.11% (top-4, last epoch, "
-                   "112 s); VGG-16 w16 variants: pat 55.92% (201 s), alp 46.21% (182 s), "
+                   "112 s); VGG-16 w16 variants: pat 55.92% (201 s), alp 46.21% (182 s, its logit pairing summed "
+                   "over the logits; the averaged form it trains with now is not measured yet), "
                    "and fine-tuned from vanilla (2026-12-03): sns_sen 46.07% (79 s), sns_dyn 10.00% (81 s), "
                    "sns_all 10.00% (46 s), sns_rand 59.91 / 63.60 / 61.95% (169 / 47 / 46 s)",
             "full": "not run yet (its accuracy goals: nrlib/papers/zoo.json)",
@@ -332,5 +333,6 @@ def variant_objective(settings: dict) -> Objective:
         top_k = settings.get("penalty_top_k")
         terms.append(PENALTIES[settings["penalty"]](**({} if top_k is None else {"top_k": top_k})))
     if settings.get("logit_pairing"):
-        terms.append(LogitPairing(settings["logit_pairing"], reduce=settings.get("logit_pairing_reduce", "mean")))
+        terms.append(LogitPairing(settings["logit_pairing"],
+                                  reduce=settings.get("logit_pairing_reduce", LogitPairing.reduce)))
     return Objective(adversary=adversary, mix=mix, terms=terms)

@@ -43,8 +43,7 @@ from .models import frozen
 from .precision import autocast
 from .hooks import capture, features_of, layer_names, logits_layer  # noqa: F401 (logits_layer: public here too)
 from .utils import (batches, check_choice, check_eps, check_fraction, check_indices, check_input, check_int,
-                    check_labels,
-                    check_number)
+                    check_labels, check_number)
 
 
 def features(model, x: torch.Tensor, *, batch_size: int = 4096, amp: bool | None = False):
