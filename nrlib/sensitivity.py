@@ -377,7 +377,11 @@ def layer_sensitivity(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, ba
     (x[i], x_adv[i]): one forward pass of each clean and adversarial batch
     records all layers at once (hooks removed afterwards), and the sums are
     accumulated batch by batch, so no layer's outputs are kept for all images.
-    Returns ``{layer: {"sigma": [C], "ratio": [C]}}``."""
+    Returns ``{layer: {"sigma": [C], "ratio": [C], "pair_mean": [N]}}``:
+    ``pair_mean`` is each pair's deviation averaged over the layer's channels,
+    whose mean over the pairs is the layer's mean σ — the per-image sample a
+    bootstrap interval of the layer's mean σ, or a paired comparison of two
+    models on the same images, needs."""
     x = check_input(model, x)
     x_adv = check_input(model, x_adv, "x_adv")
     if x_adv.shape != x.shape:
@@ -387,6 +391,7 @@ def layer_sensitivity(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, ba
     sig: dict[str, torch.Tensor] = {}
     rat: dict[str, torch.Tensor] = {}
     cnt: dict[str, torch.Tensor] = {}
+    per: dict[str, list] = {n: [] for n in names}
     with frozen(model), torch.no_grad(), capture(model, names) as st:
         for xb, xab in batches(x, x_adv.to(x.device), batch_size=batch_size):
             with autocast(xb.device, amp):
@@ -397,9 +402,12 @@ def layer_sensitivity(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, ba
                 st[n].clear()
                 l1 = _l1_per_channel(a - b)
                 r, c = _ratio_sums(a, l1)
-                sig[n] = sig.get(n, 0) + (l1 / math.prod(a.shape[2:])).sum(0)
+                dev = l1 / math.prod(a.shape[2:])
+                sig[n] = sig.get(n, 0) + dev.sum(0)
+                per[n].append(dev.mean(1))
                 rat[n], cnt[n] = rat.get(n, 0) + r, cnt.get(n, 0) + c
-    return {n: {"sigma": sig[n] / x.shape[0], "ratio": _mean_or_nan(rat[n], cnt[n])} for n in names}
+    return {n: {"sigma": sig[n] / x.shape[0], "ratio": _mean_or_nan(rat[n], cnt[n]),
+                "pair_mean": torch.cat(per[n])} for n in names}
 
 
 def select_sensitive(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, share: float = 0.1,

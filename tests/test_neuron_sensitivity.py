@@ -78,6 +78,10 @@ def test_layer_sensitivity_matches_captured_outputs_and_removes_its_hooks(vgg):
         assert torch.allclose(out[n]["sigma"], sens.neuron_sensitivity(a, b), rtol=1e-4, atol=1e-7)
         r = sens.sensitivity_ratio(a, b)
         assert torch.allclose(out[n]["ratio"].nan_to_num(-1), r.nan_to_num(-1), rtol=1e-4, atol=1e-7)
+        # each pair's deviation over the layer's channels; their mean is the layer's mean σ
+        one = torch.stack([sens.neuron_sensitivity(a[i:i + 1], b[i:i + 1]).mean() for i in range(10)])
+        assert out[n]["pair_mean"].shape == (10,) and torch.allclose(out[n]["pair_mean"], one, rtol=1e-4)
+        assert torch.allclose(out[n]["pair_mean"].mean(), out[n]["sigma"].mean(), rtol=1e-4)
     assert all(not m._forward_hooks for m in vgg.modules())
     with pytest.raises(ValueError, match="x_adv"):
         sens.layer_sensitivity(vgg, x, xa[:5], layers)
