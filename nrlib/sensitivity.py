@@ -27,6 +27,10 @@ sensitivity"), where a *neuron* is one channel of a layer's output:
 * ``layer_sensitivity`` — both for many layers of a model at once, one
   forward pass of each clean and adversarial batch; ``select_sensitive`` —
   the Ω_l of several layers, for SNS training.
+* ``mean_ratio``, ``ratio_bootstrap`` — Table II's mean ratio on a layer's
+  sensitive neurons, with its interval over the images (or a paired
+  difference); ``sharing_bootstrap`` — Fig. 8's sharing of sensitive neurons
+  across target classes, with its interval.
 * ``importance``, ``important_neurons``, ``vote`` — eqs. 3–5: a feature's
   contribution to the target logit, the top-k per image and the voted Γ^y.
 """
@@ -370,7 +374,7 @@ def sensitive_neurons(sigma: torch.Tensor, k: int | None = None, *, share: float
 
 
 def layer_sensitivity(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, batch_size: int = 1024,
-                      amp: bool | None = False) -> dict[str, dict[str, torch.Tensor]]:
+                      amp: bool | None = False, per_image=()) -> dict[str, dict[str, torch.Tensor]]:
     """σ (eq. 1) and the sensitivity ratio (eq. 11) of every channel of each
     layer in ``layers`` (names as in ``model.layers()``), for the pairs
     (x[i], x_adv[i]): one forward pass of each clean and adversarial batch
@@ -380,13 +384,23 @@ def layer_sensitivity(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, ba
     ``pair_mean`` is each pair's deviation averaged over the layer's channels,
     whose mean over the pairs is the layer's mean σ — the per-image sample a
     bootstrap interval of the layer's mean σ, or a paired comparison of two
-    models on the same images, needs."""
+    models on the same images, needs. For the layers named in ``per_image``
+    (``True``: all of them) the per-pair values behind σ and the ratio are
+    kept too, on the CPU: ``"dev"`` [N, C], each pair's (1/dim)·‖F(x) − F(x′)‖₁,
+    and ``"ratio_pairs"`` [N, C], each pair's ‖F(x) − F(x′)‖₁ / ‖F(x)‖₁ (NaN
+    where the clean output is all 0) — what an interval over the images of a
+    statistic of σ or of the ratio (``ratio_bootstrap``) resamples."""
     x = check_input(model, x)
     x_adv = check_input(model, x_adv, "x_adv")
     if x_adv.shape != x.shape:
         raise ValueError(f"x_adv {tuple(x_adv.shape)} must have the shape of x {tuple(x.shape)}: one x′ per x")
     names = layer_names(model, layers)
     batch_size = check_int("batch_size", batch_size, low=1)
+    keep = set(names) if per_image is True else \
+        set(layer_names(model, per_image, name="per_image")) if per_image else set()
+    if not keep <= set(names):
+        raise ValueError(f"per_image={sorted(keep - set(names))} must name layers among layers={names}")
+    pairs: dict[str, dict[str, list]] = {n: {"dev": [], "ratio_pairs": []} for n in keep}
     sig: dict[str, torch.Tensor] = {}
     rat: dict[str, torch.Tensor] = {}
     cnt: dict[str, torch.Tensor] = {}
@@ -405,8 +419,75 @@ def layer_sensitivity(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, ba
                 sig[n] = sig.get(n, 0) + dev.sum(0)
                 per[n].append(dev.mean(1))
                 rat[n], cnt[n] = rat.get(n, 0) + r, cnt.get(n, 0) + c
+                if n in keep:
+                    den = _l1_per_channel(a)
+                    pairs[n]["dev"].append(dev.cpu())
+                    pairs[n]["ratio_pairs"].append(torch.where(
+                        den > 0, l1 / den.clamp_min(1e-30), torch.full_like(l1, math.nan)).cpu())
     return {n: {"sigma": sig[n] / x.shape[0], "ratio": _mean_or_nan(rat[n], cnt[n]),
-                "pair_mean": torch.cat(per[n])} for n in names}
+                "pair_mean": torch.cat(per[n])} | {q: torch.cat(v) for q, v in pairs.get(n, {}).items()}
+            for n in names}
+
+
+def mean_ratio(ratio_pairs, neurons, weights=None):
+    """Table II's statistic (Zhang et al. 2021, eq. 11, §V-B): the sensitivity
+    ratio of each neuron in ``neurons`` — its mean over the pairs whose clean
+    output is not all 0 — averaged over those neurons. ``ratio_pairs`` [N, C]
+    from ``layer_sensitivity(..., per_image=...)``; ``weights`` [B, N] (how
+    many times each pair counts, one row per bootstrap resample) gives [B]
+    values; without it, one value (a float) over all pairs."""
+    r = torch.as_tensor(ratio_pairs, dtype=torch.float64).cpu()
+    if r.dim() != 2:
+        raise ValueError(f"ratio_pairs must be [N, C] (per pair and channel), got shape {tuple(r.shape)}")
+    idx = check_indices("neurons", neurons, r.shape[1])
+    r = r[:, idx]
+    ok = torch.isfinite(r)
+    w = torch.ones(1, r.shape[0], dtype=torch.float64) if weights is None else \
+        torch.as_tensor(weights, dtype=torch.float64).reshape(-1, r.shape[0])
+    per = (w @ torch.where(ok, r, 0.0)) / (w @ ok.double())      # [B, k]: each neuron's mean ratio
+    out = per.nanmean(1)
+    return float(out[0]) if weights is None else out.numpy()
+
+
+def ratio_bootstrap(a, b=None, *, n_resamples: int = 2000, seed: int = 0):
+    """Table II's mean ratio on a layer's sensitive neurons (``mean_ratio``)
+    with its bootstrap interval over the images: ``a`` = (ratio_pairs [N, C],
+    neurons). With ``b`` (the same, measured on the same N clean images: another
+    layer, model or ε) the paired difference a − b, both computed on each
+    resample's images — the evidence for Zhang et al.'s "the ratio grows with
+    depth / with ε / after a ReLU" and "adversarial training lowers it"."""
+    from . import stats
+    n = torch.as_tensor(a[0]).shape[0]
+    if b is not None and torch.as_tensor(b[0]).shape[0] != n:
+        raise ValueError(f"b has {torch.as_tensor(b[0]).shape[0]} pairs, a has {n}: a paired difference needs "
+                         "the same images")
+    def stat(w):
+        return mean_ratio(*a, w) - (0.0 if b is None else mean_ratio(*b, w))
+    return stats.bootstrap_weights(stat, n, n_resamples=n_resamples, seed=seed)
+
+
+def sharing_bootstrap(dev_a, dev_b=None, *, share: float, measure, n_resamples: int = 1000, seed: int = 0):
+    """Fig. 8 of Zhang et al. 2021 (§IV-C) with its interval: ``measure``
+    (``metrics.avg_pair_levenshtein``, eq. 9, or ``metrics.jaccard_total``,
+    eq. 10) of the target classes' sensitive neurons — the top ``share`` of a
+    layer by σ over each class's targeted pairs. ``dev_a``: one [N_y, C] array
+    of per-pair deviations per class (``layer_sensitivity(..., per_image=...)
+    ["dev"]``); each class's pairs are resampled on their own, σ and the top
+    set recomputed on every resample. With ``dev_b`` (another layer on the same
+    pairs) the paired difference a − b."""
+    from . import stats
+    share = check_fraction("share", share, low_open=True)
+    da = [torch.as_tensor(d, dtype=torch.float64).cpu() for d in dev_a]
+    db = None if dev_b is None else [torch.as_tensor(d, dtype=torch.float64).cpu() for d in dev_b]
+    if len(da) < 2 or (db is not None and [len(d) for d in db] != [len(d) for d in da]):
+        raise ValueError("dev_a must hold ≥ 2 classes, and dev_b the same classes with the same pairs")
+    def one(devs, ws, i):
+        seqs = [sensitive_neurons((w[i] @ d) / w[i].sum(), share=share).tolist() for d, w in zip(devs, ws)]
+        return measure(seqs)
+    def stat(*ws):
+        ws = [torch.as_tensor(w, dtype=torch.float64) for w in ws]
+        return [one(da, ws, i) - (0.0 if db is None else one(db, ws, i)) for i in range(ws[0].shape[0])]
+    return stats.bootstrap_weights(stat, *(len(d) for d in da), n_resamples=n_resamples, seed=seed)
 
 
 def select_sensitive(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, share: float = 0.1,

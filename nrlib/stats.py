@@ -16,6 +16,9 @@ the interval beside the value; ``nrlib.papers`` judges a claim on the interval, 
   and the exact McNemar test (a binomial test on the discordant images).
 * :func:`paired_bootstrap` — any per-image statistic of two paired samples (mean of a − b by
   default), percentile bootstrap interval (``scipy.stats.bootstrap``, ``paired=True``).
+* :func:`bootstrap_weights` — any statistic of one or more samples of images (a ratio of sums, a
+  top-k set chosen on the images) with the percentile bootstrap interval: the statistic is given
+  how many times each image was drawn, so it is computed once per resample without copying data.
 * :func:`against_random_sets` — one chosen set (of features to prune) against many random sets of
   the same size, on the same images: the difference of means with a two-way bootstrap interval
   (images and random draws resampled independently), so the random control's own spread between
@@ -281,6 +284,42 @@ def paired_bootstrap(a, b, statistic=None, *, scale: float = 1.0, n_resamples: i
     lo, hi = _bootstrap_bounds(res, value)
     return Estimate(value * scale, lo * scale, hi * scale, n=a.size,
                     method=f"paired bootstrap ({n_resamples} resamples)", level=level)
+
+
+def bootstrap_weights(statistic, *sizes, n_resamples: int = 2000, seed: int = 0, level: float = LEVEL,
+                      batch: int = 250) -> Estimate:
+    """A statistic that is not a mean of per-image values — a ratio of sums over images, a set of
+    neurons chosen on the images — with its percentile bootstrap interval over images
+    (``scipy.stats.bootstrap`` resamples the images' indices). Each of the samples (``sizes``: one
+    per group, e.g. per target class) is resampled on its own; ``statistic(*w)`` gets, per sample, how
+    many times each image was drawn (float arrays [B, n_j], one row per resample) and returns [B]
+    values. The point value is the statistic with every weight 1. Two quantities computed from the
+    same weights inside one statistic (a − b) make a paired comparison."""
+    sizes = tuple(check_int("sizes", n, low=2) for n in sizes)
+    if not sizes:
+        raise ValueError("sizes must name at least one sample size (the number of images)")
+    check_int("n_resamples", n_resamples, low=100)
+    check_int("seed", seed, low=0)
+    batch = check_int("batch", batch, low=1)
+
+    def counts(i, n):                  # [..., n] drawn indices → [B, n] times each image was drawn
+        i = np.asarray(i, dtype=np.int64).reshape(-1, n)
+        w = np.zeros(i.shape, dtype=float)
+        np.add.at(w, (np.arange(i.shape[0])[:, None], i), 1.0)
+        return w
+
+    def stat(*idx, axis=-1):
+        lead = np.shape(idx[0])[:-1]
+        out = np.asarray(statistic(*(counts(i, n) for i, n in zip(idx, sizes))), dtype=float)
+        return out.reshape(lead)
+
+    value = float(np.asarray(statistic(*(np.ones((1, n)) for n in sizes)), dtype=float).reshape(-1)[0])
+    res = _st.bootstrap(tuple(np.arange(n) for n in sizes), stat, vectorized=True, paired=False,
+                        n_resamples=n_resamples, batch=batch, confidence_level=_level(level),
+                        method="percentile", random_state=seed)
+    lo, hi = _bootstrap_bounds(res, value)
+    return Estimate(value, lo, hi, n=sum(sizes), method=f"bootstrap over images ({n_resamples} resamples)",
+                    level=level)
 
 
 def bootstrap_mean(a, *, n_resamples: int = 2000, seed: int = 0, level: float = LEVEL) -> Estimate:

@@ -89,6 +89,54 @@ def test_layer_sensitivity_matches_captured_outputs_and_removes_its_hooks(vgg):
         sens.layer_sensitivity(vgg, x, xa, ["conv99"])
 
 
+def test_per_image_values_rebuild_sigma_and_the_ratio(vgg):
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(12, 3, 32, 32, generator=g)
+    xa = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    out = sens.layer_sensitivity(vgg, x, xa, ["conv2", "relu5"], batch_size=5, per_image=["relu5"])
+    assert "dev" not in out["conv2"] and out["relu5"]["dev"].shape == (12, out["relu5"]["sigma"].numel())
+    d, rp = out["relu5"]["dev"], out["relu5"]["ratio_pairs"]
+    assert torch.allclose(d.mean(0), out["relu5"]["sigma"], rtol=1e-4, atol=1e-7)
+    assert torch.allclose(rp.nanmean(0).nan_to_num(-1), out["relu5"]["ratio"].nan_to_num(-1), rtol=1e-4)
+    top = sens.sensitive_neurons(out["relu5"]["sigma"], share=0.25)
+    assert sens.mean_ratio(rp, top) == pytest.approx(out["relu5"]["ratio"][top].nanmean().item(), rel=1e-4)
+    with pytest.raises(ValueError, match="per_image"):
+        sens.layer_sensitivity(vgg, x, xa, ["conv2"], per_image=["relu5"])
+
+
+def test_mean_ratio_by_hand_and_its_bootstrap_pairs_the_images():
+    r = torch.tensor([[1.0, 2.0, float("nan")], [3.0, float("nan"), 5.0], [2.0, 4.0, 1.0]])
+    # neuron 0: (1+3+2)/3 = 2; neuron 1: (2+4)/2 = 3 (the all-0 pair left out); their mean: 2.5
+    assert sens.mean_ratio(r, [0, 1]) == pytest.approx(2.5)
+    # weights: pair 0 twice, pair 1 never -> neuron 0: (2+2)/3, neuron 1: (4+4)/3
+    w = torch.tensor([[2.0, 0.0, 1.0]])
+    assert sens.mean_ratio(r, [0, 1], w)[0] == pytest.approx((4 / 3 + 8 / 3) / 2)
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(200, 8, generator=g)
+    e = sens.ratio_bootstrap((a, [0, 1]), n_resamples=500)
+    assert e.low < float(e) < e.high and float(e) == pytest.approx(a[:, :2].mean().item())
+    # b = a shifted by a constant on the same pairs: the paired difference has no spread at all
+    d = sens.ratio_bootstrap((a + 1, [0, 1]), (a, [0, 1]), n_resamples=500)
+    assert float(d) == pytest.approx(1.0) and d.high - d.low < 1e-6
+    with pytest.raises(ValueError, match="same images"):
+        sens.ratio_bootstrap((a, [0]), (a[:50], [0]))
+
+
+def test_sharing_bootstrap_finds_a_shared_neuron_and_pairs_two_layers():
+    g = torch.Generator().manual_seed(0)
+    devs = [torch.rand(30, 10, generator=g) for _ in range(4)]
+    for d in devs:           # neuron 3 leads every class's σ by far: the classes share it
+        d[:, 3] += 5
+    e = sens.sharing_bootstrap(devs, share=0.1, measure=metrics.jaccard_total, n_resamples=200)
+    assert float(e) == 1.0 and e.low == 1.0
+    noise = [torch.rand(30, 10, generator=g) for _ in range(4)]
+    e2 = sens.sharing_bootstrap(devs, noise, share=0.1, measure=metrics.avg_pair_levenshtein,
+                                n_resamples=200)
+    assert float(e2) > 0 and e2.low > 0             # shared beats noise on the same resamples
+    with pytest.raises(ValueError, match="dev_b"):
+        sens.sharing_bootstrap(devs, noise[:3], share=0.1, measure=metrics.jaccard_total)
+
+
 # ----------------------------------------------------------------------------
 # importance and voting (eqs. 3-5)
 # ----------------------------------------------------------------------------

@@ -232,6 +232,25 @@ def test_bootstrap_mean_brackets_the_mean_and_shrinks_with_n():
         stats.bootstrap_mean([1.0])
 
 
+def test_bootstrap_weights_equals_the_mean_bootstrap_and_resamples_groups_apart():
+    rng = np.random.default_rng(1)
+    a = rng.normal(3, 2, 400)
+    e = stats.bootstrap_weights(lambda w: (w @ a) / w.sum(1), a.size)
+    ref = stats.bootstrap_mean(a)          # the same resamples: the same interval
+    assert (float(e), e.low, e.high) == pytest.approx((float(ref), ref.low, ref.high))
+    # a ratio of sums over two groups resampled on their own
+    num, den = rng.random(300) + 1, rng.random(300) + 1
+    b = rng.normal(0, 1, 60)
+    r = stats.bootstrap_weights(lambda w, v: (w @ num) / (w @ den) - (v @ b) / v.sum(1), 300, 60)
+    assert float(r) == pytest.approx(num.sum() / den.sum() - b.mean()) and r.low < float(r) < r.high
+    assert r.n == 360
+    # only group 2 varies: the interval is that of b's mean alone
+    only_b = stats.bootstrap_weights(lambda w, v: (v @ b) / v.sum(1), 300, 60)
+    assert only_b.high - only_b.low == pytest.approx(1.96 * 2 * b.std() / np.sqrt(60), rel=0.3)
+    with pytest.raises(ValueError, match="sizes"):
+        stats.bootstrap_weights(lambda w: w.sum(1), 1)
+
+
 def test_against_random_sets_value_spread_and_rank():
     rng = np.random.default_rng(0)
     n, R = 2000, 20
