@@ -1,0 +1,446 @@
+"""One interface over the five papers' neuron rankings, their baselines and the leave-one-out oracle.
+
+Each of the book's papers names its own "important" neurons, each on its own layer and with its own
+sign. ``rank(method, model, layer, x, y)`` scores every output channel of one conv layer by any of
+them and returns :class:`NeuronScores`, always in one direction: **a higher score means "claimed
+more important for robustness"** (the methods whose paper ranks the other way are flipped, and
+their entry below says how). Registered in ``METHODS``, which the tests run over:
+
+=================  ==========================================================================  =========
+method             score of channel c (higher = more important)                                 native at
+=================  ==========================================================================  =========
+``fragile``        Pravin et al. 2021 §3.3: the clean accuracy lost (points) when the kernel    ``conv1``
+                   is dropped (its conv output zeroed) — a fragile kernel costs much.
+``delta``          Suri & Evans 2020 eq. 2: −mean |Δ|, the smallest change of the neuron that   logits
+                   flips the prediction (low Δ = sensitive). At a conv layer it is *carried     layer's
+                   over* by linearising: Δ_c(x) = min_j (z_p − z_j) / |∂(z_p − z_j)/∂s_c|,     inputs
+                   s_c a uniform shift of channel c's map (after batch norm); exact where the
+                   map to the logits is linear (global pooling then the logits layer).
+``sigma``          Zhang et al. 2021 eq. 1: σ, the mean L1 deviation of the channel's output     any
+                   (after its ReLU) between x and attack(x).
+``dominant``       Karnine et al. 2024 §3.4: how often the filter is among the top 10% by        every conv
+                   mean |f(x) − f(x̃)| of a benign/adversarial pair (conv output).
+``toggle``         Prattico 2022 §2.3: the neural-ranking score (activation × ∂z_ŷ/∂activation, every conv
+                   its largest over the images) on attack(x), the channel's largest over its
+                   positions (conv output, before batch norm, as the report's code profiles).
+``random``         a uniform random score (seeded): the control every ranking must beat.       —
+``weight_l1``      ‖W_c‖₁ of the conv's kernel (Li et al. 2017).                               —
+``bn_gamma``       |γ_c| of the batch norm after the conv (Liu et al. 2017).                   —
+``mean_activation``mean output after the ReLU over images and positions.                      —
+``apoz``           1 − APoZ (Hu et al. 2016): the share of non-zero outputs after the ReLU —   —
+                   a channel that is mostly 0 is claimed unimportant.
+``taylor``         Molchanov et al. 2017: per image |mean over positions of a·∂L/∂a| (a after —
+                   batch norm, L the cross-entropy on x), averaged over the images.
+``taylor_adv``     the same on the loss of attack(x).                                          —
+``loo``            the oracle: the *robust* accuracy lost (points) when the channel is removed  —
+                   (zeroed after batch norm), the attack re-run against each ablated model.
+``loo_clean``      the same for clean accuracy.                                                —
+=================  ==========================================================================  =========
+
+Where a method reads the layer: its conv output (``"conv"``), the batch norm that takes it
+(``"bn"``: where a channel is removed), or the ReLU after that (``"act"``); ``sites`` finds them by
+tracing one forward pass, so any model whose conv → BN → ReLU chain is in its forward works (where a
+block adds its shortcut before the ReLU, ``"act"`` falls back to ``"bn"`` and ``NeuronScores.note``
+says so). The ablations run K channels at once: the images are repeated K times along the batch and
+copy k has channel k zeroed, so the attack of ``loo`` runs against all K ablated models in one batch.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import dominant as _dominant
+from . import fragile as _frag
+from . import ranking as _ranking
+from . import sensitivity as _sens
+from .attacks import FGSM, PGD, Attack
+from .hooks import get_layer
+from .models import frozen
+from .precision import autocast
+from .utils import batches, check_choice, check_input, check_int, check_labels, check_model, num_classes
+
+SITES = ("conv", "bn", "act")
+
+
+@dataclass(frozen=True)
+class NeuronScores:
+    """One score per output channel of ``layer`` (float64, CPU; higher = claimed more important for
+    robustness) and what it was computed on."""
+    method: str
+    layer: str
+    scores: torch.Tensor
+    native: bool
+    site: str
+    attack: str | None
+    seed: int
+    n_images: int
+    seconds: float
+    note: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def order(self) -> torch.Tensor:
+        """Channels from most to least important (ties: lower index first; NaN last)."""
+        return torch.argsort(-self.scores.nan_to_num(-math.inf), stable=True)
+
+    def top(self, k: int) -> list[int]:
+        """The ``k`` most important channels, most important first."""
+        k = check_int("k", k, low=0, high=len(self.scores))
+        return self.order[:k].tolist()
+
+    def bottom(self, k: int) -> list[int]:
+        """The ``k`` least important channels, least important first."""
+        k = check_int("k", k, low=0, high=len(self.scores))
+        return self.order.flip(0)[:k].tolist()
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass(frozen=True)
+class Method:
+    fn: object
+    site: str
+    needs_attack: bool
+    native: tuple = ()          # layers that are the method's own ("*": any)
+    default_attack: str = "pgd"
+
+
+# ----------------------------------------------------------------------------
+# where a conv layer's channel lives: its conv output, the batch norm after it, the ReLU after that
+# ----------------------------------------------------------------------------
+def sites(model: nn.Module, layer: str, x: torch.Tensor) -> dict[str, str]:
+    """``{"conv", "bn", "act"}`` → the module path of each place channel c of conv ``layer`` can be
+    read, found by tracing one forward pass on ``x[:1]``: the BatchNorm whose input is the conv's
+    output, and the ReLU whose input is that BatchNorm's output. A missing BN falls back to the conv,
+    a missing ReLU (a residual sum comes first) to the BN."""
+    check_model(model)
+    conv = get_layer(model, layer)
+    if not isinstance(conv, nn.Conv2d):
+        raise ValueError(f"layer={layer!r} is a {type(conv).__name__}; neuron rankings score the output "
+                         "channels of a conv layer (e.g. 'conv1')")
+    path = {m: n for n, m in model.named_modules()}
+    seen: dict[str, str] = {}
+    held: dict[str, torch.Tensor] = {}          # the outputs themselves, kept alive: compared with `is`
+
+    def hook(m, inp, out):
+        if m is conv and "conv" not in held:
+            held["conv"] = out
+        elif isinstance(m, nn.BatchNorm2d) and inp and inp[0] is held.get("conv") and "bn" not in seen:
+            seen["bn"], held["bn"] = path[m], out
+        elif isinstance(m, nn.ReLU) and inp and inp[0] is held.get("bn") and "act" not in seen:
+            seen["act"] = path[m]
+    handles = []
+    for m in model.modules():
+        if m is conv or isinstance(m, (nn.BatchNorm2d, nn.ReLU)):
+            handles.append(m.register_forward_hook(hook))
+    try:
+        with frozen(model), torch.no_grad():
+            model(x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    out = {"conv": path[conv]}
+    out["bn"] = seen.get("bn", out["conv"])
+    out["act"] = seen.get("act", out["bn"])
+    return out
+
+
+def _capture_site(model, module_path, x, *, batch_size, grad_loss=None):
+    """Per batch, the output of ``module_path`` (and, with ``grad_loss(logits, idx)``, its gradient)."""
+    mod = get_layer(model, module_path)
+    for i, xb in enumerate(batches(x, batch_size=batch_size)):
+        st = {}
+        h = mod.register_forward_hook(lambda m, a, o: st.__setitem__("a", o))
+        try:
+            if grad_loss is None:
+                with torch.no_grad():
+                    model(xb)
+                yield i, st["a"].float(), None
+            else:
+                with torch.enable_grad():
+                    logits = model(xb.detach().requires_grad_(True))   # a graph through frozen weights
+                    g, = torch.autograd.grad(grad_loss(logits, i), st["a"])
+                yield i, st["a"].detach().float(), g.float()
+        finally:
+            h.remove()
+
+
+# ----------------------------------------------------------------------------
+# the methods: each (model, layer, x, y, x_adv, site paths, seed, batch_size) -> (scores [C], note)
+# ----------------------------------------------------------------------------
+def _fragile(model, layer, x, y, xa, st, seed, bs):
+    base = (_predict(model, x, bs) == y).double().mean().item() * 100
+    acc = _frag.kernel_dropout_accuracy(model, x, y, layer, amp=False)
+    return base - acc.double(), "clean accuracy lost with the kernel dropped (conv output zeroed)"
+
+
+def _margin_grads(model, path, x, bs):
+    """Δ carried over to a conv layer (Suri & Evans eq. 2 linearised): per image and channel, the
+    smallest |uniform shift of the channel| that makes another class overtake the predicted one."""
+    out = []
+    for xb in batches(x, batch_size=bs):
+        mod = get_layer(model, path)
+        st = {}
+        h = mod.register_forward_hook(lambda m, a, o: st.__setitem__("a", o))
+        try:
+            with torch.enable_grad():
+                logits = model(xb.detach().requires_grad_(True))       # a graph through frozen weights
+                a = st["a"]
+                p = logits.argmax(1)
+                best = torch.full((xb.shape[0], a.shape[1]), math.inf, dtype=torch.float64, device=xb.device)
+                for j in range(logits.shape[1]):
+                    other = p != j
+                    if not other.any():
+                        continue
+                    gap = (logits.gather(1, p[:, None])[:, 0] - logits[:, j])
+                    g, = torch.autograd.grad(gap.sum(), a, retain_graph=True)
+                    slope = g.double().flatten(2).sum(2).abs()            # ∂gap/∂(uniform shift of c)
+                    d = gap.detach().double()[:, None] / slope.clamp_min(1e-30)
+                    d = torch.where(other[:, None] & (slope > 0), d, torch.full_like(d, math.inf))
+                    best = torch.minimum(best, d)
+        finally:
+            h.remove()
+        out.append(best.cpu())
+    return torch.cat(out)
+
+
+def _delta(model, layer, x, y, xa, st, seed, bs):
+    d = _margin_grads(model, st["bn"], x, bs)
+    mean = _sens.mean_sensitivity(d.float()).double()
+    return -mean.nan_to_num(math.inf), ("Δ carried over by linearising the margin at the channel's map "
+                                        "after batch norm; −mean |Δ| (low Δ = sensitive = important)")
+
+
+def _sigma(model, layer, x, y, xa, st, seed, bs):
+    s = _sens.layer_sensitivity(model, x, xa, [st["act"]], batch_size=bs)[st["act"]]["sigma"]
+    return s.double().cpu(), "σ after the ReLU"
+
+
+def _dominant_(model, layer, x, y, xa, st, seed, bs):
+    diff = _dominant.filter_differences(model, [st["conv"]], x, xa, batch_size=bs)[st["conv"]]
+    f = _dominant.frequency(_dominant.top_filters(diff, 0.1), diff.shape[1])
+    return f.double().cpu(), "times among a pair's top 10% filters (counts: ties)"
+
+
+def _toggle(model, layer, x, y, xa, st, seed, bs):
+    r = _ranking.rank_neurons(model, xa, [st["conv"]], aggregate="max", batch_size=bs)
+    s = r.score[st["conv"]]
+    return s.flatten(1).amax(1).double().cpu(), "largest neural-ranking score over the channel's positions"
+
+
+def _random(model, layer, x, y, xa, st, seed, bs):
+    c = get_layer(model, layer).out_channels
+    return torch.rand(c, generator=torch.Generator().manual_seed(seed), dtype=torch.float64), ""
+
+
+def _weight_l1(model, layer, x, y, xa, st, seed, bs):
+    w = get_layer(model, layer).weight.detach()
+    return w.abs().flatten(1).sum(1).double().cpu(), "L1 norm of the kernel"
+
+
+def _bn_gamma(model, layer, x, y, xa, st, seed, bs):
+    bn = get_layer(model, st["bn"])
+    if not isinstance(bn, nn.BatchNorm2d) or bn.weight is None:
+        raise ValueError(f"method='bn_gamma' needs a batch norm with a scale after layer={layer!r}; "
+                         f"its output goes to {st['bn']!r}")
+    return bn.weight.detach().abs().double().cpu(), "|γ| of the batch norm after the conv"
+
+
+def _mean_activation(model, layer, x, y, xa, st, seed, bs):
+    tot = 0
+    for _, a, _ in _capture_site(model, st["act"], x, batch_size=bs):
+        tot = tot + a.double().mean((2, 3)).sum(0)
+    return (tot / x.shape[0]).cpu(), "mean output after the ReLU"
+
+
+def _apoz(model, layer, x, y, xa, st, seed, bs):
+    if st["act"] == st["bn"]:
+        raise ValueError(f"method='apoz' needs a ReLU right after layer={layer!r}'s batch norm; "
+                         "none was found (a residual sum comes first)")
+    tot = 0
+    for _, a, _ in _capture_site(model, st["act"], x, batch_size=bs):
+        tot = tot + (a > 0).double().mean((2, 3)).sum(0)
+    return (tot / x.shape[0]).cpu(), "share of non-zero outputs after the ReLU (1 − APoZ)"
+
+
+def _taylor_on(model, path, x, y, bs):
+    tot = 0
+    ys = list(batches(y, batch_size=bs))
+    loss = lambda logits, i: F.cross_entropy(logits.float(), ys[i], reduction="sum")
+    for _, a, g in _capture_site(model, path, x, batch_size=bs, grad_loss=loss):
+        tot = tot + (a * g).double().mean((2, 3)).abs().sum(0)
+    return (tot / x.shape[0]).cpu()
+
+
+def _taylor(model, layer, x, y, xa, st, seed, bs):
+    return _taylor_on(model, st["bn"], x, y, bs), "|a·∂L/∂a| per image, a after batch norm, clean loss"
+
+
+def _taylor_adv(model, layer, x, y, xa, st, seed, bs):
+    return _taylor_on(model, st["bn"], xa, y, bs), "|a·∂L/∂a| per image, a after batch norm, attacked loss"
+
+
+def _loo_clean(model, layer, x, y, xa, st, seed, bs):
+    base, acc = ablation_accuracy(model, x, y, st["bn"], attack=None, batch_size=bs)
+    return base - acc, "clean accuracy lost with the channel zeroed after batch norm"
+
+
+def _loo(model, layer, x, y, xa, st, seed, bs, attack=None):
+    base, acc = ablation_accuracy(model, x, y, st["bn"], attack=attack, batch_size=bs)
+    return base - acc, "robust accuracy lost with the channel zeroed after batch norm, attack re-run"
+
+
+METHODS: dict[str, Method] = {
+    "fragile": Method(_fragile, "conv", False, ("conv1",)),
+    "delta": Method(_delta, "bn", False, ()),
+    "sigma": Method(_sigma, "act", True, ("*",)),
+    "dominant": Method(_dominant_, "conv", True, ("*",)),
+    "toggle": Method(_toggle, "conv", True, ("*",), "fgsm"),
+    "random": Method(_random, "conv", False),
+    "weight_l1": Method(_weight_l1, "conv", False),
+    "bn_gamma": Method(_bn_gamma, "bn", False),
+    "mean_activation": Method(_mean_activation, "act", False),
+    "apoz": Method(_apoz, "act", False),
+    "taylor": Method(_taylor, "bn", False),
+    "taylor_adv": Method(_taylor_adv, "bn", True),
+    "loo": Method(_loo, "bn", True),
+    "loo_clean": Method(_loo_clean, "bn", False),
+}
+PAPER_METHODS = ("fragile", "delta", "sigma", "dominant", "toggle")
+BASELINES = ("random", "weight_l1", "bn_gamma", "mean_activation", "apoz", "taylor", "taylor_adv")
+ORACLES = ("loo", "loo_clean")
+
+
+def default_attack(kind: str = "pgd", eps: float = 8 / 255) -> Attack:
+    """The attack a method uses when none is given: L∞ PGD-10 (ε = 8/255), or FGSM for ``toggle``
+    (Prattico 2022 ranks under FGSM)."""
+    return FGSM(eps) if kind == "fgsm" else PGD(eps, steps=10)
+
+
+def _predict(model, x, bs):
+    out = []
+    with frozen(model), torch.no_grad():
+        for xb in batches(x, batch_size=bs):
+            out.append(model(xb).argmax(1))
+    return torch.cat(out)
+
+
+def rank(method: str, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, *,
+         attack: Attack | None = None, seed: int = 0, batch_size: int = 256) -> NeuronScores:
+    """Score every output channel of conv ``layer`` by ``method`` (see ``METHODS`` and the module
+    docstring) on images ``x`` with labels ``y``; methods that need adversarial examples make them
+    with ``attack`` (default: ``default_attack``) against the model as it is. The model is left as it
+    was (eval mode inside, weights untouched)."""
+    check_choice("method", method, METHODS)
+    check_model(model)
+    x = check_input(model, x)
+    y = check_labels(y, x.shape[0], num_classes(model)).to(x.device)
+    seed = check_int("seed", seed, low=0)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    if attack is not None and not isinstance(attack, Attack):
+        raise ValueError(f"attack={attack!r} must be an attack object of nrlib.attacks, e.g. attacks.PGD(8/255)")
+    m = METHODS[method]
+    st = sites(model, layer, x)
+    t0 = time.perf_counter()
+    atk = (attack or default_attack(m.default_attack)) if m.needs_attack else None   # unused: not recorded
+    with frozen(model):
+        xa = atk(model, x, y) if (m.needs_attack and method != "loo") else None
+        if method == "loo":
+            scores, note = _loo(model, layer, x, y, None, st, seed, batch_size, attack=atk)
+        else:
+            scores, note = m.fn(model, layer, x, y, xa, st, seed, batch_size)
+    if m.site != "conv" and st[m.site] == st["bn" if m.site == "act" else "conv"]:
+        note += f" (no {m.site} site after {layer}: read at {st[m.site]})"
+    native = "*" in m.native or layer in m.native
+    return NeuronScores(method, layer, scores.double().cpu(), native, m.site,
+                        None if atk is None else atk.describe(), seed, x.shape[0],
+                        time.perf_counter() - t0, note, {"sites": st})
+
+
+# ----------------------------------------------------------------------------
+# vectorised ablation: K channels removed at once, the attack re-run against every ablated model
+# ----------------------------------------------------------------------------
+class _Ablated(nn.Module):
+    """``model`` run on K copies of a batch stacked along the batch axis, copy k with the output
+    channels ``masks[k]`` (bool [K, C]) zeroed at module ``path``; a batch that is not K copies is an
+    error, so an attack must see the whole stacked batch at once."""
+
+    def __init__(self, model, path, masks):
+        super().__init__()
+        self.model, self.path, self.masks = model, path, masks
+
+    def forward(self, xb):
+        k = self.masks.shape[0]
+        if xb.shape[0] % k:
+            raise RuntimeError(f"the ablated batch holds {xb.shape[0]} images, not a multiple of the {k} copies")
+        keep = (~self.masks).to(xb.dtype)
+
+        def hook(m, a, o):
+            n = o.shape[0] // k
+            return (o.reshape(k, n, *o.shape[1:]) * keep.to(o.dtype).view(k, 1, -1, *([1] * (o.dim() - 2)))
+                    ).reshape_as(o)
+        h = get_layer(self.model, self.path).register_forward_hook(hook)
+        try:
+            return self.model(xb)
+        finally:
+            h.remove()
+
+
+def ablation_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, path: str, sets=None, *,
+                      attack: Attack | None = None, batch_size: int = 256, chunk: int | None = None,
+                      per_image: bool = False):
+    """Accuracy (percent) of the model with each set of channels in ``sets`` (default: each channel
+    alone) zeroed at module ``path`` — clean, or under ``attack`` run afresh against each ablated
+    model (not transferred). Returns ``(base, acc)``: the intact model's accuracy and one accuracy
+    per set (float64); ``per_image=True`` returns per-image hits instead ([N] and [S, N] bool). The
+    sets go ``chunk`` at a time (default: so that chunk·N ≤ ``batch_size``·8) as copies of the
+    images in one batch."""
+    x = check_input(model, x)
+    y = check_labels(y, x.shape[0], num_classes(model)).to(x.device)
+    mod = get_layer(model, path)
+    with torch.no_grad():
+        c = _n_out(model, mod, x)
+    if sets is None:
+        sets = [[i] for i in range(c)]
+    masks = torch.zeros(len(sets), c, dtype=torch.bool, device=x.device)
+    for i, s in enumerate(sets):
+        masks[i, list(s)] = True
+    n = x.shape[0]
+    chunk = chunk or max(1, (batch_size * 8) // n)
+    hits = []
+    with frozen(model):
+        base = _hits_under(model, x, y, attack)
+        for i in range(0, len(sets), chunk):
+            mk = masks[i:i + chunk]
+            k = mk.shape[0]
+            net = _Ablated(model, path, mk)
+            xr, yr = x.repeat(k, *([1] * (x.dim() - 1))), y.repeat(k)
+            hits.append(_hits_under(net, xr, yr, attack).view(k, n))
+    hits = torch.cat(hits)
+    if per_image:
+        return base.cpu(), hits.cpu()
+    return base.double().mean().item() * 100, hits.double().mean(1).cpu() * 100
+
+
+def _n_out(model, mod, x):
+    st = {}
+    h = mod.register_forward_hook(lambda m, a, o: st.__setitem__("c", o.shape[1]))
+    try:
+        with frozen(model):
+            model(x[:1])
+    finally:
+        h.remove()
+    return st["c"]
+
+
+def _hits_under(net, x, y, attack):
+    if attack is not None:
+        x = attack.replace(batch_size=x.shape[0])(net, x, y)
+    with torch.no_grad(), autocast(x.device, False):
+        return net(x).argmax(1) == y

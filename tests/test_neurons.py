@@ -1,0 +1,198 @@
+"""nrlib.neurons: one interface over the papers' neuron rankings, the baselines and the oracle —
+every registered method on a VGG and a ResNet, each score against a hand computation or a public
+reference (Torch-Pruning's magnitude importance, Captum's layer feature ablation), the vectorised
+ablation against a loop, and bad input."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nrlib import attacks, hooks, models, neurons
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    torch.manual_seed(0)
+    m = models.build("vgg16", "cifar10", width=4).eval()
+    for mod in m.modules():          # a non-trivial batch norm: running statistics and scales vary
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.2, 0.2)
+            mod.running_var.uniform_(0.5, 1.5)
+            mod.weight.data.uniform_(0.2, 1.5)
+            mod.bias.data.uniform_(-0.3, 0.3)
+    return m
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    torch.manual_seed(1)
+    return models.build("resnet18", "cifar10", width=4).eval()
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(24, 3, 32, 32, generator=g), torch.randint(0, 10, (24,), generator=g)
+
+
+FAST = dict(attack=attacks.PGD(8 / 255, steps=2))
+
+
+@pytest.mark.parametrize("method", sorted(neurons.METHODS))
+def test_every_method_scores_every_channel_and_is_reproducible(vgg, data, method):
+    x, y = data
+    s = neurons.rank(method, vgg, "conv3", x, y, **FAST)
+    c = vgg.conv3.out_channels
+    assert s.scores.shape == (c,) and s.scores.dtype == torch.float64 and len(s) == c
+    assert not torch.isnan(s.scores).any()
+    assert s.method == method and s.layer == "conv3" and s.n_images == 24 and s.seconds >= 0
+    assert sorted(s.order.tolist()) == list(range(c))
+    assert s.top(2) == s.order[:2].tolist() and s.bottom(1) == [s.order[-1].item()]
+    assert (s.attack is not None) == neurons.METHODS[method].needs_attack
+    again = neurons.rank(method, vgg, "conv3", x, y, **FAST)
+    assert torch.allclose(again.scores, s.scores, equal_nan=True)
+
+
+@pytest.mark.parametrize("method", ["sigma", "dominant", "toggle", "weight_l1", "bn_gamma", "taylor", "loo_clean"])
+def test_methods_run_on_a_resnet_block_conv(resnet, data, method):
+    x, y = data
+    name = [n for n in resnet.layers() if n.startswith("l1") and n.endswith("c2")][0]
+    s = neurons.rank(method, resnet, name, x, y, **FAST)
+    assert s.scores.shape == (hooks.get_layer(resnet, name).out_channels,)
+
+
+def test_sites_follow_the_forward_pass(vgg, resnet, data):
+    x, _ = data
+    assert neurons.sites(vgg, "conv5", x) == {"conv": "conv5", "bn": "bn5", "act": "relu5"}
+    c2 = [n for n in resnet.layers() if n.endswith("c2")][0]
+    st = neurons.sites(resnet, c2, x)
+    assert st["bn"].endswith("b2") and st["act"] == st["bn"]        # the shortcut is added first
+    st1 = neurons.sites(resnet, "conv1", x)
+    assert st1 == {"conv": "conv1", "bn": "bn1", "act": "relu1"}
+
+
+def test_direction_and_controls(vgg, data):
+    x, y = data
+    a = neurons.rank("random", vgg, "conv2", x, y, seed=0).scores
+    assert torch.equal(a, neurons.rank("random", vgg, "conv2", x, y, seed=0).scores)
+    assert not torch.equal(a, neurons.rank("random", vgg, "conv2", x, y, seed=1).scores)
+    # a channel whose batch norm scale is 0 outputs a constant: no attack moves it, removing it after
+    # batch norm changes nothing the bias does not, and every magnitude score ranks it last
+    m = models.build("vgg16", "cifar10", width=4).eval()
+    m.load_state_dict(vgg.state_dict())
+    m.bn2.weight.data[1] = 0.0
+    m.bn2.bias.data[1] = -1.0                      # after the ReLU: always 0, a dead channel
+    for method in ("sigma", "bn_gamma", "mean_activation", "apoz", "taylor"):
+        s = neurons.rank(method, m, "conv2", x, y, **FAST)
+        assert s.scores[1] == 0 == s.scores.min(), method
+    assert neurons.rank("loo_clean", m, "conv2", x, y).scores[1] == 0     # removing it changes nothing
+
+
+def test_weight_l1_matches_torch_pruning(vgg):
+    import torch_pruning as tp
+    imp = tp.importance.MagnitudeImportance(p=1, group_reduction="first", normalizer=None, bias=False)
+    dg = tp.DependencyGraph().build_dependency(vgg, example_inputs=torch.rand(1, 3, 32, 32))
+    group = dg.get_pruning_group(vgg.conv4, tp.prune_conv_out_channels, idxs=list(range(vgg.conv4.out_channels)))
+    ref = imp(group)
+    ours = neurons.rank("weight_l1", vgg, "conv4", torch.rand(2, 3, 32, 32), torch.zeros(2, dtype=torch.long))
+    assert torch.allclose(ours.scores.float(), ref.float(), rtol=1e-5)
+
+
+def test_single_channel_ablation_matches_captum(vgg, data):
+    from captum.attr import LayerFeatureAblation
+    x, y = data
+    c = vgg.conv3.out_channels
+    abl = LayerFeatureAblation(vgg, vgg.bn3)
+    mask = torch.arange(c).view(1, c, 1, 1)
+    attr = abl.attribute(x, target=y, layer_mask=mask, layer_baselines=0.0)    # [N, C, H, W]
+    ref = attr[:, :, 0, 0]                                # the logit of y lost with channel c zeroed
+    net = neurons._Ablated(vgg, "bn3", torch.eye(c, dtype=torch.bool))
+    with torch.no_grad():
+        base = vgg(x).gather(1, y[:, None])[:, 0]
+        ablated = net(x.repeat(c, 1, 1, 1)).view(c, len(x), -1).gather(2, y.repeat(c, 1)[:, :, None])[..., 0]
+    assert torch.allclose(base[None] - ablated, ref.T, atol=1e-4)
+
+
+def test_vectorised_ablation_equals_a_loop_under_a_fresh_attack(vgg, data):
+    x, y = data
+    atk = attacks.PGD(8 / 255, steps=3, random_start=False)
+    sets = [[0], [2], [1, 3]]
+    base, acc = neurons.ablation_accuracy(vgg, x, y, "bn2", sets, attack=atk, chunk=2, per_image=True)
+    for s, hits in zip(sets, acc):
+        with hooks.zero_channels(vgg, "bn2", s):
+            xa = atk(vgg, x, y)
+            ref = vgg(xa).argmax(1) == y
+        assert torch.equal(hits, ref)
+    assert torch.equal(base, vgg(atk(vgg, x, y)).argmax(1) == y)
+    # loo is the robust accuracy lost, against the intact model's
+    s = neurons.rank("loo", vgg, "conv2", x, y, attack=atk)
+    b, a = neurons.ablation_accuracy(vgg, x, y, "bn2", attack=atk)
+    assert torch.allclose(s.scores, b - a)
+
+
+def test_taylor_by_hand(vgg, data):
+    x, y = data
+    with hooks.capture(vgg, ["bn3"], detach=False) as st:
+        loss = F.cross_entropy(vgg(x), y, reduction="sum")
+    a = st["bn3"][0]
+    g, = torch.autograd.grad(loss, a)
+    ref = (a * g).mean((2, 3)).abs().mean(0).detach().double()
+    s = neurons.rank("taylor", vgg, "conv3", x, y, batch_size=7)           # four batches
+    assert torch.allclose(s.scores, ref, rtol=1e-4, atol=1e-9)
+
+
+class _LinearHead(models.NRModel):
+    """conv1 → bn1 → global average pool → logits: the logits are linear in bn1's output."""
+
+    def __init__(self):
+        super().__init__()
+        self.normalize = models.Normalize([0.5] * 3, [0.25] * 3)
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        return self.fc(self.bn1(self.conv1(self.normalize(x))).mean((2, 3)))
+
+
+def test_delta_carried_over_is_exact_where_the_head_is_linear(data):
+    torch.manual_seed(3)
+    m = _LinearHead().eval()
+    x, y = data
+    with torch.no_grad():
+        a = m.bn1(m.conv1(m.normalize(x)))
+        z = a.mean((2, 3))
+        logits = m.fc(z)
+    p = logits.argmax(1)
+    w = m.fc.weight.detach()
+    # a uniform shift s of channel c moves z_c by s: the prediction changes at min_j gap_j / |w_pc − w_jc|
+    gap = logits.gather(1, p[:, None]) - logits                            # [N, classes]
+    slope = (w[p][:, None, :] - w[None, :, :]).abs()                       # [N, classes, C]
+    d = gap[:, :, None] / slope
+    d[torch.arange(len(x)), p] = math.inf
+    ref = -d.min(1).values.double().mean(0)
+    s = neurons.rank("delta", m, "conv1", x, y)
+    assert torch.allclose(s.scores, ref, rtol=1e-4)
+    # and the shift flips the prediction
+    i, c = 0, int(s.order[0])
+    dd = d[i, :, c].min()
+    shift = torch.zeros(1, 6, 1, 1)
+    shift[0, c] = 1.001 * dd * torch.sign(w[p[i], c] - w[d[i, :, c].argmin(), c]).neg()
+    with torch.no_grad():
+        assert m.fc((a[i:i + 1] + shift).mean((2, 3))).argmax(1) != p[i]
+
+
+def test_bad_input_names_the_parameter(vgg, data):
+    x, y = data
+    with pytest.raises(ValueError, match="method"):
+        neurons.rank("shapley", vgg, "conv1", x, y)
+    with pytest.raises(ValueError, match="layer='relu3'"):
+        neurons.rank("weight_l1", vgg, "relu3", x, y)
+    with pytest.raises(ValueError, match="attack"):
+        neurons.rank("sigma", vgg, "conv1", x, y, attack="pgd")
+    with pytest.raises(ValueError, match="k"):
+        neurons.rank("random", vgg, "conv1", x, y).top(99)
+    with pytest.raises(ValueError, match="apoz"):
+        neurons.rank("apoz", _LinearHead(), "conv1", x, y)
