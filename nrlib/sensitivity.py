@@ -449,20 +449,40 @@ def mean_ratio(ratio_pairs, neurons, weights=None):
     return float(out[0]) if weights is None else out.numpy()
 
 
-def ratio_bootstrap(a, b=None, *, n_resamples: int = 2000, seed: int = 0):
-    """Table II's mean ratio on a layer's sensitive neurons (``mean_ratio``)
-    with its bootstrap interval over the images: ``a`` = (ratio_pairs [N, C],
-    neurons). With ``b`` (the same, measured on the same N clean images: another
-    layer, model or ε) the paired difference a − b, both computed on each
-    resample's images — the evidence for Zhang et al.'s "the ratio grows with
-    depth / with ε / after a ReLU" and "adversarial training lowers it"."""
+def ratio_bootstrap(a: dict, b: dict | None = None, *, share: float = 0.1, n_resamples: int = 2000,
+                    seed: int = 0):
+    """Table II's mean ratio on a layer's sensitive neurons (``mean_ratio``: the top ``share`` by σ)
+    with its bootstrap interval over the images. ``a``: one layer's output of ``layer_sensitivity(...,
+    per_image=...)`` (its ``"dev"`` and ``"ratio_pairs"``); on every resample of the images σ, the
+    sensitive neurons and their mean ratio are recomputed, so the interval carries the selection's
+    own uncertainty. With ``b`` (the same, on the same N clean images: another layer, model or ε)
+    the paired difference a − b on each resample's images — the evidence for Zhang et al.'s "the
+    ratio grows with depth / with ε / at a ReLU" and "adversarial training lowers it"."""
     from . import stats
-    n = torch.as_tensor(a[0]).shape[0]
-    if b is not None and torch.as_tensor(b[0]).shape[0] != n:
-        raise ValueError(f"b has {torch.as_tensor(b[0]).shape[0]} pairs, a has {n}: a paired difference needs "
-                         "the same images")
+    share = check_fraction("share", share, low_open=True)
+    parts = [a] if b is None else [a, b]
+    for name, d in zip("ab", parts):
+        if not isinstance(d, dict) or "dev" not in d or "ratio_pairs" not in d:
+            raise ValueError(f"{name} must be a layer's layer_sensitivity(..., per_image=...) output, with its "
+                             "'dev' and 'ratio_pairs' per pair")
+    n = parts[0]["dev"].shape[0]
+    if any(d["dev"].shape[0] != n for d in parts):
+        raise ValueError(f"b has {parts[-1]['dev'].shape[0]} pairs, a has {n}: a paired difference needs the "
+                         "same images")
+    arrs = [(torch.as_tensor(d["dev"], dtype=torch.float64).cpu(),
+             torch.as_tensor(d["ratio_pairs"], dtype=torch.float64).cpu()) for d in parts]
+
+    def one(dev, r, w):                # [B] mean ratio on each resample's own top-share neurons
+        k = max(1, round(share * dev.shape[1]))
+        top = torch.argsort(-(w @ dev), dim=1, stable=True)[:, :k]        # σ up to the factor 1/Σw
+        ok = torch.isfinite(r)
+        per = (w @ torch.where(ok, r, 0.0)) / (w @ ok.double())           # [B, C]
+        return per.gather(1, top).nanmean(1)
+
     def stat(w):
-        return mean_ratio(*a, w) - (0.0 if b is None else mean_ratio(*b, w))
+        w = torch.as_tensor(w, dtype=torch.float64)
+        v = one(*arrs[0], w) - (one(*arrs[1], w) if len(arrs) > 1 else 0.0)
+        return v.numpy()
     return stats.bootstrap_weights(stat, n, n_resamples=n_resamples, seed=seed)
 
 

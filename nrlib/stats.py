@@ -26,6 +26,8 @@ the interval beside the value; ``nrlib.papers`` judges a claim on the interval, 
 * :func:`spearman` — Spearman's ρ (``scipy.stats.spearmanr``) with a permutation-test p-value
   (``scipy.stats.permutation_test``) and the Fisher-z interval with Bonett & Wright's (2000)
   variance (1 + ρ²/2)/(n − 3).
+* :func:`partial_spearman` — Spearman's ρ of two scores with a third held fixed (the ranks'
+  residuals correlated).
 * :func:`seeds` — the mean over training seeds with the t-interval (``scipy.stats.t``); with one
   seed there is no interval (``low``/``high`` None).
 * :func:`against` — an estimate against a fixed reference (its chance level): the interval moved.
@@ -322,9 +324,12 @@ def bootstrap_weights(statistic, *sizes, n_resamples: int = 2000, seed: int = 0,
                     level=level)
 
 
-def bootstrap_mean(a, *, n_resamples: int = 2000, seed: int = 0, level: float = LEVEL) -> Estimate:
+def bootstrap_mean(a, *, n_resamples: int = 2000, seed: int = 0, level: float = LEVEL,
+                   unit: str = "") -> Estimate:
     """The mean of a per-image sample (e.g. a share averaged over an ε grid, image by image) with
-    its percentile bootstrap interval over images (``scipy.stats.bootstrap``)."""
+    its percentile bootstrap interval over images (``scipy.stats.bootstrap``); ``unit`` names what
+    the sample counts where it is not images (``"classes"``, ``"draws"`` of a Monte Carlo chance
+    level)."""
     a = _array(a, float)
     if a.ndim != 1 or a.size < 2 or not np.isfinite(a).all():
         raise ValueError(f"a must be a 1-D sample of ≥ 2 finite numbers (one per image); got shape {a.shape}")
@@ -335,7 +340,8 @@ def bootstrap_mean(a, *, n_resamples: int = 2000, seed: int = 0, level: float = 
                         n_resamples=n_resamples, confidence_level=_level(level), method="percentile",
                         random_state=seed)
     lo, hi = _bootstrap_bounds(res, value)
-    return Estimate(value, lo, hi, n=a.size, method=f"bootstrap ({n_resamples} resamples)", level=level)
+    return Estimate(value, lo, hi, n=a.size, method=f"bootstrap ({n_resamples} resamples)", level=level,
+                    unit=unit)
 
 
 def against_random_sets(chosen, random, *, worse: str = "less", scale: float = 100.0,
@@ -406,6 +412,22 @@ def spearman(x, y, *, permutations: int = 2000, seed: int = 0, level: float = LE
     lo, hi = math.tanh(math.atanh(r) - z * se), math.tanh(math.atanh(r) + z * se)
     return Estimate(rho, min(lo, rho), max(hi, rho), n=n, p=float(perm.pvalue),
                     method=f"Spearman; Fisher z (Bonett–Wright); permutation p ({permutations})", level=level)
+
+
+def partial_spearman(x, y, given) -> float:
+    """Spearman's partial rank correlation of ``x`` and ``y`` with ``given`` held fixed: the Pearson
+    correlation of the ranks' residuals after each is regressed on the ranks of ``given``, i.e.
+    (ρ_xy − ρ_xg·ρ_yg) / √((1 − ρ_xg²)(1 − ρ_yg²)) from ``scipy.stats.spearmanr``'s matrix — how far
+    x and y go together beyond what both share with ``given`` (e.g. two neuron scores beyond the
+    neurons' size). NaN when x or y is all explained by ``given``."""
+    x, y, g = (_array(v, float).ravel() for v in (x, y, given))
+    if not (x.shape == y.shape == g.shape) or x.size < 4:
+        raise ValueError(f"x, y and given must be 1-D, of the same length ≥ 4; got {x.shape}, {y.shape}, {g.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all() and np.isfinite(g).all()):
+        raise ValueError("x, y and given must hold finite numbers")
+    r = _st.spearmanr(np.stack([x, y, g], 1)).statistic
+    den = math.sqrt(max(0.0, (1 - r[0, 2] ** 2) * (1 - r[1, 2] ** 2)))
+    return float((r[0, 1] - r[0, 2] * r[1, 2]) / den) if den > 0 else math.nan
 
 
 def seeds(values, *, what: str = "seeds", level: float = LEVEL) -> Estimate:

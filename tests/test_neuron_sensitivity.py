@@ -112,14 +112,25 @@ def test_mean_ratio_by_hand_and_its_bootstrap_pairs_the_images():
     w = torch.tensor([[2.0, 0.0, 1.0]])
     assert sens.mean_ratio(r, [0, 1], w)[0] == pytest.approx((4 / 3 + 8 / 3) / 2)
     g = torch.Generator().manual_seed(0)
-    a = torch.rand(200, 8, generator=g)
-    e = sens.ratio_bootstrap((a, [0, 1]), n_resamples=500)
+    a, dev = torch.rand(200, 8, generator=g), torch.rand(200, 8, generator=g)
+    dev[:, :2] += 5                                   # neurons 0 and 1: the top quarter by σ, always
+    e = sens.ratio_bootstrap({"dev": dev, "ratio_pairs": a}, share=0.25, n_resamples=500)
     assert e.low < float(e) < e.high and float(e) == pytest.approx(a[:, :2].mean().item())
     # b = a shifted by a constant on the same pairs: the paired difference has no spread at all
-    d = sens.ratio_bootstrap((a + 1, [0, 1]), (a, [0, 1]), n_resamples=500)
+    d = sens.ratio_bootstrap({"dev": dev, "ratio_pairs": a + 1}, {"dev": dev, "ratio_pairs": a}, share=0.25,
+                             n_resamples=500)
     assert float(d) == pytest.approx(1.0) and d.high - d.low < 1e-6
+    # a neuron whose σ is near the cut enters the top set on some resamples only: the interval widens
+    dev2 = dev.clone()
+    dev2[:, 2] = dev2[:, 1] + 0.3 * torch.randn(200, generator=g)
+    a2 = a.clone()
+    a2[:, 2] += 3
+    wide = sens.ratio_bootstrap({"dev": dev2, "ratio_pairs": a2}, share=0.25, n_resamples=500)
+    assert wide.high - wide.low > 3 * (e.high - e.low)
     with pytest.raises(ValueError, match="same images"):
-        sens.ratio_bootstrap((a, [0]), (a[:50], [0]))
+        sens.ratio_bootstrap({"dev": dev, "ratio_pairs": a}, {"dev": dev[:50], "ratio_pairs": a[:50]})
+    with pytest.raises(ValueError, match="per_image"):
+        sens.ratio_bootstrap((a, [0]))
 
 
 def test_sharing_bootstrap_finds_a_shared_neuron_and_pairs_two_layers():

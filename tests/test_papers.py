@@ -406,7 +406,7 @@ def test_a_number_of_the_model_is_judged_over_seeds(paper_dir):
     same = papers.judge(papers.load("seeds")["claims"][2], first)    # seeds agree exactly: [30, 30]
     assert same["settle_unit"] == "" and same["quantity"].low < 30.0 < same["quantity"].high   # the run's
     table = papers.markdown_table(papers.scoreboard("seeds", first), columns=("ours",))
-    assert "37.50% (mean over seeds 37.50% [21.97, 53.03], n = 3)" in table and "difference over seeds +2.00 [" in table
+    assert "37.50% (mean over seeds 37.50% [21.97, 53.03], n = 3 seeds)" in table and "difference over seeds +2.00 [" in table
     wide = papers.seed_evidence("seeds", {s: {**r, "share": v} for (s, r), v in zip(runs.items(), (2.0, 1.0, 40.0))})
     assert wide[papers.seeds_key("share")].low == 0.0          # no claim's domain is left ("%" here)
     runs[1]["clean"] = runs[2]["clean"] = 10.0                           # one seed left: no interval

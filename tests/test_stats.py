@@ -232,6 +232,22 @@ def test_bootstrap_mean_brackets_the_mean_and_shrinks_with_n():
         stats.bootstrap_mean([1.0])
 
 
+def test_partial_spearman_is_the_correlation_of_rank_residuals():
+    rng = np.random.default_rng(2)
+    size = rng.normal(size=300)
+    x = size + 0.5 * rng.normal(size=300)          # both follow size, and nothing else in common
+    y = size + 0.5 * rng.normal(size=300)
+    ranks = [np.argsort(np.argsort(v)).astype(float) for v in (x, y, size)]
+    res = [r - np.polyval(np.polyfit(ranks[2], r, 1), ranks[2]) for r in ranks[:2]]
+    ref = np.corrcoef(*res)[0, 1]
+    assert stats.partial_spearman(x, y, size) == pytest.approx(ref, abs=1e-9)
+    assert abs(stats.partial_spearman(x, y, size)) < 0.15 < 0.6 < stats.spearman(x, y)
+    z = x + 0.3 * rng.normal(size=300)             # y' shares something with x beyond size
+    assert stats.partial_spearman(x, z, size) > 0.5
+    with pytest.raises(ValueError, match="same length"):
+        stats.partial_spearman(x, y[:10], size)
+
+
 def test_bootstrap_weights_equals_the_mean_bootstrap_and_resamples_groups_apart():
     rng = np.random.default_rng(1)
     a = rng.normal(3, 2, 400)

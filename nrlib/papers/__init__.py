@@ -713,14 +713,15 @@ def paper_cell(row: dict) -> str:
 
 
 def interval_text(v, unit: str = "") -> str:
-    """``v`` with its interval as the tables print it: ``"16.00% [11.40, 21.80], n = 200"``; a
-    plain number (or an Estimate without an interval) as ``fmt`` prints it."""
+    """``v`` with its interval as the tables print it: ``"16.00% [11.40, 21.80], n = 200"``, and what
+    n counts where it is not images (``"n = 3 seeds"``, ``"n = 200 draws"``); a plain number (or an
+    Estimate without an interval) as ``fmt`` prints it."""
     text = fmt(v, unit)
     if isinstance(v, Estimate) and v.has_interval:
         lo, hi = fmt(v.low, "count" if unit == "count" else ""), fmt(v.high, "count" if unit == "count" else "")
         text += f" [{lo}, {hi}]"
     if isinstance(v, Estimate) and v.n:
-        text += f", n = {v.n:,}"
+        text += f", n = {v.n:,}" + (f" {v.unit}" if v.unit else "")
     return text
 
 
