@@ -37,6 +37,10 @@ method             score of channel c (higher = more important)                 
 ``loo_clean``      the same for clean accuracy.                                                —
 =================  ==========================================================================  =========
 
+How two rankings agree: ``agreement`` (Spearman's ρ, Kendall's τ-b for scores with ties, the top-k
+overlap against its chance level with a hypergeometric p-value, and the rank-biased overlap ``rbo``
+of Webber et al. 2010).
+
 Where a method reads the layer: its conv output (``"conv"``), the batch norm that takes it
 (``"bn"``: where a channel is removed), or the ReLU after that (``"act"``); ``sites`` finds them by
 tracing one forward pass, so any model whose conv → BN → ReLU chain is in its forward works (where a
@@ -50,9 +54,11 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from scipy import stats as _st
 
 from . import dominant as _dominant
 from . import fragile as _frag
@@ -444,3 +450,59 @@ def _hits_under(net, x, y, attack):
         x = attack.replace(batch_size=x.shape[0])(net, x, y)
     with torch.no_grad(), autocast(x.device, False):
         return net(x).argmax(1) == y
+
+
+# ----------------------------------------------------------------------------
+# how two rankings of the same channels agree
+# ----------------------------------------------------------------------------
+def rbo(a, b, p: float = 0.9) -> float:
+    """Rank-biased overlap, extrapolated (Webber, Moffat & Zobel 2010, eq. 32), of two orderings of
+    the same items (most important first): RBO_ext = (X_k/k)·p^k + ((1−p)/p)·Σ_{d≤k} (X_d/d)·p^d,
+    X_d the size of the overlap of the two top-d prefixes and k the lists' length. 1 for identical
+    orders; ``p`` sets how top-heavy it is (the first d ranks carry about 1 − p^d of the weight)."""
+    a, b = [int(v) for v in a], [int(v) for v in b]
+    if len(a) != len(b) or sorted(a) != sorted(b) or not a:
+        raise ValueError(f"a and b must order the same items (got {len(a)} and {len(b)} items)")
+    if not (isinstance(p, (int, float)) and 0 < p < 1):
+        raise ValueError(f"p={p!r} must lie in (0, 1): the persistence of the rank-biased overlap")
+    k = len(a)
+    seen_a, seen_b, x, total = set(), set(), 0, 0.0
+    for d, (u, v) in enumerate(zip(a, b), 1):
+        x += (u in seen_b) + (v in seen_a) + (u == v)
+        seen_a.add(u)
+        seen_b.add(v)
+        total += x / d * p ** d
+    return float(x / k * p ** k + (1 - p) / p * total)
+
+
+def topk_overlap(a, b, k: int) -> dict:
+    """The top-``k`` sets of two orderings of n items: their overlap (count), Jaccard index, the
+    overlap two random k-sets share on average (k²/n) and the probability that two random k-sets
+    share at least as many (hypergeometric, ``scipy.stats.hypergeom``)."""
+    a, b = [int(v) for v in a], [int(v) for v in b]
+    n = len(a)
+    k = check_int("k", k, low=1, high=n)
+    if len(b) != n:
+        raise ValueError(f"a and b must order the same {n} items, got {len(b)} in b")
+    inter = len(set(a[:k]) & set(b[:k]))
+    return {"overlap": inter, "jaccard": inter / (2 * k - inter), "expected": k * k / n,
+            "p": float(_st.hypergeom(n, k, k).sf(inter - 1))}
+
+
+def agreement(a: NeuronScores, b: NeuronScores, *, k: int | None = None, p: float = 0.9) -> dict:
+    """How two rankings of the same layer's channels agree: Spearman's ρ and Kendall's τ-b of the
+    scores (τ-b handles the ties of count scores such as ``dominant``), the top-``k`` overlap
+    (default: 10% of the channels) against chance (``topk_overlap``), and ``rbo`` of the orders."""
+    for name, s in (("a", a), ("b", b)):
+        if not isinstance(s, NeuronScores):
+            raise ValueError(f"{name} must be the NeuronScores of rank(...), got {type(s).__name__}")
+    if len(a) != len(b) or a.layer != b.layer:
+        raise ValueError(f"a and b must score the same layer's channels: {a.layer!r} ({len(a)}) and "
+                         f"{b.layer!r} ({len(b)})")
+    k = max(1, round(0.1 * len(a))) if k is None else k
+    x, y = a.scores.nan_to_num(-math.inf).numpy(), b.scores.nan_to_num(-math.inf).numpy()
+    fin = np.isfinite(x) & np.isfinite(y)
+    rho = _st.spearmanr(x[fin], y[fin]).statistic if fin.sum() > 2 else math.nan
+    tau = _st.kendalltau(x[fin], y[fin], variant="b").statistic if fin.sum() > 2 else math.nan
+    return {"spearman": float(rho), "kendall_b": float(tau), "rbo": rbo(a.order, b.order, p),
+            **{f"top_{q}": v for q, v in topk_overlap(a.order, b.order, k).items()}, "k": k}

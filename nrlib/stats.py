@@ -28,6 +28,7 @@ the interval beside the value; ``nrlib.papers`` judges a claim on the interval, 
   variance (1 + ρ²/2)/(n − 3).
 * :func:`partial_spearman` — Spearman's ρ of two scores with a third held fixed (the ranks'
   residuals correlated).
+* :func:`holm` — Holm's step-down adjustment of a family of p-values.
 * :func:`seeds` — the mean over training seeds with the t-interval (``scipy.stats.t``); with one
   seed there is no interval (``low``/``high`` None).
 * :func:`against` — an estimate against a fixed reference (its chance level): the interval moved.
@@ -428,6 +429,20 @@ def partial_spearman(x, y, given) -> float:
     r = _st.spearmanr(np.stack([x, y, g], 1)).statistic
     den = math.sqrt(max(0.0, (1 - r[0, 2] ** 2) * (1 - r[1, 2] ** 2)))
     return float((r[0, 1] - r[0, 2] * r[1, 2]) / den) if den > 0 else math.nan
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's (1979) step-down adjusted p-values for a family of tests: sorted ascending, the i-th
+    smallest (from 0) is multiplied by (m − i), made non-decreasing and capped at 1. A test is
+    rejected at level α when its adjusted p ≤ α; the family-wise error stays ≤ α."""
+    p = _array(pvalues, float).ravel()
+    if p.size == 0 or not np.all((p >= 0) & (p <= 1)):
+        raise ValueError(f"pvalues must be a non-empty list of p-values in [0, 1]; got {p[:5]!r}")
+    order = np.argsort(p, kind="stable")
+    adj = np.minimum(1.0, np.maximum.accumulate(p[order] * (p.size - np.arange(p.size))))
+    out = np.empty_like(adj)
+    out[order] = adj
+    return out
 
 
 def seeds(values, *, what: str = "seeds", level: float = LEVEL) -> Estimate:

@@ -196,3 +196,31 @@ def test_bad_input_names_the_parameter(vgg, data):
         neurons.rank("random", vgg, "conv1", x, y).top(99)
     with pytest.raises(ValueError, match="apoz"):
         neurons.rank("apoz", _LinearHead(), "conv1", x, y)
+
+
+def test_rbo_by_hand_and_its_bounds():
+    assert neurons.rbo([0, 1, 2, 3], [0, 1, 2, 3], p=0.9) == pytest.approx(1.0)
+    # S = a b c, T = b a c, p = 0.5: X = 0, 2, 3 -> (1 - p)/p * (0 + 1·0.25 + 1·0.125) + 1·0.125 = 0.5
+    assert neurons.rbo([0, 1, 2], [1, 0, 2], p=0.5) == pytest.approx(0.5)
+    rev = neurons.rbo(list(range(20)), list(range(19, -1, -1)), p=0.9)
+    assert 0 < rev < neurons.rbo(list(range(20)), [1, 0, *range(2, 20)], p=0.9) < 1
+    with pytest.raises(ValueError, match="same items"):
+        neurons.rbo([0, 1], [0, 2])
+    with pytest.raises(ValueError, match="p="):
+        neurons.rbo([0, 1], [1, 0], p=1.0)
+
+
+def test_topk_overlap_against_chance_and_agreement(vgg, data):
+    t = neurons.topk_overlap(list(range(10)), [1, 0, 5, 7, 2, 3, 4, 6, 8, 9], 3)
+    assert t["overlap"] == 2 and t["jaccard"] == pytest.approx(2 / 4) and t["expected"] == pytest.approx(0.9)
+    # P(two random 3-subsets of 10 share >= 2) = [C(3,2)·C(7,1) + C(3,3)] / C(10,3) = 22/120
+    assert t["p"] == pytest.approx(22 / 120)
+    x, y = data
+    a = neurons.rank("weight_l1", vgg, "conv5", x, y)
+    same = neurons.agreement(a, a)
+    assert same["spearman"] == pytest.approx(1) and same["kendall_b"] == pytest.approx(1)
+    assert same["rbo"] == pytest.approx(1) and same["top_jaccard"] == 1
+    r = neurons.agreement(a, neurons.rank("random", vgg, "conv5", x, y, seed=3), k=4)
+    assert -1 <= r["spearman"] <= 1 and r["k"] == 4 and 0 <= r["top_p"] <= 1
+    with pytest.raises(ValueError, match="same layer"):
+        neurons.agreement(a, neurons.rank("random", vgg, "conv4", x, y))

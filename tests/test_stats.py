@@ -298,3 +298,12 @@ def test_against_random_sets_value_spread_and_rank():
 def test_against_random_sets_bad_input(chosen, random, kw, match):
     with pytest.raises(ValueError, match=match):
         stats.against_random_sets(chosen, random, **kw)
+
+
+def test_holm_by_hand():
+    # m = 4: sorted 0.01, 0.02, 0.03, 0.5 -> 0.04, 0.06, 0.06 (made monotone), 0.5
+    adj = stats.holm([0.03, 0.5, 0.01, 0.02])
+    assert adj == pytest.approx([0.06, 0.5, 0.04, 0.06])
+    assert stats.holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
+    with pytest.raises(ValueError, match="pvalues"):
+        stats.holm([0.1, 1.5])
