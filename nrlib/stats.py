@@ -470,7 +470,8 @@ def seeds(values, *, what: str = "seeds", level: float = LEVEL) -> Estimate:
 def difference(a, b) -> Estimate | float:
     """a − b for two **independent** estimates (different images or models): the interval's
     half-widths combined in quadrature (a normal approximation; for paired samples use
-    :func:`paired_difference` or :func:`paired_bootstrap`). Without both intervals, a plain float."""
+    :func:`paired_difference` or :func:`paired_bootstrap`). Without both intervals, a plain float;
+    where the two n count different things (images and the draws of a chance level), no n."""
     for name, v in (("a", a), ("b", b)):
         if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(float(v)):
             raise ValueError(f"{name}={v!r} must be a finite number or an Estimate")
@@ -480,9 +481,10 @@ def difference(a, b) -> Estimate | float:
     lo = d - math.hypot(float(a) - a.low, b.high - float(b))
     hi = d + math.hypot(a.high - float(a), float(b) - b.low)
     ns = [x.n for x in (a, b) if x.n is not None]
-    unit = a.unit if a.unit == b.unit else ""
+    if a.unit != b.unit:          # n counts different things (images and Monte Carlo draws): no one n
+        return Estimate(d, lo, hi, method="independent difference (quadrature)")
     return Estimate(d, lo, hi, n=min(ns) if ns else None, method="independent difference (quadrature)",
-                    unit=unit)
+                    unit=a.unit)
 
 
 

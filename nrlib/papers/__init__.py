@@ -522,7 +522,8 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
             return {**out, "verdict": NOT_JUDGED, "reason": why, "quantity": ours}
     unit = stats.sample_unit(res["quantity"])       # seeds are not the data's samples
     cap = claim.get("max_n")
-    beyond = cap if cap and not unit and res["settle"] and res["settle"] > cap["n"] else None
+    capped = cap and (not unit or unit in cap["what"])     # a cap in the quantity's own unit
+    beyond = cap if capped and res["settle"] and res["settle"] > cap["n"] else None
     return {**out, **res, "beyond": beyond, "settle_unit": unit}
 
 
