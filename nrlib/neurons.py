@@ -62,12 +62,12 @@ from scipy import stats as _st
 
 from . import dominant as _dominant
 from . import fragile as _frag
+from . import metrics as _metrics
 from . import ranking as _ranking
 from . import sensitivity as _sens
 from .attacks import FGSM, PGD, Attack
 from .hooks import get_layer
 from .models import frozen
-from .precision import autocast
 from .utils import batches, check_choice, check_input, check_int, check_labels, check_model, num_classes
 
 SITES = ("conv", "bn", "act")
@@ -181,7 +181,7 @@ def _capture_site(model, module_path, x, *, batch_size, grad_loss=None):
 # the methods: each (model, layer, x, y, x_adv, site paths, seed, batch_size) -> (scores [C], note)
 # ----------------------------------------------------------------------------
 def _fragile(model, layer, x, y, xa, st, seed, bs):
-    base = (_predict(model, x, bs) == y).double().mean().item() * 100
+    base = _metrics.hits(model, x, y, batch_size=bs, amp=False).double().mean().item() * 100
     acc = _frag.kernel_dropout_accuracy(model, x, y, layer, amp=False)
     return base - acc.double(), "clean accuracy lost with the kernel dropped (conv output zeroed)"
 
@@ -329,14 +329,6 @@ def default_attack(kind: str = "pgd", eps: float = 8 / 255) -> Attack:
     return FGSM(eps) if kind == "fgsm" else PGD(eps, steps=10)
 
 
-def _predict(model, x, bs):
-    out = []
-    with frozen(model), torch.no_grad():
-        for xb in batches(x, batch_size=bs):
-            out.append(model(xb).argmax(1))
-    return torch.cat(out)
-
-
 def rank(method: str, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Tensor, *,
          attack: Attack | None = None, seed: int = 0, batch_size: int = 256) -> NeuronScores:
     """Score every output channel of conv ``layer`` by ``method`` (see ``METHODS`` and the module
@@ -411,7 +403,7 @@ def ablation_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, path: 
     y = check_labels(y, x.shape[0], num_classes(model)).to(x.device)
     mod = get_layer(model, path)
     with torch.no_grad():
-        c = _n_out(model, mod, x)
+        c = _frag._n_channels(model, path, mod, x)
     if sets is None:
         sets = [[i] for i in range(c)]
     masks = torch.zeros(len(sets), c, dtype=torch.bool, device=x.device)
@@ -434,22 +426,10 @@ def ablation_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, path: 
     return base.double().mean().item() * 100, hits.double().mean(1).cpu() * 100
 
 
-def _n_out(model, mod, x):
-    st = {}
-    h = mod.register_forward_hook(lambda m, a, o: st.__setitem__("c", o.shape[1]))
-    try:
-        with frozen(model):
-            model(x[:1])
-    finally:
-        h.remove()
-    return st["c"]
-
-
 def _hits_under(net, x, y, attack):
-    if attack is not None:
+    if attack is not None:       # one batch: an ablated net must see all its stacked copies at once
         x = attack.replace(batch_size=x.shape[0])(net, x, y)
-    with torch.no_grad(), autocast(x.device, False):
-        return net(x).argmax(1) == y
+    return _metrics.hits(net, x, y, batch_size=x.shape[0], amp=False)
 
 
 # ----------------------------------------------------------------------------

@@ -429,6 +429,13 @@ def layer_sensitivity(model, x: torch.Tensor, x_adv: torch.Tensor, layers, *, ba
             for n in names}
 
 
+def _neuron_ratios(r: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """[B, C]: each neuron's ratio (eq. 11), the ``w``-weighted mean over the pairs where it is
+    defined (``r`` [N, C], NaN where the clean output is all 0; ``w`` [B, N] pair weights)."""
+    ok = torch.isfinite(r)
+    return (w @ torch.where(ok, r, 0.0)) / (w @ ok.double())
+
+
 def mean_ratio(ratio_pairs, neurons, weights=None):
     """Table II's statistic (Zhang et al. 2021, eq. 11, §V-B): the sensitivity
     ratio of each neuron in ``neurons`` — its mean over the pairs whose clean
@@ -440,12 +447,9 @@ def mean_ratio(ratio_pairs, neurons, weights=None):
     if r.dim() != 2:
         raise ValueError(f"ratio_pairs must be [N, C] (per pair and channel), got shape {tuple(r.shape)}")
     idx = check_indices("neurons", neurons, r.shape[1])
-    r = r[:, idx]
-    ok = torch.isfinite(r)
     w = torch.ones(1, r.shape[0], dtype=torch.float64) if weights is None else \
         torch.as_tensor(weights, dtype=torch.float64).reshape(-1, r.shape[0])
-    per = (w @ torch.where(ok, r, 0.0)) / (w @ ok.double())      # [B, k]: each neuron's mean ratio
-    out = per.nanmean(1)
+    out = _neuron_ratios(r[:, idx], w).nanmean(1)
     return float(out[0]) if weights is None else out.numpy()
 
 
@@ -475,9 +479,7 @@ def ratio_bootstrap(a: dict, b: dict | None = None, *, share: float = 0.1, n_res
     def one(dev, r, w):                # [B] mean ratio on each resample's own top-share neurons
         k = max(1, round(share * dev.shape[1]))
         top = torch.argsort(-(w @ dev), dim=1, stable=True)[:, :k]        # σ up to the factor 1/Σw
-        ok = torch.isfinite(r)
-        per = (w @ torch.where(ok, r, 0.0)) / (w @ ok.double())           # [B, C]
-        return per.gather(1, top).nanmean(1)
+        return _neuron_ratios(r, w).gather(1, top).nanmean(1)
 
     def stat(w):
         w = torch.as_tensor(w, dtype=torch.float64)
