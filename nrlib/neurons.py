@@ -68,7 +68,8 @@ from . import sensitivity as _sens
 from .attacks import FGSM, PGD, Attack
 from .hooks import get_layer
 from .models import frozen
-from .utils import batches, check_choice, check_input, check_int, check_labels, check_model, num_classes
+from .utils import (batches, check_choice, check_fraction, check_input, check_int, check_labels, check_model,
+                    num_classes)
 
 SITES = ("conv", "bn", "act")
 
@@ -124,7 +125,8 @@ def sites(model: nn.Module, layer: str, x: torch.Tensor) -> dict[str, str]:
     """``{"conv", "bn", "act"}`` → the module path of each place channel c of conv ``layer`` can be
     read, found by tracing one forward pass on ``x[:1]``: the BatchNorm whose input is the conv's
     output, and the ReLU whose input is that BatchNorm's output. A missing BN falls back to the conv,
-    a missing ReLU (a residual sum comes first) to the BN."""
+    a missing ReLU (a residual sum comes first) to the BN, and so does a module the forward pass calls
+    more than once (torchvision's ResNet blocks share one ReLU), since its hook would see two layers."""
     check_model(model)
     conv = get_layer(model, layer)
     if not isinstance(conv, nn.Conv2d):
@@ -134,7 +136,10 @@ def sites(model: nn.Module, layer: str, x: torch.Tensor) -> dict[str, str]:
     seen: dict[str, str] = {}
     held: dict[str, torch.Tensor] = {}          # the outputs themselves, kept alive: compared with `is`
 
+    calls: dict[str, int] = {}
+
     def hook(m, inp, out):
+        calls[path[m]] = calls.get(path[m], 0) + 1
         if m is conv and "conv" not in held:
             held["conv"] = out
         elif isinstance(m, nn.BatchNorm2d) and inp and inp[0] is held.get("conv") and "bn" not in seen:
@@ -151,9 +156,10 @@ def sites(model: nn.Module, layer: str, x: torch.Tensor) -> dict[str, str]:
     finally:
         for h in handles:
             h.remove()
-    out = {"conv": path[conv]}
-    out["bn"] = seen.get("bn", out["conv"])
-    out["act"] = seen.get("act", out["bn"])
+    once = {k: v for k, v in seen.items() if calls.get(v, 0) == 1}   # a module run twice (torchvision's
+    out = {"conv": path[conv]}                                        # shared ReLU) is no site of one layer
+    out["bn"] = once.get("bn", out["conv"])
+    out["act"] = once.get("act", out["bn"]) if "bn" in once else out["bn"]
     return out
 
 
@@ -355,6 +361,10 @@ def rank(method: str, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Te
             scores, note = m.fn(model, layer, x, y, xa, st, seed, batch_size)
     if m.site != "conv" and st[m.site] == st["bn" if m.site == "act" else "conv"]:
         note += f" (no {m.site} site after {layer}: read at {st[m.site]})"
+    fin = scores[torch.isfinite(scores)]
+    if method != "random" and fin.numel() > 1 and bool((fin == fin[0]).all()):
+        note += ("; every channel scores the same, so the order is only the channel index"
+                 + (" (the attack already leaves the model at 0% robust accuracy?)" if method == "loo" else ""))
     native = "*" in m.native or layer in m.native
     return NeuronScores(method, layer, scores.double().cpu(), native, m.site,
                         None if atk is None else atk.describe(), seed, x.shape[0],
@@ -366,23 +376,28 @@ def rank(method: str, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Te
 # ----------------------------------------------------------------------------
 class _Ablated(nn.Module):
     """``model`` run on K copies of a batch stacked along the batch axis, copy k with the output
-    channels ``masks[k]`` (bool [K, C]) zeroed at module ``path``; a batch that is not K copies is an
-    error, so an attack must see the whole stacked batch at once."""
+    channels ``masks[k]`` (bool [K, C]) of module ``path`` replaced: scaled by ``beta`` and, where
+    ``fill`` ([C] or None) is given, shifted by (1 − β)·fill — β = 0 with no fill removes the
+    channel (zero-ablation), with fill = the channel's mean it is mean-ablation. A batch that is not
+    K copies is an error, so an attack must see the whole stacked batch at once."""
 
-    def __init__(self, model, path, masks):
+    def __init__(self, model, path, masks, beta=0.0, fill=None):
         super().__init__()
-        self.model, self.path, self.masks = model, path, masks
+        self.model, self.path, self.masks, self.beta, self.fill = model, path, masks, beta, fill
 
     def forward(self, xb):
         k = self.masks.shape[0]
         if xb.shape[0] % k:
             raise RuntimeError(f"the ablated batch holds {xb.shape[0]} images, not a multiple of the {k} copies")
-        keep = (~self.masks).to(xb.dtype)
+        m = self.masks.to(xb.dtype)
 
-        def hook(m, a, o):
-            n = o.shape[0] // k
-            return (o.reshape(k, n, *o.shape[1:]) * keep.to(o.dtype).view(k, 1, -1, *([1] * (o.dim() - 2)))
-                    ).reshape_as(o)
+        def hook(mod, a, o):
+            n, shape = o.shape[0] // k, (k, 1, -1, *([1] * (o.dim() - 2)))
+            mk = m.to(o.dtype).view(shape)
+            out = o.reshape(k, n, *o.shape[1:]) * (1 - mk * (1 - self.beta))
+            if self.fill is not None:
+                out = out + mk * (1 - self.beta) * self.fill.to(o.dtype).view(1, 1, -1, *([1] * (o.dim() - 2)))
+            return out.reshape_as(o)
         h = get_layer(self.model, self.path).register_forward_hook(hook)
         try:
             return self.model(xb)
@@ -390,17 +405,72 @@ class _Ablated(nn.Module):
             h.remove()
 
 
+ABLATIONS = ("zero", "mean")
+
+
+def ablated(model: nn.Module, path: str, channels, *, beta: float = 0.0,
+            means: torch.Tensor | None = None) -> nn.Module:
+    """``model`` with the output ``channels`` of module ``path`` removed, as a module any attack
+    can take (SPSA, C&W, …): zeroed, or with ``means`` ([C]) put in their place (mean-ablation),
+    or kept at ``beta`` of their value (β-suppression, Zhang et al. 2021 §IV-B). The model's own
+    weights are untouched: the change is a forward hook active only inside the returned module."""
+    check_model(model)
+    mod = get_layer(model, path)
+    beta = check_fraction("beta", beta)
+    c = next((m.out_channels for m in [mod] if isinstance(m, nn.Conv2d)), None) or \
+        next((m.num_features for m in [mod] if isinstance(m, nn.BatchNorm2d)), None)
+    if c is None:
+        raise ValueError(f"path={path!r} must name a Conv2d or BatchNorm2d of the model, got "
+                         f"{type(mod).__name__}")
+    bad = [v for v in channels if not (isinstance(v, (int, np.integer)) and 0 <= v < c)]
+    if bad:
+        raise ValueError(f"channels holds {bad}: channels of {path!r} are 0 … {c - 1}")
+    dev = next(model.parameters()).device
+    mask = torch.zeros(1, c, dtype=torch.bool, device=dev)
+    mask[0, list(channels)] = True
+    if means is not None and tuple(means.shape) != (c,):
+        raise ValueError(f"means must hold one value per channel of {path!r} ({c}), got shape {tuple(means.shape)}")
+    return _Ablated(model, path, mask, beta, None if means is None else means.to(dev)).eval()
+
+
+def channel_means(model: nn.Module, x: torch.Tensor, path: str, *, batch_size: int = 256) -> torch.Tensor:
+    """The mean of each output channel of module ``path`` over the images ``x`` and the positions
+    (what mean-ablation puts in a removed channel's place)."""
+    x = check_input(model, x)
+    out = []
+
+    def hook(m, a, o):
+        out.append(o.detach().double().transpose(0, 1).reshape(o.shape[1], -1).sum(1))
+        sizes.append(o[:, 0].numel())
+    sizes: list[int] = []
+    h = get_layer(model, path).register_forward_hook(hook)
+    try:
+        with frozen(model), torch.no_grad():
+            for xb in batches(x, batch_size=batch_size):
+                model(xb)
+    finally:
+        h.remove()
+    return (torch.stack(out).sum(0) / sum(sizes)).float()
+
+
 def ablation_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, path: str, sets=None, *,
                       attack: Attack | None = None, batch_size: int = 256, chunk: int | None = None,
-                      per_image: bool = False):
+                      per_image: bool = False, how: str = "zero", beta: float = 0.0,
+                      means: torch.Tensor | None = None):
     """Accuracy (percent) of the model with each set of channels in ``sets`` (default: each channel
-    alone) zeroed at module ``path`` — clean, or under ``attack`` run afresh against each ablated
-    model (not transferred). Returns ``(base, acc)``: the intact model's accuracy and one accuracy
-    per set (float64); ``per_image=True`` returns per-image hits instead ([N] and [S, N] bool). The
-    sets go ``chunk`` at a time (default: so that chunk·N ≤ ``batch_size``·8) as copies of the
-    images in one batch."""
+    alone) removed at module ``path`` — clean, or under ``attack`` run afresh against each modified
+    model (not transferred). ``how``: ``"zero"`` sets the channels to 0, ``"mean"`` to their mean
+    (``means``, default ``channel_means`` on ``x``); ``beta`` in [0, 1] keeps β of the channel
+    instead (β-suppression, Zhang et al. 2021 §IV-B: β·a + (1 − β)·fill; β = 0 removes it). Returns
+    ``(base, acc)``: the intact model's accuracy and one accuracy per set (float64);
+    ``per_image=True`` returns per-image hits instead ([N] and [S, N] bool). The sets go ``chunk``
+    at a time (default: so that chunk·N ≤ ``batch_size``·8) as copies of the images in one batch."""
     x = check_input(model, x)
     y = check_labels(y, x.shape[0], num_classes(model)).to(x.device)
+    check_choice("how", how, ABLATIONS)
+    beta = check_fraction("beta", beta)
+    if attack is not None and not isinstance(attack, Attack):
+        raise ValueError(f"attack={attack!r} must be an attack object of nrlib.attacks, e.g. attacks.PGD(8/255)")
     mod = get_layer(model, path)
     with torch.no_grad():
         c = _frag._n_channels(model, path, mod, x)
@@ -408,7 +478,16 @@ def ablation_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, path: 
         sets = [[i] for i in range(c)]
     masks = torch.zeros(len(sets), c, dtype=torch.bool, device=x.device)
     for i, s in enumerate(sets):
+        bad = [v for v in s if not (isinstance(v, (int, np.integer)) and 0 <= v < c)]
+        if bad:
+            raise ValueError(f"sets[{i}] holds {bad}: channels of {path!r} are 0 … {c - 1}")
         masks[i, list(s)] = True
+    fill = None
+    if how == "mean":
+        fill = channel_means(model, x, path, batch_size=batch_size) if means is None else means
+        if fill.shape != (c,):
+            raise ValueError(f"means must hold one value per channel of {path!r} ({c}), got shape {tuple(fill.shape)}")
+        fill = fill.to(x.device)
     n = x.shape[0]
     chunk = chunk or max(1, (batch_size * 8) // n)
     hits = []
@@ -417,7 +496,7 @@ def ablation_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, path: 
         for i in range(0, len(sets), chunk):
             mk = masks[i:i + chunk]
             k = mk.shape[0]
-            net = _Ablated(model, path, mk)
+            net = _Ablated(model, path, mk, beta, fill)
             xr, yr = x.repeat(k, *([1] * (x.dim() - 1))), y.repeat(k)
             hits.append(_hits_under(net, xr, yr, attack).view(k, n))
     hits = torch.cat(hits)

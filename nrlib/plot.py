@@ -259,3 +259,24 @@ def settings_table(settings: Mapping, *, profile: str | None = None):
         raise ValueError(f"settings must be a dict of the profile's sizes, got {type(settings).__name__}")
     head = f"{profile} profile" if profile else "value"
     return pd.DataFrame({head: {k: text(v) for k, v in settings.items()}}).rename_axis("setting")
+
+
+def ablation_curves(shares: Sequence[float], curves: Mapping[str, Sequence[float]], *,
+                    random: Mapping[str, Sequence[float]] | None = None, dashed: Sequence[str] = (),
+                    bold: Sequence[str] = (), ax=None, title: str = "",
+                    xlabel: str = "share of the layer's channels removed",
+                    ylabel: str = "accuracy (%)"):
+    """Accuracy against the share of a layer's channels removed, one line per ranking in
+    ``curves`` (most important first; names in ``dashed`` drawn dashed, in ``bold`` black and
+    thick) over the band of random sets of the same size (``random``: ``{"mean", "low",
+    "high"}`` per share), the control every ranking is read against (chapter 6)."""
+    ax = _ax(ax)
+    if random is not None:
+        ax.fill_between(shares, random["low"], random["high"], color="0.85", label="random sets (range)")
+        ax.plot(shares, random["mean"], color="0.5", lw=1.5, label="random sets (mean)")
+    for label, ys in curves.items():
+        style = dict(color="k", lw=2.2) if label in bold else {}
+        ax.plot(shares, ys, "--" if label in dashed else "-", marker="o", ms=3, label=label, **style)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.legend(fontsize="xx-small", ncol=2)
+    return ax

@@ -142,6 +142,12 @@ RECIPES = {
             # to PAT"): 40% of PAT's at `cpu` (same peak lr), a third at `full` (half PAT's peak
             # lr, since it starts from a trained model), under the same one-cycle schedule.
             **{f"sns_{mode}": {**_SNS, "sns_mode": mode} for mode in SNS_MODES},
+            # PAT fine-tuned from the vanilla model (chapter 6): SNS's path with λ = 0 and every
+            # layer trainable, i.e. plain PAT continued from the vanilla weights for SNS's epochs, so
+            # that channel c of the vanilla model and of this one are the same unit before and after
+            # adversarial training ("did AT change which neurons matter?" asked per neuron).
+            "pat_ft": {**_SNS, "sns_mode": "all", "sns_weight": 0.0,
+                       "sns_layers": [f"relu{i}" for i in range(1, 14)]},
         },
         "evidence": {   # data/results/zoo/cpu.json; 1 seed, 2-core CPU (ResNet-50/101: 2026-11-25; the others 2026-12-02)
             "cpu": "ResNet-20 83.83% (740 s); ResNet-18 w16 69.99% (120 s); ResNet-50 w8 52.84% (176 s); "

@@ -2,6 +2,7 @@
 every registered method on a VGG and a ResNet, each score against a hand computation or a public
 reference (Torch-Pruning's magnitude importance, Captum's layer feature ablation), the vectorised
 ablation against a loop, and bad input."""
+import copy
 import math
 
 import pytest
@@ -224,3 +225,65 @@ def test_topk_overlap_against_chance_and_agreement(vgg, data):
     assert -1 <= r["spearman"] <= 1 and r["k"] == 4 and 0 <= r["top_p"] <= 1
     with pytest.raises(ValueError, match="same layer"):
         neurons.agreement(a, neurons.rank("random", vgg, "conv4", x, y))
+
+
+def test_mean_ablation_and_beta(vgg, data):
+    """β = 1 leaves the model as it is; mean-ablation with a channel's own constant mean equals
+    zero-ablation after shifting; a channel that is 0 everywhere is the same removed or mean-filled."""
+    x, y = data
+    base, acc = neurons.ablation_accuracy(vgg, x, y, "bn2", [[0, 1], [2]], beta=1.0)
+    assert torch.allclose(acc, torch.full_like(acc, base))
+    means = neurons.channel_means(vgg, x, "bn2")
+    out = {}
+    h = vgg.bn2.register_forward_hook(lambda m, a, o: out.setdefault("o", o.detach()))
+    vgg(x)
+    h.remove()
+    assert torch.allclose(means, out["o"].mean((0, 2, 3)), atol=1e-5)
+    zeros = torch.zeros_like(means)
+    _, z = neurons.ablation_accuracy(vgg, x, y, "bn2", [[0, 3]], how="zero", per_image=True)
+    _, m0 = neurons.ablation_accuracy(vgg, x, y, "bn2", [[0, 3]], how="mean", means=zeros, per_image=True)
+    assert torch.equal(z, m0)
+    _, mm = neurons.ablation_accuracy(vgg, x, y, "bn2", [[0, 3]], how="mean", per_image=True)
+    assert mm.shape == z.shape
+    with pytest.raises(ValueError, match="how="):
+        neurons.ablation_accuracy(vgg, x, y, "bn2", [[0]], how="noise")
+    with pytest.raises(ValueError, match="beta="):
+        neurons.ablation_accuracy(vgg, x, y, "bn2", [[0]], beta=1.5)
+    with pytest.raises(ValueError, match=r"sets\[0\]"):
+        neurons.ablation_accuracy(vgg, x, y, "bn2", [[999]])
+
+
+def test_a_ranking_of_ties_says_so(vgg, data):
+    x, y = data
+    v = copy.deepcopy(vgg)
+    v.bn2.weight.data.fill_(1.0)
+    s = neurons.rank("bn_gamma", v, "conv2", x, y)
+    assert "every channel scores the same" in s.note
+    assert "every channel" not in neurons.rank("random", vgg, "conv2", x, y).note
+
+
+def test_ablated_module_equals_the_vectorised_ablation(vgg, data):
+    x, y = data
+    _, h = neurons.ablation_accuracy(vgg, x, y, "bn3", [[1, 2]], per_image=True)
+    net = neurons.ablated(vgg, "bn3", [1, 2])
+    from nrlib import metrics
+    assert torch.equal(metrics.hits(net, x, y, amp=False), h[0])
+    assert torch.equal(metrics.hits(neurons.ablated(vgg, "bn3", [1, 2], beta=1.0), x, y, amp=False),
+                       metrics.hits(vgg, x, y, amp=False))
+    with pytest.raises(ValueError, match="channels holds"):
+        neurons.ablated(vgg, "bn3", [10_000])
+    with pytest.raises(ValueError, match="path="):
+        neurons.ablated(vgg, "relu3", [0])
+
+
+def test_a_shared_relu_is_not_a_site(data):
+    """torchvision's BasicBlock calls one ReLU module twice: reading "act" there would mix two
+    layers, so the site falls back to the batch norm and the score says so."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    tv = torchvision.models.resnet18(num_classes=10).eval()
+    x, y = data
+    st = neurons.sites(tv, "layer2.0.conv1", x)
+    assert st == {"conv": "layer2.0.conv1", "bn": "layer2.0.bn1", "act": "layer2.0.bn1"}
+    s = neurons.rank("sigma", tv, "layer2.0.conv1", x[:8], y[:8], attack=attacks.PGD(8 / 255, steps=1))
+    assert "read at layer2.0.bn1" in s.note and len(s) == 128

@@ -16,7 +16,7 @@ from nrlib.stats import Estimate
 
 NOTEBOOKS = {"karnine2024": "04_dominant_filters", "prattico2022": "05_toggle_activity",
              "pravin2021": "01_fragile_kernels", "suri2020": "02_one_neuron",
-             "zhang2021": "03_neuron_sensitivity", "zoo": "zoo"}
+             "zhang2021": "03_neuron_sensitivity", "rankings": "06_neuron_rankings", "zoo": "zoo"}
 
 
 def claim(rule, paper=10.0, key="m", **extra):
