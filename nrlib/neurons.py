@@ -34,6 +34,9 @@ method             score of channel c (higher = more important)                 
 ``taylor_adv``     the same on the loss of attack(x).                                          —
 ``loo``            the oracle: the *robust* accuracy lost (points) when the channel is removed  —
                    (zeroed after batch norm), the attack re-run against each ablated model.
+``loo_loss``       the same oracle on a continuous outcome: the mean cross-entropy on the        —
+                   adversarial examples gained when the channel is removed (Molchanov et al.
+                   2019's loss-change oracle, run under the attack).
 ``loo_clean``      the same for clean accuracy.                                                —
 =================  ==========================================================================  =========
 
@@ -92,8 +95,13 @@ class NeuronScores:
 
     @property
     def order(self) -> torch.Tensor:
-        """Channels from most to least important (ties: lower index first; NaN last)."""
-        return torch.argsort(-self.scores.nan_to_num(-math.inf), stable=True)
+        """Channels from most to least important; NaN last. Ties (a count score such as
+        ``dominant``, an oracle whose channels all move the same few images) are broken at random,
+        seeded by ``seed``, so that a top-k never leans towards low channel indices."""
+        n = len(self.scores)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(self.seed) + 7919))
+        key = -self.scores.nan_to_num(-math.inf)[perm]
+        return perm[torch.argsort(key, stable=True)]
 
     def top(self, k: int) -> list[int]:
         """The ``k`` most important channels, most important first."""
@@ -308,6 +316,11 @@ def _loo(model, layer, x, y, xa, st, seed, bs, attack=None):
     return base - acc, "robust accuracy lost with the channel zeroed after batch norm, attack re-run"
 
 
+def _loo_loss(model, layer, x, y, xa, st, seed, bs, attack=None):
+    base, loss = ablation_accuracy(model, x, y, st["bn"], attack=attack, batch_size=bs, measure="loss")
+    return loss - base, "adversarial cross-entropy gained with the channel zeroed after batch norm, attack re-run"
+
+
 METHODS: dict[str, Method] = {
     "fragile": Method(_fragile, "conv", False, ("conv1",)),
     "delta": Method(_delta, "bn", False, ()),
@@ -322,11 +335,12 @@ METHODS: dict[str, Method] = {
     "taylor": Method(_taylor, "bn", False),
     "taylor_adv": Method(_taylor_adv, "bn", True),
     "loo": Method(_loo, "bn", True),
+    "loo_loss": Method(_loo_loss, "bn", True),
     "loo_clean": Method(_loo_clean, "bn", False),
 }
 PAPER_METHODS = ("fragile", "delta", "sigma", "dominant", "toggle")
 BASELINES = ("random", "weight_l1", "bn_gamma", "mean_activation", "apoz", "taylor", "taylor_adv")
-ORACLES = ("loo", "loo_clean")
+ORACLES = ("loo", "loo_loss", "loo_clean")
 
 
 def default_attack(kind: str = "pgd", eps: float = 8 / 255) -> Attack:
@@ -354,16 +368,16 @@ def rank(method: str, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Te
     t0 = time.perf_counter()
     atk = (attack or default_attack(m.default_attack)) if m.needs_attack else None   # unused: not recorded
     with frozen(model):
-        xa = atk(model, x, y) if (m.needs_attack and method != "loo") else None
-        if method == "loo":
-            scores, note = _loo(model, layer, x, y, None, st, seed, batch_size, attack=atk)
+        xa = atk(model, x, y) if (m.needs_attack and method not in ("loo", "loo_loss")) else None
+        if method in ("loo", "loo_loss"):
+            scores, note = m.fn(model, layer, x, y, None, st, seed, batch_size, attack=atk)
         else:
             scores, note = m.fn(model, layer, x, y, xa, st, seed, batch_size)
     if m.site != "conv" and st[m.site] == st["bn" if m.site == "act" else "conv"]:
         note += f" (no {m.site} site after {layer}: read at {st[m.site]})"
     fin = scores[torch.isfinite(scores)]
     if method != "random" and fin.numel() > 1 and bool((fin == fin[0]).all()):
-        note += ("; every channel scores the same, so the order is only the channel index"
+        note += ("; every channel scores the same, so the order is only the seeded tie-break"
                  + (" (the attack already leaves the model at 0% robust accuracy?)" if method == "loo" else ""))
     native = "*" in m.native or layer in m.native
     return NeuronScores(method, layer, scores.double().cpu(), native, m.site,
@@ -406,6 +420,7 @@ class _Ablated(nn.Module):
 
 
 ABLATIONS = ("zero", "mean")
+MEASURES = ("accuracy", "loss")
 
 
 def ablated(model: nn.Module, path: str, channels, *, beta: float = 0.0,
@@ -456,18 +471,22 @@ def channel_means(model: nn.Module, x: torch.Tensor, path: str, *, batch_size: i
 def ablation_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, path: str, sets=None, *,
                       attack: Attack | None = None, batch_size: int = 256, chunk: int | None = None,
                       per_image: bool = False, how: str = "zero", beta: float = 0.0,
-                      means: torch.Tensor | None = None):
+                      means: torch.Tensor | None = None, measure: str = "accuracy"):
     """Accuracy (percent) of the model with each set of channels in ``sets`` (default: each channel
     alone) removed at module ``path`` — clean, or under ``attack`` run afresh against each modified
     model (not transferred). ``how``: ``"zero"`` sets the channels to 0, ``"mean"`` to their mean
     (``means``, default ``channel_means`` on ``x``); ``beta`` in [0, 1] keeps β of the channel
     instead (β-suppression, Zhang et al. 2021 §IV-B: β·a + (1 − β)·fill; β = 0 removes it). Returns
     ``(base, acc)``: the intact model's accuracy and one accuracy per set (float64);
-    ``per_image=True`` returns per-image hits instead ([N] and [S, N] bool). The sets go ``chunk``
-    at a time (default: so that chunk·N ≤ ``batch_size``·8) as copies of the images in one batch."""
+    ``per_image=True`` returns per-image hits instead ([N] and [S, N] bool). ``measure="loss"``
+    gives the cross-entropy instead of accuracy (the mean, or per image as float64): a continuous
+    outcome, far less noisy than 0/1 hits when one channel moves few predictions (the loss change is
+    Molchanov et al. 2019's oracle of a unit's importance). The sets go ``chunk`` at a time
+    (default: so that chunk·N ≤ ``batch_size``·8) as copies of the images in one batch."""
     x = check_input(model, x)
     y = check_labels(y, x.shape[0], num_classes(model)).to(x.device)
     check_choice("how", how, ABLATIONS)
+    check_choice("measure", measure, MEASURES)
     beta = check_fraction("beta", beta)
     if attack is not None and not isinstance(attack, Attack):
         raise ValueError(f"attack={attack!r} must be an attack object of nrlib.attacks, e.g. attacks.PGD(8/255)")
@@ -492,23 +511,27 @@ def ablation_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, path: 
     chunk = chunk or max(1, (batch_size * 8) // n)
     hits = []
     with frozen(model):
-        base = _hits_under(model, x, y, attack)
+        base = _outcome_under(model, x, y, attack, measure)
         for i in range(0, len(sets), chunk):
             mk = masks[i:i + chunk]
             k = mk.shape[0]
             net = _Ablated(model, path, mk, beta, fill)
             xr, yr = x.repeat(k, *([1] * (x.dim() - 1))), y.repeat(k)
-            hits.append(_hits_under(net, xr, yr, attack).view(k, n))
+            hits.append(_outcome_under(net, xr, yr, attack, measure).view(k, n))
     hits = torch.cat(hits)
     if per_image:
         return base.cpu(), hits.cpu()
-    return base.double().mean().item() * 100, hits.double().mean(1).cpu() * 100
+    scale = 100 if measure == "accuracy" else 1
+    return base.double().mean().item() * scale, hits.double().mean(1).cpu() * scale
 
 
-def _hits_under(net, x, y, attack):
+def _outcome_under(net, x, y, attack, measure="accuracy"):
     if attack is not None:       # one batch: an ablated net must see all its stacked copies at once
         x = attack.replace(batch_size=x.shape[0])(net, x, y)
-    return _metrics.hits(net, x, y, batch_size=x.shape[0], amp=False)
+    if measure == "accuracy":
+        return _metrics.hits(net, x, y, batch_size=x.shape[0], amp=False)
+    with torch.no_grad():
+        return F.cross_entropy(net(x).double(), y, reduction="none")
 
 
 # ----------------------------------------------------------------------------
@@ -561,7 +584,8 @@ def agreement(a: NeuronScores, b: NeuronScores, *, k: int | None = None, p: floa
     k = max(1, round(0.1 * len(a))) if k is None else k
     x, y = a.scores.nan_to_num(-math.inf).numpy(), b.scores.nan_to_num(-math.inf).numpy()
     fin = np.isfinite(x) & np.isfinite(y)
-    rho = _st.spearmanr(x[fin], y[fin]).statistic if fin.sum() > 2 else math.nan
-    tau = _st.kendalltau(x[fin], y[fin], variant="b").statistic if fin.sum() > 2 else math.nan
+    ok = fin.sum() > 2 and np.ptp(x[fin]) > 0 and np.ptp(y[fin]) > 0    # a constant ranking: no ρ
+    rho = _st.spearmanr(x[fin], y[fin]).statistic if ok else math.nan
+    tau = _st.kendalltau(x[fin], y[fin], variant="b").statistic if ok else math.nan
     return {"spearman": float(rho), "kendall_b": float(tau), "rbo": rbo(a.order, b.order, p),
             **{f"top_{q}": v for q, v in topk_overlap(a.order, b.order, k).items()}, "k": k}

@@ -263,20 +263,27 @@ def settings_table(settings: Mapping, *, profile: str | None = None):
 
 def ablation_curves(shares: Sequence[float], curves: Mapping[str, Sequence[float]], *,
                     random: Mapping[str, Sequence[float]] | None = None, dashed: Sequence[str] = (),
-                    bold: Sequence[str] = (), ax=None, title: str = "",
+                    bold: Sequence[str] = (), ax=None, title: str = "", legend: bool = True,
+                    band_label: str = "random sets",
                     xlabel: str = "share of the layer's channels removed",
                     ylabel: str = "accuracy (%)"):
     """Accuracy against the share of a layer's channels removed, one line per ranking in
-    ``curves`` (most important first; names in ``dashed`` drawn dashed, in ``bold`` black and
-    thick) over the band of random sets of the same size (``random``: ``{"mean", "low",
-    "high"}`` per share), the control every ranking is read against (chapter 6)."""
+    ``curves`` (most important first; each its own colour of ``tab20``; names in ``dashed`` drawn
+    dashed, in ``bold`` black and thick) over the band of random sets of the same size
+    (``random``: ``{"mean", "low", "high"}`` per share; ``band_label`` says what the band is), the
+    control every ranking is read against (chapter 6). ``legend=False`` leaves the legend to the
+    caller (one legend for a grid of panels)."""
+    import matplotlib.pyplot as plt
+
     ax = _ax(ax)
     if random is not None:
-        ax.fill_between(shares, random["low"], random["high"], color="0.85", label="random sets (range)")
+        ax.fill_between(shares, random["low"], random["high"], color="0.85", label=band_label)
         ax.plot(shares, random["mean"], color="0.5", lw=1.5, label="random sets (mean)")
-    for label, ys in curves.items():
-        style = dict(color="k", lw=2.2) if label in bold else {}
+    cmap = plt.get_cmap("tab20")
+    for i, (label, ys) in enumerate(curves.items()):
+        style = dict(color="k", lw=2.2) if label in bold else dict(color=cmap(i % 20))
         ax.plot(shares, ys, "--" if label in dashed else "-", marker="o", ms=3, label=label, **style)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    ax.legend(fontsize="xx-small", ncol=2)
+    if legend:
+        ax.legend(fontsize="xx-small", ncol=2)
     return ax

@@ -390,6 +390,24 @@ def against_random_sets(chosen, random, *, worse: str = "less", scale: float = 1
                     level=level)
 
 
+def p_from_interval(est: Estimate, side: str = "less") -> float:
+    """A one-sided p-value read off an estimate's interval by the normal approximation: its
+    standard error taken as (high − low) / (2·z) at the interval's level, p = Φ(value / se) for the
+    hypothesis "below 0" (``side="less"``) or 1 − Φ for "above 0". Unlike a rank test among R random
+    draws, whose p cannot fall below 1/(R + 1), it is continuous, so a family corrected by ``holm``
+    can reject (e.g. ``against_random_sets`` over many rankings and layers)."""
+    if not (isinstance(est, Estimate) and est.has_interval):
+        raise ValueError(f"est must be a stats.Estimate with an interval, got {est!r}")
+    check_choice("side", side, ("less", "greater"))
+    z = float(_st.norm.ppf(0.5 + est.level / 2))
+    se = (est.high - est.low) / (2 * z)
+    if se <= 0:                          # a degenerate interval: the sign alone decides
+        below = float(est) < 0 if side == "less" else float(est) > 0
+        return 0.0 if below else 1.0
+    cdf = float(_st.norm.cdf(float(est) / se))
+    return cdf if side == "less" else 1.0 - cdf
+
+
 def spearman(x, y, *, permutations: int = 2000, seed: int = 0, level: float = LEVEL) -> Estimate:
     """Spearman's rank correlation of paired ``x``, ``y`` with a two-sided permutation-test p-value
     (``scipy.stats.permutation_test``, the pairings permuted) and a Fisher-z interval with the

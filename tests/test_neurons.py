@@ -287,3 +287,20 @@ def test_a_shared_relu_is_not_a_site(data):
     assert st == {"conv": "layer2.0.conv1", "bn": "layer2.0.bn1", "act": "layer2.0.bn1"}
     s = neurons.rank("sigma", tv, "layer2.0.conv1", x[:8], y[:8], attack=attacks.PGD(8 / 255, steps=1))
     assert "read at layer2.0.bn1" in s.note and len(s) == 128
+
+
+def test_loo_loss_is_the_adversarial_loss_gained_and_zero_for_a_dead_channel(vgg, data):
+    x, y = data
+    atk = attacks.PGD(8 / 255, steps=2, random_start=False)
+    base, loss = neurons.ablation_accuracy(vgg, x, y, "bn2", [[0], [2]], attack=atk, measure="loss",
+                                           per_image=True)
+    for s, row in zip([[0], [2]], loss):
+        with hooks.zero_channels(vgg, "bn2", s):
+            ref = F.cross_entropy(vgg(atk(vgg, x, y)).double(), y, reduction="none")
+        assert torch.allclose(row, ref, atol=1e-5)
+    m = copy.deepcopy(vgg)
+    m.bn2.weight.data[1], m.bn2.bias.data[1] = 0.0, -1.0          # dead after its ReLU
+    s = neurons.rank("loo_loss", m, "conv2", x, y, attack=atk)
+    assert abs(s.scores[1]) < 1e-9 and s.scores.abs().max() > 0
+    with pytest.raises(ValueError, match="measure="):
+        neurons.ablation_accuracy(vgg, x, y, "bn2", [[0]], measure="margin")

@@ -307,3 +307,17 @@ def test_holm_by_hand():
     assert stats.holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])
     with pytest.raises(ValueError, match="pvalues"):
         stats.holm([0.1, 1.5])
+
+
+def test_p_from_interval_is_the_normal_tail_and_can_pass_holm():
+    from scipy.stats import norm
+    est = stats.Estimate(-1.96, -3.92, 0.0)                 # se = 1 at the 95% level
+    assert stats.p_from_interval(est) == pytest.approx(norm.cdf(-1.96), rel=1e-3)
+    assert stats.p_from_interval(est, "greater") == pytest.approx(1 - norm.cdf(-1.96), rel=1e-3)
+    far = stats.Estimate(-10.0, -12.0, -8.0)
+    assert stats.holm([stats.p_from_interval(far)] * 40).max() < 0.05   # a rank p among 100 draws never could
+    assert stats.p_from_interval(stats.Estimate(2.0, 2.0, 2.0)) == 1.0
+    with pytest.raises(ValueError, match="side="):
+        stats.p_from_interval(est, "two")
+    with pytest.raises(ValueError, match="est must"):
+        stats.p_from_interval(3.0)
