@@ -69,10 +69,10 @@ from . import metrics as _metrics
 from . import ranking as _ranking
 from . import sensitivity as _sens
 from .attacks import FGSM, PGD, Attack
-from .hooks import get_layer
+from .hooks import get_layer, layer_channels
 from .models import frozen
-from .utils import (batches, check_choice, check_fraction, check_input, check_int, check_labels, check_model,
-                    num_classes)
+from .utils import (batches, check_choice, check_fraction, check_indices, check_input, check_int, check_labels,
+                    check_model, num_classes)
 
 SITES = ("conv", "bn", "act")
 
@@ -124,6 +124,7 @@ class Method:
     needs_attack: bool
     native: tuple = ()          # layers that are the method's own ("*": any)
     default_attack: str = "pgd"
+    reattacks: bool = False     # runs the attack itself (against each ablated model), takes attack=
 
 
 # ----------------------------------------------------------------------------
@@ -334,8 +335,8 @@ METHODS: dict[str, Method] = {
     "apoz": Method(_apoz, "act", False),
     "taylor": Method(_taylor, "bn", False),
     "taylor_adv": Method(_taylor_adv, "bn", True),
-    "loo": Method(_loo, "bn", True),
-    "loo_loss": Method(_loo_loss, "bn", True),
+    "loo": Method(_loo, "bn", True, reattacks=True),
+    "loo_loss": Method(_loo_loss, "bn", True, reattacks=True),
     "loo_clean": Method(_loo_clean, "bn", False),
 }
 PAPER_METHODS = ("fragile", "delta", "sigma", "dominant", "toggle")
@@ -368,8 +369,8 @@ def rank(method: str, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Te
     t0 = time.perf_counter()
     atk = (attack or default_attack(m.default_attack)) if m.needs_attack else None   # unused: not recorded
     with frozen(model):
-        xa = atk(model, x, y) if (m.needs_attack and method not in ("loo", "loo_loss")) else None
-        if method in ("loo", "loo_loss"):
+        xa = atk(model, x, y) if (m.needs_attack and not m.reattacks) else None
+        if m.reattacks:
             scores, note = m.fn(model, layer, x, y, None, st, seed, batch_size, attack=atk)
         else:
             scores, note = m.fn(model, layer, x, y, xa, st, seed, batch_size)
@@ -403,14 +404,12 @@ class _Ablated(nn.Module):
         k = self.masks.shape[0]
         if xb.shape[0] % k:
             raise RuntimeError(f"the ablated batch holds {xb.shape[0]} images, not a multiple of the {k} copies")
-        m = self.masks.to(xb.dtype)
-
         def hook(mod, a, o):
-            n, shape = o.shape[0] // k, (k, 1, -1, *([1] * (o.dim() - 2)))
-            mk = m.to(o.dtype).view(shape)
-            out = o.reshape(k, n, *o.shape[1:]) * (1 - mk * (1 - self.beta))
+            tail = [1] * (o.dim() - 2)
+            cut = self.masks.to(o.dtype).view(k, 1, -1, *tail) * (1 - self.beta)   # 1 − β where masked
+            out = o.reshape(k, o.shape[0] // k, *o.shape[1:]) * (1 - cut)
             if self.fill is not None:
-                out = out + mk * (1 - self.beta) * self.fill.to(o.dtype).view(1, 1, -1, *([1] * (o.dim() - 2)))
+                out = out + cut * self.fill.to(o.dtype).view(1, 1, -1, *tail)
             return out.reshape_as(o)
         h = get_layer(self.model, self.path).register_forward_hook(hook)
         try:
@@ -432,40 +431,43 @@ def ablated(model: nn.Module, path: str, channels, *, beta: float = 0.0,
     check_model(model)
     mod = get_layer(model, path)
     beta = check_fraction("beta", beta)
-    c = next((m.out_channels for m in [mod] if isinstance(m, nn.Conv2d)), None) or \
-        next((m.num_features for m in [mod] if isinstance(m, nn.BatchNorm2d)), None)
+    c = layer_channels(mod)
     if c is None:
-        raise ValueError(f"path={path!r} must name a Conv2d or BatchNorm2d of the model, got "
-                         f"{type(mod).__name__}")
-    bad = [v for v in channels if not (isinstance(v, (int, np.integer)) and 0 <= v < c)]
-    if bad:
-        raise ValueError(f"channels holds {bad}: channels of {path!r} are 0 … {c - 1}")
+        raise ValueError(f"path={path!r} must name a layer that states its channels (a conv or a batch "
+                         f"norm), got {type(mod).__name__}")
     dev = next(model.parameters()).device
-    mask = torch.zeros(1, c, dtype=torch.bool, device=dev)
-    mask[0, list(channels)] = True
-    if means is not None and tuple(means.shape) != (c,):
+    mask = _masks([channels], c, device=dev, name="channels")
+    return _Ablated(model, path, mask, beta, _fill(means, c, path, dev)).eval()
+
+
+def _masks(sets, c: int, *, device, name: str = "sets[{}]") -> torch.Tensor:
+    """bool [len(sets), c]: row i marks the channels of ``sets[i]``, checked to lie in [0, c) (an error
+    names the set as ``name.format(i)``)."""
+    masks = torch.zeros(len(sets), c, dtype=torch.bool, device=device)
+    for i, s in enumerate(sets):
+        masks[i, check_indices(name.format(i), s, c)] = True
+    return masks
+
+
+def _fill(means, c: int, path: str, device):
+    """``means`` checked to hold one value per channel of ``path`` and moved to ``device`` (None: none)."""
+    if means is None:
+        return None
+    if tuple(means.shape) != (c,):
         raise ValueError(f"means must hold one value per channel of {path!r} ({c}), got shape {tuple(means.shape)}")
-    return _Ablated(model, path, mask, beta, None if means is None else means.to(dev)).eval()
+    return means.to(device)
 
 
 def channel_means(model: nn.Module, x: torch.Tensor, path: str, *, batch_size: int = 256) -> torch.Tensor:
     """The mean of each output channel of module ``path`` over the images ``x`` and the positions
     (what mean-ablation puts in a removed channel's place)."""
     x = check_input(model, x)
-    out = []
-
-    def hook(m, a, o):
-        out.append(o.detach().double().transpose(0, 1).reshape(o.shape[1], -1).sum(1))
-        sizes.append(o[:, 0].numel())
-    sizes: list[int] = []
-    h = get_layer(model, path).register_forward_hook(hook)
-    try:
-        with frozen(model), torch.no_grad():
-            for xb in batches(x, batch_size=batch_size):
-                model(xb)
-    finally:
-        h.remove()
-    return (torch.stack(out).sum(0) / sum(sizes)).float()
+    total, count = 0.0, 0
+    with frozen(model):
+        for _, a, _ in _capture_site(model, path, x, batch_size=batch_size):
+            total = total + a.double().transpose(0, 1).reshape(a.shape[1], -1).sum(1)
+            count += a[:, 0].numel()
+    return (total / count).float()
 
 
 def ablation_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, path: str, sets=None, *,
@@ -495,18 +497,11 @@ def ablation_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, path: 
         c = _frag._n_channels(model, path, mod, x)
     if sets is None:
         sets = [[i] for i in range(c)]
-    masks = torch.zeros(len(sets), c, dtype=torch.bool, device=x.device)
-    for i, s in enumerate(sets):
-        bad = [v for v in s if not (isinstance(v, (int, np.integer)) and 0 <= v < c)]
-        if bad:
-            raise ValueError(f"sets[{i}] holds {bad}: channels of {path!r} are 0 … {c - 1}")
-        masks[i, list(s)] = True
+    masks = _masks(sets, c, device=x.device)
     fill = None
     if how == "mean":
-        fill = channel_means(model, x, path, batch_size=batch_size) if means is None else means
-        if fill.shape != (c,):
-            raise ValueError(f"means must hold one value per channel of {path!r} ({c}), got shape {tuple(fill.shape)}")
-        fill = fill.to(x.device)
+        fill = _fill(channel_means(model, x, path, batch_size=batch_size) if means is None else means,
+                     c, path, x.device)
     n = x.shape[0]
     chunk = chunk or max(1, (batch_size * 8) // n)
     hits = []
