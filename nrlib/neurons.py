@@ -19,7 +19,8 @@ method             score of channel c (higher = more important)                 
 ``sigma``          Zhang et al. 2021 eq. 1: σ, the mean L1 deviation of the channel's output     any
                    (after its ReLU) between x and attack(x).
 ``dominant``       Karnine et al. 2024 §3.4: how often the filter is among the top 10% by        every conv
-                   mean |f(x) − f(x̃)| of a benign/adversarial pair (conv output).
+                   mean |f(x) − f(x̃)| of a benign/adversarial pair (after the ReLU: the paper's
+                   Keras ``Conv2D(activation="relu")`` output; pooled over classes).
 ``toggle``         Prattico 2022 §2.3: the neural-ranking score (activation × ∂z_ŷ/∂activation, every conv
                    its largest over the images) on attack(x), the channel's largest over its
                    positions (conv output, before batch norm, as the report's code profiles).
@@ -133,7 +134,8 @@ class Method:
 def sites(model: nn.Module, layer: str, x: torch.Tensor) -> dict[str, str]:
     """``{"conv", "bn", "act"}`` → the module path of each place channel c of conv ``layer`` can be
     read, found by tracing one forward pass on ``x[:1]``: the BatchNorm whose input is the conv's
-    output, and the ReLU whose input is that BatchNorm's output. A missing BN falls back to the conv,
+    output, and the ReLU whose input is that BatchNorm's output (or the conv's, where no BN is
+    between them). A missing BN falls back to the conv,
     a missing ReLU (a residual sum comes first) to the BN, and so does a module the forward pass calls
     more than once (torchvision's ResNet blocks share one ReLU), since its hook would see two layers."""
     check_model(model)
@@ -153,7 +155,8 @@ def sites(model: nn.Module, layer: str, x: torch.Tensor) -> dict[str, str]:
             held["conv"] = out
         elif isinstance(m, nn.BatchNorm2d) and inp and inp[0] is held.get("conv") and "bn" not in seen:
             seen["bn"], held["bn"] = path[m], out
-        elif isinstance(m, nn.ReLU) and inp and inp[0] is held.get("bn") and "act" not in seen:
+        elif (isinstance(m, nn.ReLU) and inp and "act" not in seen
+              and inp[0] is held.get("bn", held.get("conv"))):     # after the BN, or the conv if none
             seen["act"] = path[m]
     handles = []
     for m in model.modules():
@@ -168,7 +171,7 @@ def sites(model: nn.Module, layer: str, x: torch.Tensor) -> dict[str, str]:
     once = {k: v for k, v in seen.items() if calls.get(v, 0) == 1}   # a module run twice (torchvision's
     out = {"conv": path[conv]}                                        # shared ReLU) is no site of one layer
     out["bn"] = once.get("bn", out["conv"])
-    out["act"] = once.get("act", out["bn"]) if "bn" in once else out["bn"]
+    out["act"] = out["bn"] if "bn" in seen and "bn" not in once else once.get("act", out["bn"])
     return out
 
 
@@ -244,7 +247,7 @@ def _sigma(model, layer, x, y, xa, st, seed, bs):
 
 
 def _dominant_(model, layer, x, y, xa, st, seed, bs):
-    diff = _dominant.filter_differences(model, [st["conv"]], x, xa, batch_size=bs)[st["conv"]]
+    diff = _dominant.filter_differences(model, [st["act"]], x, xa, batch_size=bs)[st["act"]]
     f = _dominant.frequency(_dominant.top_filters(diff, 0.1), diff.shape[1])
     return f.double().cpu(), "times among a pair's top 10% filters (counts: ties)"
 
@@ -326,7 +329,7 @@ METHODS: dict[str, Method] = {
     "fragile": Method(_fragile, "conv", False, ("conv1",)),
     "delta": Method(_delta, "bn", False, ()),
     "sigma": Method(_sigma, "act", True, ("*",)),
-    "dominant": Method(_dominant_, "conv", True, ("*",)),
+    "dominant": Method(_dominant_, "act", True, ("*",)),
     "toggle": Method(_toggle, "conv", True, ("*",), "fgsm"),
     "random": Method(_random, "conv", False),
     "weight_l1": Method(_weight_l1, "conv", False),
@@ -566,10 +569,18 @@ def topk_overlap(a, b, k: int) -> dict:
             "p": float(_st.hypergeom(n, k, k).sf(inter - 1))}
 
 
-def agreement(a: NeuronScores, b: NeuronScores, *, k: int | None = None, p: float = 0.9) -> dict:
+def agreement(a: NeuronScores, b, *, k: int | None = None, p: float = 0.9) -> dict:
     """How two rankings of the same layer's channels agree: Spearman's ρ and Kendall's τ-b of the
     scores (τ-b handles the ties of count scores such as ``dominant``), the top-``k`` overlap
-    (default: 10% of the channels) against chance (``topk_overlap``), and ``rbo`` of the orders."""
+    (default: 10% of the channels) against chance (``topk_overlap``), and ``rbo`` of the orders.
+    ``b`` may also be a ranking made elsewhere — one score per channel, higher = more important
+    (a chapter's own, per-class or per-position, measurement reduced to channels)."""
+    if isinstance(a, NeuronScores) and not isinstance(b, NeuronScores):
+        v = torch.as_tensor(np.asarray(b, dtype=np.float64))
+        if v.shape != a.scores.shape:
+            raise ValueError(f"b must hold one score per channel of {a.layer!r} ({len(a)}), "
+                             f"got shape {tuple(v.shape)}")
+        b = NeuronScores("given", a.layer, v, False, "", None, a.seed, 0, 0.0)
     for name, s in (("a", a), ("b", b)):
         if not isinstance(s, NeuronScores):
             raise ValueError(f"{name} must be the NeuronScores of rank(...), got {type(s).__name__}")

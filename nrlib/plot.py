@@ -287,3 +287,19 @@ def ablation_curves(shares: Sequence[float], curves: Mapping[str, Sequence[float
     if legend:
         ax.legend(fontsize="xx-small", ncol=2)
     return ax
+
+
+def agreement_table(rows: Mapping, *, digits: int = 3):
+    """How rankings agree, one row per comparison: ``rows`` maps a label (a string, or a tuple such
+    as ``(layer, "vs weight L1")``, which becomes a row index of several levels) to the dict of
+    ``nrlib.neurons.agreement``. Columns: Spearman's ρ, Kendall's τ-b, how many of the top k the two
+    share, the chance level k²/n and its hypergeometric p. Returns a ``pandas.DataFrame``."""
+    import pandas as pd
+
+    if not isinstance(rows, Mapping) or not rows:
+        raise ValueError("rows must be a non-empty dict: label -> the dict of neurons.agreement(a, b)")
+    cols = {"Spearman ρ": "spearman", "Kendall τ-b": "kendall_b", "top k": "k",
+            "top k shared": "top_overlap", "chance": "top_expected", "p": "top_p"}
+    out = pd.DataFrame({lab: {c: a[k] for c, k in cols.items()} for lab, a in rows.items()}).T
+    out[["top k", "top k shared"]] = out[["top k", "top k shared"]].astype(int)
+    return out.round(digits)

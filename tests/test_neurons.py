@@ -72,6 +72,9 @@ def test_sites_follow_the_forward_pass(vgg, resnet, data):
     assert st["bn"].endswith("b2") and st["act"] == st["bn"]        # the shortcut is added first
     st1 = neurons.sites(resnet, "conv1", x)
     assert st1 == {"conv": "conv1", "bn": "bn1", "act": "relu1"}
+    cnn = models.build("base", "mnist").eval()      # no batch norm: the ReLU reads the conv itself
+    assert neurons.sites(cnn, "conv2", torch.rand(2, 1, 28, 28)) == {"conv": "conv2", "bn": "conv2",
+                                                                    "act": "relu2"}
 
 
 def test_direction_and_controls(vgg, data):
@@ -225,6 +228,12 @@ def test_topk_overlap_against_chance_and_agreement(vgg, data):
     assert -1 <= r["spearman"] <= 1 and r["k"] == 4 and 0 <= r["top_p"] <= 1
     with pytest.raises(ValueError, match="same layer"):
         neurons.agreement(a, neurons.rank("random", vgg, "conv4", x, y))
+    # a ranking made elsewhere, as plain scores: the flipped scores reverse the order exactly
+    given = neurons.agreement(a, (-a.scores).numpy(), k=4)
+    assert given["spearman"] == pytest.approx(-1) and given["top_overlap"] == 0
+    assert neurons.agreement(a, a.scores.tolist())["spearman"] == pytest.approx(1)
+    with pytest.raises(ValueError, match="one score per channel of 'conv5'"):
+        neurons.agreement(a, [1.0, 2.0])
 
 
 def test_mean_ablation_and_beta(vgg, data):
@@ -304,3 +313,18 @@ def test_loo_loss_is_the_adversarial_loss_gained_and_zero_for_a_dead_channel(vgg
     assert abs(s.scores[1]) < 1e-9 and s.scores.abs().max() > 0
     with pytest.raises(ValueError, match="measure="):
         neurons.ablation_accuracy(vgg, x, y, "bn2", [[0]], measure="margin")
+
+
+def test_dominant_is_chapter_4s_pooled_count_at_the_relu():
+    """``dominant`` reads each filter where Karnine et al. (and chapter 4) compare it — the ReLU after
+    the conv — and pools chapter 4's per-class counts over the classes."""
+    from nrlib import dominant as dom
+    torch.manual_seed(3)
+    cnn = models.build("base", "mnist").eval()
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(40, 1, 28, 28, generator=g), torch.randint(0, 10, (40,), generator=g)
+    fgsm = attacks.FGSM(0.1)                       # deterministic: both see the same x̃
+    s = neurons.rank("dominant", cnn, "conv2", x, y, attack=fgsm)
+    want = dom.dominant_frequencies(cnn, x, fgsm(cnn, x, y), y, frac=0.1)["conv2"].sum(0)
+    assert s.site == "act" and s.meta["sites"]["act"] == "relu2"
+    assert torch.equal(s.scores, want.double())
