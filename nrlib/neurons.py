@@ -54,6 +54,7 @@ copy k has channel k zeroed, so the attack of ``loo`` runs against all K ablated
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -389,6 +390,27 @@ def rank(method: str, model: nn.Module, layer: str, x: torch.Tensor, y: torch.Te
                         time.perf_counter() - t0, note, {"sites": st})
 
 
+def combine(parts) -> NeuronScores:
+    """One ranking from rankings of the same method and layer made on disjoint sets of images (for
+    instance the two halves of a split-half reliability): the scores averaged, each part weighted by
+    its number of images, the seconds summed. The parts may differ in their attack's seed; the
+    result records the first part's attack and seed."""
+    parts = list(parts)
+    if not parts or not all(isinstance(p, NeuronScores) for p in parts):
+        raise ValueError("parts must be a non-empty list of the NeuronScores of rank(...)")
+    a = parts[0]
+    odd = [(p.method, p.layer, len(p)) for p in parts if (p.method, p.layer, len(p)) != (a.method, a.layer, len(a))]
+    if odd:
+        raise ValueError(f"parts must rank the same layer by the same method: {a.method!r} at {a.layer!r} "
+                         f"({len(a)} channels), but also {odd}")
+    n = sum(p.n_images for p in parts)
+    if n <= 0:
+        raise ValueError("parts must hold rankings made on at least one image")
+    scores = sum(p.scores * p.n_images for p in parts) / n
+    return NeuronScores(a.method, a.layer, scores, a.native, a.site, a.attack, a.seed, n,
+                        sum(p.seconds for p in parts), a.note, a.meta)
+
+
 # ----------------------------------------------------------------------------
 # vectorised ablation: K channels removed at once, the attack re-run against every ablated model
 # ----------------------------------------------------------------------------
@@ -441,6 +463,25 @@ def ablated(model: nn.Module, path: str, channels, *, beta: float = 0.0,
     dev = next(model.parameters()).device
     mask = _masks([channels], c, device=dev, name="channels")
     return _Ablated(model, path, mask, beta, _fill(means, c, path, dev)).eval()
+
+
+def pruned(model: nn.Module, path: str, channels) -> nn.Module:
+    """A copy of ``model`` with the output ``channels`` of module ``path`` removed for good: a
+    forward hook on the copy zeroes them in training as at test time, so the copy can be fine-tuned
+    (prune, then a fixed fine-tuning budget: chapter 6) and its copies (``copy.deepcopy``, as
+    ``nrlib.dominant.finetune`` makes) keep the cut. ``model`` itself is untouched."""
+    check_model(model)
+    c = layer_channels(get_layer(model, path))
+    if c is None:
+        raise ValueError(f"path={path!r} must name a layer that states its channels (a conv or a batch "
+                         f"norm), got {type(get_layer(model, path)).__name__}")
+    m = copy.deepcopy(model)
+    keep = ~_masks([channels], c, device=next(m.parameters()).device, name="channels")[0]
+
+    def hook(mod, a, o):
+        return o * keep.to(o.dtype).view(1, -1, *([1] * (o.dim() - 2)))
+    get_layer(m, path).register_forward_hook(hook)
+    return m
 
 
 def _masks(sets, c: int, *, device, name: str = "sets[{}]") -> torch.Tensor:

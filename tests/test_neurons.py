@@ -328,3 +328,41 @@ def test_dominant_is_chapter_4s_pooled_count_at_the_relu():
     want = dom.dominant_frequencies(cnn, x, fgsm(cnn, x, y), y, frac=0.1)["conv2"].sum(0)
     assert s.site == "act" and s.meta["sites"]["act"] == "relu2"
     assert torch.equal(s.scores, want.double())
+
+
+def test_combine_weights_the_parts_by_their_images(vgg, data):
+    x, y = data
+    a = neurons.rank("mean_activation", vgg, "conv3", x[:8], y[:8])
+    b = neurons.rank("mean_activation", vgg, "conv3", x[8:], y[8:])
+    whole = neurons.rank("mean_activation", vgg, "conv3", x, y)
+    c = neurons.combine([a, b])              # a mean over images: the parts' weighted mean is it
+    assert c.n_images == 24 and torch.allclose(c.scores, whole.scores, atol=1e-6)
+    assert c.seconds == pytest.approx(a.seconds + b.seconds)
+    with pytest.raises(ValueError, match="same layer by the same method"):
+        neurons.combine([a, neurons.rank("weight_l1", vgg, "conv3", x, y)])
+    with pytest.raises(ValueError, match="non-empty list"):
+        neurons.combine([])
+
+
+def test_pruned_copy_keeps_its_cut_through_training(vgg, data):
+    """The pruned copy equals zero-ablation, stays pruned after a training step and a deep copy,
+    and leaves the original model as it was."""
+    x, y = data
+    before = vgg(x).detach()
+    m = neurons.pruned(vgg, "bn4", [0, 2])
+    _, acc = neurons.ablation_accuracy(vgg, x, y, "bn4", [[0, 2]])
+    assert torch.allclose(vgg(x), before)                     # the original is untouched
+    got = (m(x).argmax(1) == y).double().mean().item() * 100
+    assert got == pytest.approx(acc[0].item())
+    m.train()
+    opt = torch.optim.SGD(m.parameters(), lr=0.5)
+    F.cross_entropy(m(x), y).backward()
+    opt.step()
+    m2 = copy.deepcopy(m).eval()
+    out = {}
+    h = m2.relu4.register_forward_hook(lambda mod, a, o: out.__setitem__("o", o))
+    m2(x)
+    h.remove()
+    assert out["o"][:, [0, 2]].abs().sum() == 0 and out["o"][:, 1].abs().sum() > 0
+    with pytest.raises(ValueError, match="channels"):
+        neurons.pruned(vgg, "bn4", [999])
