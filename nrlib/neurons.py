@@ -454,12 +454,8 @@ def ablated(model: nn.Module, path: str, channels, *, beta: float = 0.0,
     or kept at ``beta`` of their value (β-suppression, Zhang et al. 2021 §IV-B). The model's own
     weights are untouched: the change is a forward hook active only inside the returned module."""
     check_model(model)
-    mod = get_layer(model, path)
     beta = check_fraction("beta", beta)
-    c = layer_channels(mod)
-    if c is None:
-        raise ValueError(f"path={path!r} must name a layer that states its channels (a conv or a batch "
-                         f"norm), got {type(mod).__name__}")
+    c = _channels_of(model, path)
     dev = next(model.parameters()).device
     mask = _masks([channels], c, device=dev, name="channels")
     return _Ablated(model, path, mask, beta, _fill(means, c, path, dev)).eval()
@@ -471,10 +467,7 @@ def pruned(model: nn.Module, path: str, channels) -> nn.Module:
     (prune, then a fixed fine-tuning budget: chapter 6) and its copies (``copy.deepcopy``, as
     ``nrlib.dominant.finetune`` makes) keep the cut. ``model`` itself is untouched."""
     check_model(model)
-    c = layer_channels(get_layer(model, path))
-    if c is None:
-        raise ValueError(f"path={path!r} must name a layer that states its channels (a conv or a batch "
-                         f"norm), got {type(get_layer(model, path)).__name__}")
+    c = _channels_of(model, path)
     m = copy.deepcopy(model)
     keep = ~_masks([channels], c, device=next(m.parameters()).device, name="channels")[0]
 
@@ -482,6 +475,16 @@ def pruned(model: nn.Module, path: str, channels) -> nn.Module:
         return o * keep.to(o.dtype).view(1, -1, *([1] * (o.dim() - 2)))
     get_layer(m, path).register_forward_hook(hook)
     return m
+
+
+def _channels_of(model: nn.Module, path: str) -> int:
+    """How many output channels module ``path`` has (a conv or a batch norm), or a clear error."""
+    mod = get_layer(model, path)
+    c = layer_channels(mod)
+    if c is None:
+        raise ValueError(f"path={path!r} must name a layer that states its channels (a conv or a batch "
+                         f"norm), got {type(mod).__name__}")
+    return c
 
 
 def _masks(sets, c: int, *, device, name: str = "sets[{}]") -> torch.Tensor:
