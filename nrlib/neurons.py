@@ -70,6 +70,7 @@ from . import fragile as _frag
 from . import metrics as _metrics
 from . import ranking as _ranking
 from . import sensitivity as _sens
+from . import stats
 from .attacks import FGSM, PGD, Attack
 from .hooks import get_layer, layer_channels
 from .models import frozen
@@ -614,7 +615,8 @@ def topk_overlap(a, b, k: int) -> dict:
 
 
 def agreement(a: NeuronScores, b, *, k: int | None = None, p: float = 0.9) -> dict:
-    """How two rankings of the same layer's channels agree: Spearman's ρ and Kendall's τ-b of the
+    """How two rankings of the same layer's channels agree: Spearman's ρ (and ``spearman_ci``, its
+    Fisher-z interval over the channels, ``stats.spearman_interval``) and Kendall's τ-b of the
     scores (τ-b handles the ties of count scores such as ``dominant``), the top-``k`` overlap
     (default: 10% of the channels) against chance (``topk_overlap``), and ``rbo`` of the orders.
     ``b`` may also be a ranking made elsewhere — one score per channel, higher = more important
@@ -637,5 +639,7 @@ def agreement(a: NeuronScores, b, *, k: int | None = None, p: float = 0.9) -> di
     ok = fin.sum() > 2 and np.ptp(x[fin]) > 0 and np.ptp(y[fin]) > 0    # a constant ranking: no ρ
     rho = _st.spearmanr(x[fin], y[fin]).statistic if ok else math.nan
     tau = _st.kendalltau(x[fin], y[fin], variant="b").statistic if ok else math.nan
-    return {"spearman": float(rho), "kendall_b": float(tau), "rbo": rbo(a.order, b.order, p),
+    ci = stats.spearman_interval(float(rho), int(fin.sum())) if ok and fin.sum() >= 4 else None
+    return {"spearman": float(rho), "spearman_ci": ci, "kendall_b": float(tau),
+            "rbo": rbo(a.order, b.order, p),
             **{f"top_{q}": v for q, v in topk_overlap(a.order, b.order, k).items()}, "k": k}

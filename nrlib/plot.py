@@ -302,4 +302,34 @@ def agreement_table(rows: Mapping, *, digits: int = 3):
             "top k shared": "top_overlap", "chance": "top_expected", "p": "top_p"}
     out = pd.DataFrame({lab: {c: a[k] for c, k in cols.items()} for lab, a in rows.items()}).T
     out[["top k", "top k shared"]] = out[["top k", "top k shared"]].astype(int)
-    return out.round(digits)
+    out = out.astype({c: float for c in ("Spearman ρ", "Kendall τ-b", "chance", "p")}).round(digits)
+    ci = [a.get("spearman_ci") for a in rows.values()]
+    out.insert(1, "ρ 95% interval", [f"[{e.low:.2f}, {e.high:.2f}]" if e is not None else "—" for e in ci])
+    return out
+
+
+def magnitude_text(rows: Mapping, what: str) -> str:
+    """One generated sentence: how ranking ``what`` relates to the kernels' L1 norms, from ``rows``
+    (a label — a layer, a model — to ``nrlib.neurons.agreement(ranking, weight_l1)``), read off each
+    Spearman ρ's Fisher-z interval over the channels: above 0, part of the order is the kernels'
+    size; below 0, it favours small kernels; across 0, these channels cannot tell it from an order
+    unrelated to size. The chapters' "does it say more than kernel size?" answered from the run."""
+    from .papers import interval_text
+
+    if not isinstance(rows, Mapping) or not rows:
+        raise ValueError("rows must be a non-empty dict: label -> the dict of neurons.agreement(a, b)")
+    ci = {lab: a.get("spearman_ci") for lab, a in rows.items()}
+    side = {lab: "—" if e is None else "above" if e.low > 0 else "below" if e.high < 0 else "across"
+            for lab, e in ci.items()}
+    pick = lambda s: ", ".join(str(lab) for lab, v in side.items() if v == s)
+    out = [f"`{what}` against the kernels' L1 norms: " + "; ".join(
+        f"{lab} ρ = {'—' if e is None else interval_text(e)}" for lab, e in ci.items()) + "."]
+    if pick("above"):
+        out.append(f"Above 0 at {pick('above')}: there part of the order is the kernels' size, though "
+                   "a ρ short of 1 leaves the rest to what the ranking measures.")
+    if pick("below"):
+        out.append(f"Below 0 at {pick('below')}: there it favours the smaller kernels.")
+    if pick("across"):
+        out.append(f"Across 0 at {pick('across')}: these channels cannot tell it from an order "
+                   "unrelated to the kernels' size.")
+    return " ".join(out)

@@ -148,6 +148,12 @@ RECIPES = {
             # adversarial training ("did AT change which neurons matter?" asked per neuron).
             "pat_ft": {**_SNS, "sns_mode": "all", "sns_weight": 0.0,
                        "sns_layers": [f"relu{i}" for i in range(1, 14)]},
+            # pat_ft's clean twin: the vanilla model fine-tuned on clean images only, every layer
+            # trainable, with pat_ft's epochs, peak lr and schedule, so that what pat_ft changes and
+            # this twin does not can be put down to the adversarial loss, not to fine-tuning itself.
+            "clean_ft": {"init": "standard", "finetune": "plain", "snapshots": [],
+                         "profiles": {p: {"epochs": v["epochs"], "lr": v["lr"]}
+                                      for p, v in _SNS["profiles"].items()}},
         },
         "evidence": {   # data/results/zoo/cpu.json; 1 seed, 2-core CPU (ResNet-50/101: 2026-11-25; the others 2026-12-02)
             "cpu": "ResNet-20 83.83% (740 s); ResNet-18 w16 69.99% (120 s); ResNet-50 w8 52.84% (176 s); "

@@ -408,6 +408,25 @@ def p_from_interval(est: Estimate, side: str = "less") -> float:
     return cdf if side == "less" else 1.0 - cdf
 
 
+def simultaneous(est: Estimate, m: int, level: float = LEVEL) -> Estimate:
+    """``est`` with its interval widened to hold for a family of ``m`` tests at once (Bonferroni:
+    each interval at level 1 − (1 − ``level``)/m), so that a verdict read off it is corrected for
+    the family. Each side is stretched by z₍1−α/2m₎ / z₍1−α/2₎ about the point, the normal
+    approximation that ``p_from_interval`` also makes (a bootstrap's far tails would need far more
+    resamples than its 95% interval). m = 1 returns the interval unchanged."""
+    if not (isinstance(est, Estimate) and est.has_interval):
+        raise ValueError(f"est must be a stats.Estimate with an interval, got {est!r}")
+    m = check_int("m", m, low=1)
+    level = _level(level)
+    if abs(est.level - level) > 1e-12:
+        raise ValueError(f"est's interval is at level {est.level}, not {level}: widen it from the level it has")
+    alpha = 1 - level
+    k = float(_st.norm.ppf(1 - alpha / (2 * m)) / _st.norm.ppf(1 - alpha / 2))
+    v = float(est)
+    return Estimate(v, v - k * (v - est.low), v + k * (est.high - v), n=est.n, p=est.p,
+                    method=f"{est.method}; Bonferroni over {m} tests", level=level, unit=est.unit)
+
+
 def spearman(x, y, *, permutations: int = 2000, seed: int = 0, level: float = LEVEL) -> Estimate:
     """Spearman's rank correlation of paired ``x``, ``y`` with a two-sided permutation-test p-value
     (``scipy.stats.permutation_test``, the pairings permuted) and a Fisher-z interval with the
@@ -424,13 +443,64 @@ def spearman(x, y, *, permutations: int = 2000, seed: int = 0, level: float = LE
     rho = float(_st.spearmanr(x, y).statistic)
     perm = _st.permutation_test((x,), lambda u: _st.spearmanr(u, y).statistic, permutation_type="pairings",
                                 n_resamples=permutations, alternative="two-sided", random_state=seed)
-    n = x.size
+    e = spearman_interval(rho, x.size, level=level)
+    return Estimate(rho, e.low, e.high, n=x.size, p=float(perm.pvalue),
+                    method=f"{e.method}; permutation p ({permutations})", level=level)
+
+
+def spearman_interval(rho: float, n: int, *, level: float = LEVEL) -> Estimate:
+    """A Spearman correlation ``rho`` of ``n`` pairs with its Fisher-z interval, the Bonett–Wright
+    variance (1 + ρ²/2)/(n − 3) (n ≥ 4), and no test: what ``spearman`` returns without its
+    permutation p, cheap enough for every pair of a ranking table."""
+    rho = check_number("rho", rho, low=-1.0, high=1.0)
+    n = check_int("n", n, low=4)
+    level = _level(level)
     z = float(_st.norm.ppf(0.5 + level / 2))
     r = min(max(rho, -0.999999), 0.999999)
-    se = math.sqrt((1 + r * r / 2) / (n - 3)) if n > 3 else float("inf")
+    se = math.sqrt((1 + r * r / 2) / (n - 3))
     lo, hi = math.tanh(math.atanh(r) - z * se), math.tanh(math.atanh(r) + z * se)
-    return Estimate(rho, min(lo, rho), max(hi, rho), n=n, p=float(perm.pvalue),
-                    method=f"Spearman; Fisher z (Bonett–Wright); permutation p ({permutations})", level=level)
+    return Estimate(rho, min(lo, rho), max(hi, rho), n=n, method="Spearman; Fisher z (Bonett–Wright)",
+                    level=level)
+
+
+def spearman_difference(x, y, z, *, n_resamples: int = 2000, seed: int = 0, level: float = LEVEL) -> Estimate:
+    """ρ(x, y) − ρ(x, z): two Spearman correlations that share ``x``, all three measured on the same
+    units (e.g. a layer's channels), with the percentile bootstrap interval over the units, resampled
+    together (``scipy.stats.bootstrap``). The two correlations share x, so their errors move
+    together and an interval of each alone would misstate that of their difference. Chapter 6 §4
+    reads it with x a ranking of the vanilla model, y the same ranking after clean fine-tuning and z
+    after adversarial fine-tuning: above 0, adversarial training reordered the channels more than
+    fine-tuning as long did. The interval covers the channels' sampling only, not the images' (the
+    rankings' own reliabilities do that). Ties take average ranks, as in ``scipy.stats.spearmanr``;
+    a resample in which one of the three is constant counts as ρ = 0."""
+    x, y, z = (_array(a, float) for a in (x, y, z))
+    if x.ndim != 1 or x.shape != y.shape or x.shape != z.shape or x.size < 4:
+        raise ValueError(f"x, y and z must be 1-D, of the same length ≥ 4; got shapes {x.shape}, "
+                         f"{y.shape} and {z.shape}")
+    for name, a in (("x", x), ("y", y), ("z", z)):
+        if not np.isfinite(a).all():
+            raise ValueError(f"{name} must hold finite numbers")
+        if np.ptp(a) == 0:
+            raise ValueError(f"{name} is constant: a rank correlation is undefined")
+    check_int("n_resamples", n_resamples, low=100)
+    check_int("seed", seed, low=0)
+
+    def rho(a, b):                      # row-wise Spearman of [B, n] samples
+        ra, rb = (_st.rankdata(v, axis=-1) for v in (a, b))
+        ra, rb = ra - ra.mean(-1, keepdims=True), rb - rb.mean(-1, keepdims=True)
+        den = np.sqrt((ra * ra).sum(-1) * (rb * rb).sum(-1))
+        return np.where(den > 0, (ra * rb).sum(-1) / np.where(den > 0, den, 1.0), 0.0)
+
+    def stat(i, axis=-1):
+        i = np.asarray(i)
+        return rho(x[i], y[i]) - rho(x[i], z[i])
+
+    value = float(_st.spearmanr(x, y).statistic - _st.spearmanr(x, z).statistic)
+    res = _st.bootstrap((np.arange(x.size),), stat, vectorized=True, n_resamples=n_resamples,
+                        confidence_level=_level(level), method="percentile", random_state=seed)
+    lo, hi = _bootstrap_bounds(res, value)
+    return Estimate(value, lo, hi, n=x.size, method=f"bootstrap over units ({n_resamples} resamples)",
+                    level=level)
 
 
 def partial_spearman(x, y, given) -> float:
@@ -529,8 +599,10 @@ def n_to_settle(est: Estimate, threshold: float) -> int | None:
     stayed where it is: n·(half-width / |estimate − threshold|)², the half-width shrinking as 1/√n.
     None when there is no interval or sample size, the estimate sits on the threshold (up to
     floating-point rounding: 2.0000000000000018 against 2 is on it), or the
-    interval already ends on it (the rule cannot say how many more would do)."""
-    if not is_estimate(est) or not est.has_interval or not est.n:
+    interval already ends on it (the rule cannot say how many more would do). None too for
+    ``against_random_sets``' intervals: their spread between random draws does not shrink with
+    more images, so no n of images is sure to settle them."""
+    if not is_estimate(est) or not est.has_interval or not est.n or "random sets" in est.method:
         return None
     gap = abs(float(est) - check_number("threshold", threshold))
     side = (est.high - float(est)) if threshold > float(est) else (float(est) - est.low)

@@ -148,7 +148,10 @@ def _selector(st: dict, xva, yva):
     return lambda m: robust_accuracy(m, x, yva, atk)
 
 
-FINETUNES = ("sns",)      # what a variant with ``init`` does to its starting model
+# What a variant with ``init`` does to its starting model: ``"sns"`` — ``sns_finetune`` with the
+# ``sns_*`` settings; ``"plain"`` — ``fit`` with the variant's objective (clean cross-entropy when it
+# sets no ``adv_norm``), every parameter trainable: chapter 6's clean twin of ``pat_ft``.
+FINETUNES = ("sns", "plain")
 
 
 def _zoo_finetune(arch, dataset, recipe, profile, seed, variant, st, key, path, dev, progress, overrides):
@@ -165,21 +168,23 @@ def _zoo_finetune(arch, dataset, recipe, profile, seed, variant, st, key, path, 
     xtr, ytr, _, _ = train_val_data(dataset, recipe, profile, seed, device=dev, arch=arch, variant=variant)
     xte, yte = nrdata.load(dataset, "test", n=st["n_test"] if st["n_test"] < 10000 else None,
                            seed=seed, device=dev)
-    layers = list(st["sns_layers"])
+    fit_kw = dict(optimizer=st["optimizer"], lr=st["lr"], batch_size=st["batch_size"],
+                  max_epochs=st["epochs"], patience=None, weight_decay=st.get("weight_decay", 0.0),
+                  schedule=st.get("schedule", "constant"), augment=AUGMENTS.get(st.get("augment")),
+                  seed=seed, progress=progress, desc=f"{arch}+{variant}")
     t0 = time.perf_counter()
-    out = sns_finetune(model, xtr, ytr, layers=layers, trainable=sns_trainable(model, layers),
-                       adversary=variant_objective(st).adversary, mode=st["sns_mode"],
-                       share=st["sns_share"], weight=st["sns_weight"], select_n=st["sns_select_n"],
-                       reselect_n=st["sns_reselect_n"], pick_seed=st["sns_pick_seed"], seed=seed,
-                       optimizer=st["optimizer"], lr=st["lr"], batch_size=st["batch_size"],
-                       max_epochs=st["epochs"], patience=None, weight_decay=st.get("weight_decay", 0.0),
-                       schedule=st.get("schedule", "constant"), augment=AUGMENTS.get(st.get("augment")),
-                       progress=progress, desc=f"{arch}+{variant}")
-    hist = out["history"]
+    if st["finetune"] == "sns":
+        layers = list(st["sns_layers"])
+        out = sns_finetune(model, xtr, ytr, layers=layers, trainable=sns_trainable(model, layers),
+                           adversary=variant_objective(st).adversary, mode=st["sns_mode"],
+                           share=st["sns_share"], weight=st["sns_weight"], select_n=st["sns_select_n"],
+                           reselect_n=st["sns_reselect_n"], pick_seed=st["sns_pick_seed"], **fit_kw)
+        hist, extra = out["history"], {"sensitive": out["sensitive"], "selections": out["selections"]}
+    else:
+        hist, extra = fit(model, xtr, ytr, objective=variant_objective(st), **fit_kw), {}
     meta = {**base, "history": hist, "train_seconds": time.perf_counter() - t0, "snapshot": 1.0,
             "epoch": len(hist["epoch"]), "n_train": int(len(ytr)), "n_test": int(len(yte)),
-            "sensitive": out["sensitive"], "selections": out["selections"],
-            "test_acc": accuracy(model, xte, yte)}
+            **extra, "test_acc": accuracy(model, xte, yte)}
     save_checkpoint(path, model, meta)
     model.eval()
     _record_if_zoo(model, meta, seed, overrides, dev)

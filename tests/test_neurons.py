@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nrlib import attacks, hooks, models, neurons
+from nrlib import attacks, hooks, models, neurons, stats
+from nrlib import plot as nrplot
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +235,25 @@ def test_topk_overlap_against_chance_and_agreement(vgg, data):
     assert neurons.agreement(a, a.scores.tolist())["spearman"] == pytest.approx(1)
     with pytest.raises(ValueError, match="one score per channel of 'conv5'"):
         neurons.agreement(a, [1.0, 2.0])
+
+
+def test_agreement_interval_table_and_magnitude_sentence(vgg, data):
+    """agreement's ρ carries the Fisher-z interval that stats.spearman gives (without its test);
+    the table shows it, and magnitude_text reads its side of 0 into words, per label."""
+    x, y = data
+    a = neurons.rank("weight_l1", vgg, "conv5", x, y)
+    r = neurons.agreement(a, neurons.rank("random", vgg, "conv5", x, y, seed=3), k=4)
+    ref = stats.spearman(a.scores.numpy(), neurons.rank("random", vgg, "conv5", x, y, seed=3).scores.numpy())
+    assert (r["spearman_ci"].low, r["spearman_ci"].high) == pytest.approx((ref.low, ref.high))
+    assert r["spearman_ci"].n == len(a)
+    table = nrplot.agreement_table({"vs random": r, "vs itself": neurons.agreement(a, a)})
+    assert list(table.columns[:2]) == ["Spearman ρ", "ρ 95% interval"]
+    rev = neurons.agreement(a, (-a.scores).numpy())
+    text = nrplot.magnitude_text({"conv5 same": neurons.agreement(a, a), "conv5 reversed": rev}, "x")
+    assert "Above 0 at conv5 same:" in text and "Below 0 at conv5 reversed:" in text
+    assert "Across 0" not in text and text.startswith("`x` against the kernels' L1 norms: conv5 same ρ = ")
+    with pytest.raises(ValueError, match="rows must be"):
+        nrplot.magnitude_text({}, "x")
 
 
 def test_mean_ablation_and_beta(vgg, data):

@@ -142,14 +142,21 @@ def test_sns_variants_settings_overrides_and_keys():
         train.zoo_key("vgg16", "cifar10", "cifar", "cpu", 0, "sns_sen", {"sns_wieght": 1.0})
 
 
-def test_zoo_sns_variant_finetunes_the_cached_vanilla_model(tmp_path, monkeypatch):
+def _zoo_variant_and_vanilla(tmp_path, monkeypatch, variant):
+    """A smoke VGG-16 variant trained into an empty data folder (CIFAR-10 linked in), then the
+    vanilla model it started from (cached by then): ``(model, meta, vanilla, vanilla_meta)``."""
     from nrlib import data as nrdata
     (tmp_path / "cifar-10-batches-py").symlink_to((nrdata.data_root() / "cifar-10-batches-py").resolve(),
                                                  target_is_directory=True)
     monkeypatch.setenv("NRLIB_DATA", str(tmp_path))
-    m, meta = train.zoo_get("vgg16", "cifar10", "cifar", "smoke", variant="sns_sen", device="cpu",
+    m, meta = train.zoo_get("vgg16", "cifar10", "cifar", "smoke", variant=variant, device="cpu",
                             progress=False)
     vanilla, vmeta = train.zoo_get("vgg16", "cifar10", "cifar", "smoke", device="cpu", progress=False)
+    return m, meta, vanilla, vmeta
+
+
+def test_zoo_sns_variant_finetunes_the_cached_vanilla_model(tmp_path, monkeypatch):
+    m, meta, vanilla, vmeta = _zoo_variant_and_vanilla(tmp_path, monkeypatch, "sns_sen")
     assert vmeta["cached"] and meta["init_key"] == vmeta["key"] and not meta["cached"]
     assert set(meta["sensitive"]) == {f"relu{i}" for i in range(8, 14)}
     same = {n for n, p in m.state_dict().items() if torch.equal(p, vanilla.state_dict()[n])}
@@ -165,3 +172,18 @@ def test_zoo_sns_variant_finetunes_the_cached_vanilla_model(tmp_path, monkeypatc
                                  overrides={"sns_weight": 1.0}, progress=False)
     assert not ometa["cached"] and ometa["key"] != meta["key"]
     assert nrresults.read("zoo", "smoke")["params"]["vgg16+sns_sen"]["key"] == meta["key"]
+
+
+def test_zoo_clean_ft_is_pat_fts_clean_twin(tmp_path, monkeypatch):
+    """Chapter 6's clean twin: the vanilla model fine-tuned on clean images with pat_ft's budget
+    (epochs, lr, schedule, optimizer, batch, images) at every profile, every layer trained."""
+    same = ("epochs", "lr", "schedule", "optimizer", "batch_size", "n_train", "init")
+    for p in ("smoke", "cpu", "full"):
+        c, a = (train.recipe_settings("vgg16", "cifar", p, variant=v) for v in ("clean_ft", "pat_ft"))
+        assert {k: c.get(k) for k in same} == {k: a.get(k) for k in same}, p
+        assert train.variant_objective(c).adversary is None and train.variant_objective(a).adversary
+    m, meta, vanilla, vmeta = _zoo_variant_and_vanilla(tmp_path, monkeypatch, "clean_ft")
+    assert meta["init_key"] == vmeta["key"] and "sensitive" not in meta
+    moved = {n.split(".")[0] for n, p in m.state_dict().items()
+             if p.is_floating_point() and not torch.equal(p, vanilla.state_dict()[n])}
+    assert moved >= {f"conv{i}" for i in range(1, 14)} | {"fc1"}

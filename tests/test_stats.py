@@ -232,6 +232,49 @@ def test_bootstrap_mean_brackets_the_mean_and_shrinks_with_n():
         stats.bootstrap_mean([1.0])
 
 
+def test_spearman_difference_against_scipy_and_its_interval():
+    """ρ(x, y) − ρ(x, z) is scipy's two correlations apart; y a noisy copy of x and z unrelated to it
+    give an interval above 0, y = z gives exactly 0, and swapping y and z flips the sign."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=64)
+    y, z = x + 0.3 * rng.normal(size=64), rng.normal(size=64)
+    d = stats.spearman_difference(x, y, z, seed=1)
+    assert d.value == pytest.approx(st.spearmanr(x, y).statistic - st.spearmanr(x, z).statistic)
+    assert 0 < d.low <= d.value <= d.high
+    assert stats.spearman_difference(x, z, y, seed=1).value == pytest.approx(-d.value)
+    same = stats.spearman_difference(x, y, y)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="z is constant"):
+        stats.spearman_difference(x, y, np.ones(64))
+    with pytest.raises(ValueError, match="same length"):
+        stats.spearman_difference(x, y, z[:10])
+
+
+def test_simultaneous_widens_by_the_bonferroni_quantile():
+    """One test leaves the interval as it is; 39 stretch each side by z(1 − 0.025/39)/z(0.975)
+    about the point, so an interval that excluded 0 alone can cross it in the family."""
+    e = Estimate(-3.0, -5.0, -0.5, n=320)
+    assert (stats.simultaneous(e, 1).low, stats.simultaneous(e, 1).high) == pytest.approx((-5.0, -0.5))
+    w = stats.simultaneous(e, 39)
+    k = st.norm.ppf(1 - 0.025 / 39) / st.norm.ppf(0.975)
+    assert (w.value, w.low, w.high) == pytest.approx((-3.0, -3.0 - 2.0 * k, -3.0 + 2.5 * k))
+    assert w.high > 0 > e.high and w.n == 320 and "Bonferroni over 39" in w.method
+    with pytest.raises(ValueError, match="m=0"):
+        stats.simultaneous(e, 0)
+    with pytest.raises(ValueError, match="interval"):
+        stats.simultaneous(Estimate(1.0), 3)
+
+
+def test_n_to_settle_says_nothing_for_random_set_intervals():
+    """A two-way interval over images and random draws keeps its draw-to-draw spread however many
+    images are added, so it gets no "n would settle it"; the same numbers over images alone do."""
+    rng = np.random.default_rng(0)
+    e = stats.against_random_sets(rng.random(200) < 0.4, rng.random((20, 200)) < 0.42, seed=0)
+    inside = (e.value + e.high) / 2                      # a bound the interval straddles
+    assert e.has_interval and stats.n_to_settle(e, inside) is None
+    assert stats.n_to_settle(Estimate(e.value, e.low, e.high, n=200), inside) == 800
+
+
 def test_partial_spearman_is_the_correlation_of_rank_residuals():
     rng = np.random.default_rng(2)
     size = rng.normal(size=300)
