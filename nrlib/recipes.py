@@ -163,7 +163,8 @@ RECIPES = {
                    "112 s); VGG-16 w16 variants: pat 55.92% (201 s), alp 46.21% (182 s, its logit pairing summed "
                    "over the logits; the averaged form it trains with now is not measured yet), "
                    "and fine-tuned from vanilla (2026-12-03): sns_sen 46.07% (79 s), sns_dyn 10.00% (81 s), "
-                   "sns_all 10.00% (46 s), sns_rand 59.91 / 63.60 / 61.95% (169 / 47 / 46 s)",
+                   "sns_all 10.00% (46 s), sns_rand 59.91 / 63.60 / 61.95% (169 / 47 / 46 s); "
+                   "pat_ft 59.36% (147 s) and its clean twin clean_ft 72.00% (30 s, 2026-12-06)",
             "full": "not run yet (its accuracy goals: nrlib/papers/zoo.json)",
         },
     },
