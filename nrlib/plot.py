@@ -27,6 +27,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from . import stats
+
 
 # The book's text column is about CONTENT_PX CSS pixels wide, and the inline backend shows a
 # figure figure.dpi CSS pixels per inch: at STYLE_DPI a figure up to CONTENT_PX / STYLE_DPI
@@ -319,8 +321,7 @@ def magnitude_text(rows: Mapping, what: str) -> str:
     if not isinstance(rows, Mapping) or not rows:
         raise ValueError("rows must be a non-empty dict: label -> the dict of neurons.agreement(a, b)")
     ci = {lab: a.get("spearman_ci") for lab, a in rows.items()}
-    side = {lab: "—" if e is None else "above" if e.low > 0 else "below" if e.high < 0 else "across"
-            for lab, e in ci.items()}
+    side = {lab: stats.side(e) for lab, e in ci.items()}
     pick = lambda s: ", ".join(str(lab) for lab, v in side.items() if v == s)
     out = [f"`{what}` against the kernels' L1 norms: " + "; ".join(
         f"{lab} ρ = {'—' if e is None else interval_text(e)}" for lab, e in ci.items()) + "."]

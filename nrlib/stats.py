@@ -408,6 +408,18 @@ def p_from_interval(est: Estimate, side: str = "less") -> float:
     return cdf if side == "less" else 1.0 - cdf
 
 
+def side(est) -> str:
+    """Where an estimate's interval lies against 0: ``"above"`` (low > 0), ``"below"`` (high < 0)
+    or ``"across"``; ``"—"`` for ``None`` (nothing measured). The one test behind every generated
+    "above / below / across 0" sentence of the book, so that a chapter's prose and its tables read
+    an interval the same way. An estimate without an interval is an error, not a guess."""
+    if est is None:
+        return "—"
+    if not (isinstance(est, Estimate) and est.has_interval):
+        raise ValueError(f"est must be a stats.Estimate with an interval (or None), got {est!r}")
+    return "above" if est.low > 0 else "below" if est.high < 0 else "across"
+
+
 def simultaneous(est: Estimate, m: int, level: float = LEVEL) -> Estimate:
     """``est`` with its interval widened to hold for a family of ``m`` tests at once (Bonferroni:
     each interval at level 1 − (1 − ``level``)/m), so that a verdict read off it is corrected for

@@ -265,6 +265,21 @@ def test_simultaneous_widens_by_the_bonferroni_quantile():
         stats.simultaneous(Estimate(1.0), 3)
 
 
+def test_side_reads_the_interval_not_the_point():
+    """A point below 0 whose interval reaches above it is "across"; an interval touching 0 is
+    "across" too (the rule is strict); None is "—", a bare number is an error."""
+    assert stats.side(Estimate(-3.0, -5.0, -0.5)) == "below"
+    assert stats.side(Estimate(2.0, 0.1, 4.0)) == "above"
+    assert stats.side(Estimate(-3.0, -5.0, 0.5)) == "across"
+    assert stats.side(Estimate(1.0, 0.0, 2.0)) == "across"
+    assert stats.side(stats.simultaneous(Estimate(-3.0, -5.0, -0.5), 39)) == "across"
+    assert stats.side(None) == "—"
+    with pytest.raises(ValueError, match="interval"):
+        stats.side(Estimate(1.0))
+    with pytest.raises(ValueError, match="interval"):
+        stats.side(0.5)
+
+
 def test_n_to_settle_says_nothing_for_random_set_intervals():
     """A two-way interval over images and random draws keeps its draw-to-draw spread however many
     images are added, so it gets no "n would settle it"; the same numbers over images alone do."""
