@@ -8,8 +8,9 @@ forward pass at that profile's sizes, the FLOPs of each pass counted by
 
     seconds of a piece of work = max(FLOPs / (peak × efficiency), batches × layers × launch)
 
-— the compute at a share of the device's dense peak (bf16 for training, which trains under bf16
-autocast; TF32 for attacks and evaluation, which run in fp32, ``nrlib.precision``), or, for the
+— the compute at a share of the device's dense peak (bf16 for training and the attacks inside it,
+which run under bf16 autocast; TF32 for the chapters' attacks and evaluation, counted as fp32,
+``nrlib.precision``), or, for the
 small nets and small batches where the GPU waits on the Python loop, a floor of one kernel launch
 per layer and pass direction per batch. Then the time to stage the data on a fresh machine is added
 and the total set against one loan of the machine (``LOAN``).
@@ -49,7 +50,9 @@ class Device:
     launch_s: float
 
     def seconds(self, w: Work) -> float:
-        peak = self.peak_bf16 if w.kind == "train" else self.peak_fp32
+        # training and the attacks inside it run under bf16 autocast; the chapters' own attacks and
+        # evaluations are counted at fp32's rate (metrics' robust accuracy runs in fp32)
+        peak = self.peak_bf16 if w.kind == "train" or w.zoo else self.peak_fp32
         directions = {"train": 3, "attack": 2, "forward": 1}[w.kind]   # + the optimiser's update
         floor = w.steps * layers(w.net) * directions * self.launch_s
         return max(w.flops / (peak * self.efficiency), floor)
@@ -331,8 +334,8 @@ def markdown() -> list[str]:
     out += ["", f"How the estimate is made (`python -m nrbook.budget`): each chapter's network passes "
             f"at `full` (every training step, attack step and forward pass its cells make), their "
             f"FLOPs counted with `torch.utils.flop_counter` on the book's own models, at "
-            f"{dev.efficiency:.0%} of the H100's dense peak (bf16 for training, TF32 for the fp32 "
-            f"attacks and evaluation) or one kernel launch of {dev.launch_s * 1e6:.0f} µs per layer "
+            f"{dev.efficiency:.0%} of the H100's dense peak (bf16 for training, TF32 for the "
+            f"chapters' attacks and evaluation) or one kernel launch of {dev.launch_s * 1e6:.0f} µs per layer "
             f"and batch where that is slower; the work beside the passes (kernel density estimates, "
             f"bootstraps) from what the `cpu` run measured beyond its counted passes, at "
             f"{OTHER_SPEEDUP:g}× the 2-core CPU's speed. The efficiency, the launch time and that "
