@@ -133,7 +133,7 @@ def test_plans_explain_the_cpu_runs(nb):
 # Chapters whose `full` sizes are still those written before the budget existed: their estimate
 # is several loans (python -m nrbook.budget), and they are to be cut to fit. Strict: a chapter that
 # comes to fit fails here until it is taken off this list.
-NOT_SIZED_YET = {"01_fragile_kernels", "02_one_neuron", "03_neuron_sensitivity", "06_neuron_rankings"}
+NOT_SIZED_YET = {"02_one_neuron", "03_neuron_sensitivity", "06_neuron_rankings"}
 
 
 @pytest.mark.parametrize("nb", [pytest.param(nb, marks=pytest.mark.xfail(
