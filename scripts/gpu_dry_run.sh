@@ -9,7 +9,8 @@
 # 2. stages what the chapter reads as `make stage NB=NN` does (scripts/stage.py pack --notebooks:
 #    CIFAR-10 in checksummed parts, MNIST copied), and checks that each call's carry, with the tree,
 #    stays under the 64 MiB a call takes;
-# 3. runs scripts/gpu_full.sh --notebooks NN there with PROFILE=smoke (same code, tiny sizes): it
+# 3. runs scripts/gpu_full.sh --notebooks NN there with PROFILE=smoke (same code, tiny sizes; --force,
+#    since the copy's book/ holds the committed cpu run, which a smoke run would otherwise keep): it
 #    rebuilds CIFAR-10 from its parts and checks every md5, trains the chapter's models from scratch,
 #    executes the chapter under the time budget and packs what comes back into $OUT;
 # 4. checks what came back: at most 8 files of at most 16 MiB, plain names, the executed notebook,
@@ -54,7 +55,7 @@ grep -q "TOO BIG" "$tmp/stage.txt" && fail "stage.py marks a call TOO BIG"
 t0=$(date +%s)
 rc=0
 (cd "$repo" && env -u NRLIB_DATA OUT="$out" PY="$PY" PROFILE=smoke BUDGET_S="${BUDGET_S:-570}" \
-   bash scripts/gpu_full.sh --notebooks "$NB") > "$tmp/run.txt" 2>&1 || rc=$?
+   bash scripts/gpu_full.sh --notebooks "$NB" --force) > "$tmp/run.txt" 2>&1 || rc=$?
 tail -n 5 "$tmp/run.txt"
 [ "$rc" -eq 0 ] || fail "gpu_full.sh exited $rc (log: $(tail -n 20 "$tmp/run.txt"))"
 
