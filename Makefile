@@ -7,7 +7,9 @@
 #   make book         execute stale notebooks (cpu profile, full on a CUDA GPU) + build _build/html
 #   make run          re-run notebooks: make run PROFILE=cpu NB=04 [FORCE=1], then rebuild the book
 #   make full         make run PROFILE=full (a GPU; the numbers the book publishes)
-#   make stage        CIFAR-10 in 45 MB parts + MNIST into data/gpu/, wheels into .whl/, for an offline GPU machine
+#   make stage        CIFAR-10 in 45 MB parts + MNIST into data/gpu/, wheels into .whl/, for an offline GPU machine (NB=04: only what chapter 04 reads)
+#   make budget       each chapter's estimated seconds on one GPU at the full profile (nrbook.budget; --check: against the cpu runs)
+#   make gpu-dry-run  one loan's path (scripts/gpu_full.sh) here on the CPU at smoke sizes: staging, run, packing (NB=05)
 #   make html         only rebuild the HTML from the executed notebooks in book/
 #   make check        which executed notebooks are missing, stale or fresh
 #   make bench        nrlib vs reference timings on this device -> data/results/bench/ (BENCH_ARGS="--profile smoke")
@@ -39,7 +41,7 @@ VENV_BIN := $(ENV_DIR)/bin/
 PY := $(VENV_BIN)python
 STAMP := $(ENV_DIR)/.nrbook-installed
 
-.PHONY: help setup data test test-browser book run full stage html check bench clean-book
+.PHONY: help setup data test test-browser book run full stage budget gpu-dry-run html check bench clean-book
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -93,7 +95,13 @@ stage: setup data
 	@mkdir -p data/gpu/MNIST/raw
 	cp -L data/MNIST/raw/*.gz data/gpu/MNIST/raw/
 	PY=$(PY) bash scripts/device_wheels.sh
-	$(PY) scripts/stage.py pack
+	$(PY) scripts/stage.py pack $(if $(NB),--notebooks $(NB))
+
+budget: setup
+	$(PY) -m nrbook.budget --profile full $(if $(NB),--notebooks $(NB))
+
+gpu-dry-run: setup data
+	PY=$(abspath $(PY)) bash scripts/gpu_dry_run.sh $(or $(NB),05)
 
 html: setup
 	$(PY) -m nrbook.runbook --results-only

@@ -9,7 +9,10 @@ the notebooks and writes the book's pages.
   scoreboard of every paper claim (``nrlib.papers``) against the runs' results JSON, then each
   chapter's numbers, with ``results_figure`` (each chapter's figure); ``intro_page`` — the
   introduction's recipe and run-time tables; ``readme_page`` — the README's results and benchmarks;
-* ``python -m nrbook.bench`` — speed benchmarks of nrlib's fast paths on this device.
+* ``python -m nrbook.bench`` — speed benchmarks of nrlib's fast paths on this device;
+* ``python -m nrbook.budget`` — each chapter's ``full`` run estimated before it runs: its plan
+  (``plans``, one module per chapter) of network passes, their FLOPs counted (``cost``), and the
+  seconds and loans of a GPU machine they take.
 
 nrbook imports nrlib; nrlib never imports nrbook (``tests/test_layout.py`` checks it).
 """

@@ -42,7 +42,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
-PY=python3
+PY="${PY:-python3}"
+PROFILE="${PROFILE:-full}"      # the dry run here (make gpu-dry-run) sets PROFILE=smoke: same path, tiny sizes
 BUDGET_S="${BUDGET_S:-570}"
 T0=$(date +%s)
 left() { echo $(( BUDGET_S - ($(date +%s) - T0) )); }
@@ -74,8 +75,11 @@ else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
-# (b) data: CIFAR-10 from its parts (fails naming any missing part), MNIST copied into place
-$PY scripts/stage.py unpack --folder data/gpu
+# (b) data: CIFAR-10 from its parts when they were staged (fails naming any missing part; an MNIST
+# chapter stages none: `make stage NB=04`), MNIST copied into place
+if [ -f data/gpu/cifar10.manifest.json ]; then
+  $PY scripts/stage.py unpack --folder data/gpu
+fi
 if [ -d data/gpu/MNIST/raw ]; then
   mkdir -p data/MNIST/raw
   cp -L data/gpu/MNIST/raw/* data/MNIST/raw/
@@ -87,15 +91,19 @@ $PY -c 'import torch, platform; print("device:", torch.cuda.get_device_name(0) i
 # (d) the full profile; the runbook prints each notebook's seconds, each step is timed here
 marker=$(mktemp)
 rc=0
-within_budget runbook $PY -m nrbook.runbook --profile full "$@" || rc=$?
+case " $* " in
+  *" --notebooks "*) ;;
+  *) echo "gpu_full: no --notebooks: every chapter runs; one loan holds about one chapter's full profile (python -m nrbook.budget)" | tee -a "$OUT/full.log" ;;
+esac
+within_budget runbook $PY -m nrbook.runbook --profile "$PROFILE" "$@" || rc=$?
 
 # optional extras, each timed: ZOO="resnet50 vgg16 ..." trains (or loads) those zoo models at the
 # full profile (data/results/zoo/full.json); BENCH=1 runs the benchmarks (data/results/bench/)
 if [ -n "${ZOO:-}" ]; then
-  within_budget "zoo ($ZOO)" $PY -m nrlib.train --recipe cifar --profile full --archs $ZOO || rc=1
+  within_budget "zoo ($ZOO)" $PY -m nrlib.train --recipe cifar --profile "$PROFILE" --archs $ZOO || rc=1
 fi
 if [ -n "${BENCH:-}" ]; then
-  within_budget bench $PY -m nrbook.bench --profile full || rc=1
+  within_budget bench $PY -m nrbook.bench --profile "$PROFILE" || rc=1
 fi
 
 # (e) what must come back, flat: finished notebooks, results, and a notebook cut off part-way
@@ -103,7 +111,7 @@ files=()
 while IFS= read -r f; do files+=("$f"); done < <(
   # only what this run wrote (the committed files are already at home)
   find book -maxdepth 1 -name '*.ipynb' -newer "$marker" | sort
-  find data/results -mindepth 2 -maxdepth 2 -name full.json -newer "$marker" | sort   # zoo/full.json too
+  find data/results -mindepth 2 -maxdepth 2 -name "$PROFILE.json" -newer "$marker" | sort   # zoo's too
   if [ -d data/results/bench ]; then find data/results/bench -name '*.json' -newer "$marker" | sort; fi
   if [ -d _build/failed ]; then find _build/failed -maxdepth 1 -name '*.ipynb' -newer "$marker" | sort; fi
 )

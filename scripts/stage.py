@@ -382,11 +382,13 @@ def _table(folder: Path, manifest: dict, bad: dict[str, str] | None = None) -> N
         print(f"  {p['name']:28s} {p['bytes'] / 1e6:7.2f}  {p['sha256'][:12]}{state}")
 
 
-def _print_calls(folder: Path, manifest: dict) -> None:
+def _print_calls(folder: Path, manifest: dict | None, notebooks: list[str] | None = None) -> None:
+    """The carry list of each device call: one per CIFAR-10 part (none when the chapters read only
+    MNIST: ``manifest`` None), MNIST and the wheels with the calls that have room."""
     tree = _tree_bytes()
     man = folder / MANIFEST
     calls = [{"carry": [_rel(man), _rel(folder / p["name"])], "bytes": man.stat().st_size + p["bytes"]}
-             for p in manifest["parts"]]
+             for p in manifest["parts"]] if manifest else [{"carry": [], "bytes": 0}]
     extras = [folder / "MNIST"]  # MNIST raw files (make stage), and wheels if any (device README)
     if any((ROOT / ".whl").glob("*.whl")):
         extras.append(ROOT / ".whl")
@@ -402,7 +404,8 @@ def _print_calls(folder: Path, manifest: dict) -> None:
     print(f"device calls, back to back (each also sends the working tree, {tree_txt}; "
           f"at most {CALL_BYTES / 1e6:.1f} MB per call in all):")
     for k, c in enumerate(calls, 1):
-        last = ("   command: bash scripts/gpu_full.sh" if k == len(calls)
+        run = "bash scripts/gpu_full.sh" + (f" --notebooks {' '.join(notebooks)}" if notebooks else "")
+        last = (f"   command: {run}" if k == len(calls)
                 else f"   command: python3 scripts/stage.py check --folder {_rel(folder)} || true")
         warn = "   TOO BIG for one call" if c["bytes"] > budget else ""
         print(f"  call {k}: carry {json.dumps(c['carry'])}  ({c['bytes'] / 1e6:.1f} MB){warn}{last}")
@@ -422,16 +425,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dest", type=Path, help="unpack: where the files go (default: data/cifar-10-batches-py)")
     ap.add_argument("--part-bytes", type=int, default=PART_BYTES,
                     help=f"pack: the most bytes per part (default: {PART_BYTES:_})")
+    ap.add_argument("--notebooks", nargs="+", default=None,
+                    help="pack: only what these chapters read (e.g. 04: MNIST alone, no CIFAR-10 parts)")
     args = ap.parse_args(argv)
     try:
         if args.verb == "pack":
             folder = args.out if args.out is not None else default_folder()
+            if args.notebooks:
+                from nrbook import budget
+
+                needs = {d for nb in budget._pick(args.notebooks) for d in budget.datasets(nb)}
+                if "cifar10" not in needs:
+                    for old in folder.glob("cifar10.*"):      # no stale parts ride along
+                        old.unlink()
+                    print(f"stage: chapters {args.notebooks} read {sorted(needs)}: no CIFAR-10 parts")
+                    _print_calls(folder, None, args.notebooks)
+                    return 0
             manifest = pack(args.src, folder, args.part_bytes)
             print(f"stage: {manifest['total_bytes'] / 1e6:.1f} MB in {len(manifest['files'])} files -> "
                   f"{manifest['compressed_bytes'] / 1e6:.1f} MB in {len(manifest['parts'])} parts "
                   f"in {_rel(folder)}:")
             _table(folder, manifest)
-            _print_calls(folder, manifest)
+            _print_calls(folder, manifest, args.notebooks)
         elif args.verb == "check":
             folder = args.folder if args.folder is not None else default_folder()
             manifest = read_manifest(folder)

@@ -91,7 +91,8 @@ def test_gpu_script_finds_the_packages_without_an_install():
     sh = (ROOT / "scripts" / "gpu_full.sh").read_text()
     first_python = min(sh.index("$PY scripts/stage.py"), sh.index("$PY -m nrbook.runbook"))
     assert 'export PYTHONPATH="$PWD' in sh[:first_python] or "export PYTHONPATH=\"/tmp/site:$PWD" in sh[:first_python]
-    assert "$PY -m nrbook.runbook --profile full" in sh and "$PY -m nrbook.bench" in sh
+    assert '$PY -m nrbook.runbook --profile "$PROFILE"' in sh and "$PY -m nrbook.bench" in sh
+    assert 'PROFILE="${PROFILE:-full}"' in sh          # full unless the dry run asks for smoke
     assert "nrlib.runbook" not in sh and "nrlib.stage" not in sh and "nrlib.bench" not in sh
 
 

@@ -248,3 +248,21 @@ def test_part_name_checks_its_numbers(k, n, match):
     with pytest.raises(ValueError, match=match):
         stage.part_name(k, n)
     assert stage.part_name(2, 4) == "cifar10.part2of4.bin"
+
+
+def test_pack_for_an_mnist_chapter_stages_no_cifar(src, tmp_path, capsys):
+    """`make stage NB=04`: chapter 4 reads MNIST alone, so no CIFAR-10 part is made (and none left
+    from an earlier pack rides along), and the one call that runs it carries MNIST."""
+    out = tmp_path / "gpu"
+    (out / "MNIST" / "raw").mkdir(parents=True)
+    (out / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(b"x" * 100)
+    (out / "cifar10.part1of4.bin").write_bytes(b"old")
+    assert stage.main(["pack", "--src", str(src), "--out", str(out), "--notebooks", "04"]) == 0
+    text = capsys.readouterr().out
+    assert "no CIFAR-10 parts" in text and not list(out.glob("cifar10.*"))
+    calls = [l for l in text.splitlines() if l.strip().startswith("call ")]
+    assert len(calls) == 1 and "MNIST" in calls[0]
+    assert "bash scripts/gpu_full.sh --notebooks 04" in calls[0]
+    assert stage.main(["pack", "--src", str(src), "--out", str(out), "--notebooks", "05"]) == 0
+    assert len(list(out.glob("cifar10.part*"))) >= 1          # a CIFAR-10 chapter gets its parts
+    assert "--notebooks 05" in capsys.readouterr().out
