@@ -7,7 +7,7 @@
 #   make book         execute stale notebooks (cpu profile, full on a CUDA GPU) + build _build/html
 #   make run          re-run notebooks: make run PROFILE=cpu NB=04 [FORCE=1], then rebuild the book
 #   make full         make run PROFILE=full (a GPU; the numbers the book publishes)
-#   make stage        CIFAR-10 in 45 MB parts + MNIST into data/gpu/, wheels into .whl/, for an offline GPU machine (NB=04: only what chapter 04 reads)
+#   make stage        CIFAR-10 in parts sized to fit a call + MNIST into data/gpu/, wheels into .whl/, for an offline GPU machine (NB=04: only what chapter 04 reads)
 #   make budget       each chapter's estimated seconds on one GPU at the full profile (nrbook.budget; --check: against the cpu runs)
 #   make gpu-dry-run  one loan's path (scripts/gpu_full.sh) here on the CPU at smoke sizes: staging, run, packing (NB=05)
 #   make html         only rebuild the HTML from the executed notebooks in book/

@@ -78,9 +78,15 @@ class Loan:
 
 
 LOAN = Loan()
-# CIFAR-10 travels as scripts/stage.py packs it: ~168 MB of gzip in parts of at most 45 MB, one part
-# per call, the last with the run; MNIST (11 MB) rides with one of those calls, or with the run.
-CIFAR_PACKED_MB, PART_MB = 168.0, 45.0
+# What one device call carries up: the working tree (tracked files and untracked ones git does not
+# ignore, the executed chapters among them) and the paths it names. CIFAR-10 travels as
+# scripts/stage.py packs it, ~168 MB of gzip in parts sized to what the tree leaves of a call (at
+# most PART_BYTES), one part per call, the last with the run; MNIST (11 MB) and the wheels of what
+# the machine lacks (~15 MB, scripts/device_wheels.sh) ride with calls that have room.
+CALL_BYTES = 64 * 2**20
+CALL_SLACK = 2_000_000          # the manifest, and the tree growing between the pack and the calls
+PART_BYTES = 45_000_000
+CIFAR_PACKED_BYTES, MNIST_BYTES, WHEELS_BYTES = 168_300_000, 11_000_000, 15_000_000
 # The work beside the network passes (KDEs, bootstraps, SVDs): a cpu run's seconds that the counted
 # passes do not explain, grown with the stage's work and run this much faster on the GPU machine
 # (16 cores against the 2 that measured it; torch ops on the device are faster still): an assumption.
@@ -91,12 +97,50 @@ OTHER_SPEEDUP = 4.0
 OTHER_BELOW = 0.5
 
 
-def staging_calls(datasets) -> int:
-    """Calls before the run call that bring the data up: the parts beyond the one that rides with it."""
-    unknown = set(datasets) - {"cifar10", "mnist"}
+def tree_bytes() -> int | None:
+    """Bytes of the tracked files and the untracked ones git does not ignore: they travel with every
+    device call. None outside a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
+                             capture_output=True, check=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sum((ROOT / n).stat().st_size for n in out.decode().split("\0") if n and (ROOT / n).is_file())
+
+
+def call_room(tree: int | None = None) -> int:
+    """What one call can carry beside a tree of ``tree`` bytes (default: this checkout's,
+    ``tree_bytes``)."""
+    tree = tree_bytes() if tree is None else tree
+    room = CALL_BYTES - (tree or 0) - CALL_SLACK
+    if room < 1_000_000:
+        raise ValueError(f"the working tree ({(tree or 0) / 1e6:.1f} MB) leaves {room / 1e6:.1f} MB of a "
+                         f"{CALL_BYTES / 1e6:.1f} MB call: too little to stage data; slim the tree")
+    return room
+
+
+def part_bytes(tree: int | None = None) -> int:
+    """The size of CIFAR-10's parts beside a tree of ``tree`` bytes: what a call has room for, at
+    most ``PART_BYTES`` (so that the calls keep room for MNIST and the wheels)."""
+    return min(PART_BYTES, call_room(tree))
+
+
+def staging_calls(datasets, tree: int | None = None) -> int:
+    """Calls before the run call that bring a chapter's data up: CIFAR-10's parts but the last, plus
+    a call for MNIST and the wheels where the parts' calls leave no room for them. ``tree``: the
+    working tree's bytes (default: this checkout's)."""
+    datasets = set(datasets)
+    unknown = datasets - {"cifar10", "mnist"}
     if unknown:
         raise ValueError(f"datasets {sorted(unknown)} have no staging rule; known: cifar10, mnist")
-    return math.ceil(CIFAR_PACKED_MB / PART_MB) - 1 if "cifar10" in set(datasets) else 0
+    room, riders = call_room(tree), WHEELS_BYTES + (MNIST_BYTES if "mnist" in datasets else 0)
+    if "cifar10" not in datasets:
+        return math.ceil(riders / room) - 1
+    parts = math.ceil(CIFAR_PACKED_BYTES / part_bytes(tree))
+    free = parts * room - CIFAR_PACKED_BYTES             # what the parts leave in their calls
+    return parts - 1 + math.ceil(max(0, riders - free) / room)
 
 
 def chapters() -> list[str]:

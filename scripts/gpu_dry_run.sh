@@ -31,7 +31,8 @@ fail() { echo "gpu_dry_run: FAILED: $*" >&2; exit 1; }
 # 1. the tree a device call carries
 git ls-files -z -co --exclude-standard | tar --null -T - --ignore-failed-read -cf - 2>/dev/null \
   | tar -C "$repo" -xf -
-tree_bytes=$(du -sb "$repo" | cut -f1)
+# the tree's bytes and the part size it leaves, measured here (the copy is not a git checkout)
+read -r tree_bytes part_bytes < <("$PY" -c 'from nrbook import budget; print(budget.tree_bytes(), budget.part_bytes())')
 
 # 2. the staging, from this machine's datasets, into the copy's data/gpu
 mkdir -p "$repo/data/gpu"
@@ -42,7 +43,7 @@ if [[ " $needs " == *" mnist "* ]]; then
   cp -L "$SRC_DATA"/MNIST/raw/*.gz "$repo/data/gpu/MNIST/raw/"
 fi
 (cd "$repo" && NRLIB_DATA="$repo/data" "$PY" scripts/stage.py pack --src "$SRC_DATA/cifar-10-batches-py" \
-   --out data/gpu --notebooks "$NB") | tee "$tmp/stage.txt"
+   --out data/gpu --notebooks "$NB" --part-bytes "$part_bytes") | tee "$tmp/stage.txt"
 limit=$((64 * 1024 * 1024))
 while read -r mb; do
   call=$(python3 -c "print(int(float('$mb') * 1e6))")

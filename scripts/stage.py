@@ -13,9 +13,11 @@ starts.
 ``pack`` concatenates the files of ``FILES`` (a fixed, sorted list; the small
 ``readme.html`` too when present) into one gzip stream (zlib level 1: ~91% of
 the size here, smaller and faster than the higher levels on pickled pixels,
-so ~168 MB: four parts), cuts it into ``cifar10.part<k>of<n>.bin`` of at most
-``part_bytes`` each (45,000,000 by default: with the tree, MNIST (11 MB) and the
-wheels of the packages the GPU image lacks (~15 MB) no call exceeds 64 MiB)
+so ~168 MB), cuts it into ``cifar10.part<k>of<n>.bin`` of at most
+``part_bytes`` each (by default what the working tree — sent with every call, the
+executed chapters among it — leaves of a 64 MiB call, at most 45,000,000: with a
+33 MB tree, six parts of ~32 MB; MNIST (11 MB) and the wheels of the packages
+the GPU image lacks (~15 MB) ride with calls that have room, or in one of their own)
 and writes ``cifar10.manifest.json`` last, with each original file's size and
 md5 and each part's size and sha256. ``check`` lists the parts that are
 missing or damaged; ``unpack`` rebuilds the files, checking every md5. The
@@ -43,7 +45,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import zlib
 from pathlib import Path
@@ -61,7 +62,7 @@ FORMAT = "nrlib.stage/1"     # the manifest's format (named when this lived in n
 FILES = ("batches.meta", "data_batch_1", "data_batch_2", "data_batch_3",
          "data_batch_4", "data_batch_5", "test_batch")  # required, in stream order
 OPTIONAL = ("readme.html",)                              # packed when present
-PART_BYTES = 45_000_000      # default: 4 parts; the last call also has room for MNIST and the wheels
+PART_BYTES = 45_000_000      # the largest part; smaller when the working tree leaves less of a call
 MIN_PART_BYTES = 100_000     # low enough for the unit tests' small parts
 CALL_BYTES = 64 * 2**20      # what may travel with one device call
 LEVEL = 1                    # zlib level: see the module docstring
@@ -195,13 +196,17 @@ def _up_to_date(src: Path, names: list[str], folder: Path, part_bytes: int) -> d
     return None if _problems(folder, manifest) else manifest
 
 
-def pack(src: Path | None = None, out: Path | None = None, part_bytes: int = PART_BYTES) -> dict:
+def pack(src: Path | None = None, out: Path | None = None, part_bytes: int | None = None) -> dict:
     """Pack the CIFAR-10 folder ``src`` into parts of at most ``part_bytes`` in ``out``; return the manifest.
 
     ``src`` defaults to ``data/cifar-10-batches-py``, ``out`` to ``data/gpu`` (both under the data
     root, which git ignores). Does nothing, and says so, when ``out`` already holds a complete
     pack of the same files with the same ``part_bytes``.
     """
+    if part_bytes is None:              # what the working tree leaves of a call, at most PART_BYTES
+        from nrbook.budget import part_bytes as room
+
+        part_bytes = room()
     part_bytes = check_int("part_bytes", part_bytes, low=MIN_PART_BYTES, high=CALL_BYTES)
     src = _path("src", src, default_src)
     out = _path("out", out, default_folder)
@@ -367,12 +372,9 @@ def _size(path: Path) -> int:
 
 def _tree_bytes() -> int | None:
     """Bytes of the tracked and untracked-not-ignored files: they travel with every call."""
-    try:
-        out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                             capture_output=True, check=True, timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sum((ROOT / n).stat().st_size for n in out.decode().split("\0") if n and (ROOT / n).is_file())
+    from nrbook.budget import tree_bytes
+
+    return tree_bytes()
 
 
 def _table(folder: Path, manifest: dict, bad: dict[str, str] | None = None) -> None:
@@ -392,14 +394,16 @@ def _print_calls(folder: Path, manifest: dict | None, notebooks: list[str] | Non
     extras = [folder / "MNIST"]  # MNIST raw files (make stage), and wheels if any (device README)
     if any((ROOT / ".whl").glob("*.whl")):
         extras.append(ROOT / ".whl")
-    # largest first, each with the call that has the most room left: the wheels go with the
-    # last (smallest) part, MNIST with another, so no call nears the limit
-    for path in sorted((e for e in extras if e.exists()), key=_size, reverse=True):
-        if path.exists():
-            call = min(reversed(calls), key=lambda c: c["bytes"])
-            call["carry"].append(_rel(path))
-            call["bytes"] += _size(path)
     budget = CALL_BYTES - (tree or 0)
+    # largest first, each with the call that has the most room left (the wheels with the last,
+    # smallest part), or in a call of its own before them when no call has room for it
+    for path in sorted((e for e in extras if e.exists()), key=_size, reverse=True):
+        call = min(reversed(calls), key=lambda c: c["bytes"])
+        if call["bytes"] and call["bytes"] + _size(path) > budget:
+            call = {"carry": [], "bytes": 0}
+            calls.insert(0, call)
+        call["carry"].append(_rel(path))
+        call["bytes"] += _size(path)
     tree_txt = f"{tree / 1e6:.1f} MB" if tree is not None else "unknown size"
     print(f"device calls, back to back (each also sends the working tree, {tree_txt}; "
           f"at most {CALL_BYTES / 1e6:.1f} MB per call in all):")
@@ -423,8 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="pack: where the parts go (default: data/gpu)")
     ap.add_argument("--folder", type=Path, help="check/unpack: where the parts are (default: data/gpu)")
     ap.add_argument("--dest", type=Path, help="unpack: where the files go (default: data/cifar-10-batches-py)")
-    ap.add_argument("--part-bytes", type=int, default=PART_BYTES,
-                    help=f"pack: the most bytes per part (default: {PART_BYTES:_})")
+    ap.add_argument("--part-bytes", type=int, default=None,
+                    help=f"pack: the most bytes per part (default: what the working tree leaves of a "
+                         f"{CALL_BYTES:_}-byte call, at most {PART_BYTES:_})")
     ap.add_argument("--notebooks", nargs="+", default=None,
                     help="pack: only what these chapters read (e.g. 04: MNIST alone, no CIFAR-10 parts)")
     args = ap.parse_args(argv)

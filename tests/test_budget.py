@@ -99,9 +99,16 @@ def test_device_seconds_take_the_compute_or_the_launch_floor():
 
 
 def test_staging_calls_and_datasets():
-    assert budget.staging_calls({"cifar10"}) == 3            # four parts of ≤ 45 MB, the last with the run
-    assert budget.staging_calls({"mnist"}) == 0
-    assert budget.staging_calls({"mnist", "cifar10"}) == 3
+    # a small tree: four parts of ≤ 45 MB, the last with the run; MNIST and the wheels ride along
+    assert budget.staging_calls({"cifar10"}, tree=1_000_000) == 3
+    assert budget.staging_calls({"mnist"}, tree=1_000_000) == 0
+    assert budget.staging_calls({"mnist", "cifar10"}, tree=1_000_000) == 3
+    # a tree of 33 MB leaves ~32 MB a call: six parts, and no room left for MNIST beside the wheels
+    assert budget.part_bytes(33_000_000) == budget.CALL_BYTES - 33_000_000 - budget.CALL_SLACK
+    assert budget.staging_calls({"cifar10"}, tree=33_000_000) == 5
+    assert budget.staging_calls({"mnist", "cifar10"}, tree=33_000_000) == 6
+    with pytest.raises(ValueError, match="slim the tree"):
+        budget.part_bytes(66_000_000)
     with pytest.raises(ValueError, match="svhn"):
         budget.staging_calls({"svhn"})
     assert budget.datasets("05_toggle_activity") == ["cifar10"]
