@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import math
 import statistics
 import sys
@@ -68,12 +67,11 @@ DEVICES = {
 
 @dataclass(frozen=True)
 class Loan:
-    """One loan of the GPU machine: its length, the start of a cold machine, what one call can carry
-    up, and the seconds one staging call takes (its transfer and its start) — assumptions but for
-    the loan's length and the carry limit."""
+    """One loan of the GPU machine: its length, the start of a cold machine and the seconds one
+    staging call takes (its transfer and its start) — assumptions but for the loan's length. What
+    one call carries: ``CALL_BYTES``."""
     length_s: float = 15 * 60
     start_s: float = 120.0
-    carry_mib: float = 64.0
     call_s: float = 45.0
 
 
@@ -255,8 +253,11 @@ def sizes_text(notebook: str, profile: str = "full", against: str = "cpu") -> st
 # the check against the cpu runs
 # ----------------------------------------------------------------------------
 def _results(name: str, profile: str = "cpu") -> dict | None:
-    path = ROOT / "data" / "results" / name / f"{profile}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    """A chapter's (or the zoo's) results record at ``profile``, or None (``chapters.read_result``;
+    imported here, so that importing this module stays light for ``scripts/stage.py``)."""
+    from .chapters import read_result
+
+    return read_result(name, profile)
 
 
 @functools.lru_cache(maxsize=None)

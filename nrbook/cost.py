@@ -170,11 +170,17 @@ def training(arch: str, recipe: str, profile: str, *, dataset: str | None = None
 
 
 def attack(stage: str, net: Net, images: float, steps: int, *, restarts: int = 1, batch: int = 500,
-           what: str = "") -> list[Work]:
+           score: bool = True, what: str = "") -> list[Work]:
     """An iterative attack (PGD, FGSM at ``steps=1``) of ``steps`` steps and ``restarts`` restarts on
-    ``images`` images, with the forward pass that scores each restart's result."""
-    return [Work(stage, net, "attack", float(images) * steps * restarts, batch, what or f"PGD-{steps}"),
-            Work(stage, net, "forward", float(images) * restarts, batch, f"{what or 'PGD'}: score")]
+    ``images`` images, as ``attacks.pgd`` runs it: with several restarts a forward pass scores each
+    one to keep the best (one restart returns its iterate unscored); ``score``: the caller then
+    scores the result with a forward pass (``metrics.robust_hits``, a prediction)."""
+    name = what or f"PGD-{steps}"
+    out = [Work(stage, net, "attack", float(images) * steps * restarts, batch, name)]
+    scored = (restarts if restarts > 1 else 0) + (1 if score else 0)
+    if scored:
+        out.append(Work(stage, net, "forward", float(images) * scored, batch, f"{name}: score"))
+    return out
 
 
 def forward(stage: str, net: Net, images: float, *, batch: int = 1000, what: str = "") -> list[Work]:

@@ -55,6 +55,8 @@ if str(ROOT) not in sys.path:    # `python scripts/stage.py` from a checkout tha
 
 from nrlib.data import data_root, file_digest  # noqa: E402
 from nrlib.utils import atomic_write_bytes, check_int, check_name  # noqa: E402
+# what one device call carries and the largest part: the staging rule nrbook.budget counts with
+from nrbook.budget import CALL_BYTES, PART_BYTES, part_bytes as _room, tree_bytes  # noqa: E402
 
 NAME = "cifar10"
 MANIFEST = f"{NAME}.manifest.json"
@@ -62,9 +64,7 @@ FORMAT = "nrlib.stage/1"     # the manifest's format (named when this lived in n
 FILES = ("batches.meta", "data_batch_1", "data_batch_2", "data_batch_3",
          "data_batch_4", "data_batch_5", "test_batch")  # required, in stream order
 OPTIONAL = ("readme.html",)                              # packed when present
-PART_BYTES = 45_000_000      # the largest part; smaller when the working tree leaves less of a call
 MIN_PART_BYTES = 100_000     # low enough for the unit tests' small parts
-CALL_BYTES = 64 * 2**20      # what may travel with one device call
 LEVEL = 1                    # zlib level: see the module docstring
 CHUNK = 1 << 22              # 4 MiB reads keep memory modest
 _GZIP = 16 + zlib.MAX_WBITS  # wbits for a gzip header and trailer
@@ -204,9 +204,7 @@ def pack(src: Path | None = None, out: Path | None = None, part_bytes: int | Non
     pack of the same files with the same ``part_bytes``.
     """
     if part_bytes is None:              # what the working tree leaves of a call, at most PART_BYTES
-        from nrbook.budget import part_bytes as room
-
-        part_bytes = room()
+        part_bytes = _room()
     part_bytes = check_int("part_bytes", part_bytes, low=MIN_PART_BYTES, high=CALL_BYTES)
     src = _path("src", src, default_src)
     out = _path("out", out, default_folder)
@@ -370,13 +368,6 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _tree_bytes() -> int | None:
-    """Bytes of the tracked and untracked-not-ignored files: they travel with every call."""
-    from nrbook.budget import tree_bytes
-
-    return tree_bytes()
-
-
 def _table(folder: Path, manifest: dict, bad: dict[str, str] | None = None) -> None:
     print(f"  {'part':28s} {'MB':>7s}  sha256[:12]" + ("   state" if bad is not None else ""))
     for p in manifest["parts"]:
@@ -387,7 +378,7 @@ def _table(folder: Path, manifest: dict, bad: dict[str, str] | None = None) -> N
 def _print_calls(folder: Path, manifest: dict | None, notebooks: list[str] | None = None) -> None:
     """The carry list of each device call: one per CIFAR-10 part (none when the chapters read only
     MNIST: ``manifest`` None), MNIST and the wheels with the calls that have room."""
-    tree = _tree_bytes()
+    tree = tree_bytes()
     man = folder / MANIFEST
     calls = [{"carry": [_rel(man), _rel(folder / p["name"])], "bytes": man.stat().st_size + p["bytes"]}
              for p in manifest["parts"]] if manifest else [{"carry": [], "bytes": 0}]

@@ -3,19 +3,19 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..cost import Net, Work, forward, notebook_sizes, training
+from nrlib import attacks
+
+from ..cost import Net, Work, attack, default_of, forward, notebook_sizes, training
 
 NOTEBOOK = "02_one_neuron"
+ATTACK_BATCH = default_of(attacks.pgd, "batch_size")      # the images of one attack pass
 
 
 def _pgd(stage: str, net: Net, images: float, steps: int, restarts: int = 1, what: str = "PGD") -> list[Work]:
-    """``attacks.pgd`` itself: ``steps`` input-gradient steps per restart, and a scoring forward pass
-    per restart only when there are several (one restart returns its iterate unscored); the caller
-    adds the pass that scores the result (``metrics.robust_hits``)."""
-    out = [Work(stage, net, "attack", float(images) * steps * restarts, 4096, f"{what}-{steps} ×{restarts}")]
-    if restarts > 1:
-        out.append(Work(stage, net, "forward", float(images) * restarts, 4096, f"{what}: restarts scored"))
-    return out
+    """``attacks.pgd`` itself (``cost.attack``); the caller adds the pass that scores the result
+    (``metrics.robust_hits``)."""
+    return attack(stage, net, images, steps, restarts=restarts, batch=ATTACK_BATCH, score=False,
+                  what=f"{what}-{steps} ×{restarts}")
 
 
 def _ns(stage: str, net: Net, images: int, ranks: int, steps: int, what: str) -> list[Work]:

@@ -24,8 +24,7 @@ def _b(n: int, cap: int) -> int:
 def _pgd(stage, net, n, steps, what, score=True):
     """PGD of ``steps`` steps (one restart: no scoring pass inside) on ``n`` images, with the
     forward pass that scores its result (robust_hits' or the caller's predict) where ``score``."""
-    w = attack(stage, net, n, steps, batch=_b(n, ATTACK_BATCH), what=what)
-    return w if score else w[:1]
+    return attack(stage, net, n, steps, batch=_b(n, ATTACK_BATCH), score=score, what=what)
 
 
 def _sens(stage, net, n, what="layer_sensitivity", batch=SENS_BATCH):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 
+from .. import cost
 from ..cost import Net, Work, default_of, notebook_sizes, training
 
 NOTEBOOK = "04_dominant_filters"
@@ -48,10 +49,9 @@ def plan(profile: str) -> list[Work]:
     out: list[Work] = []
 
     def attack(stage, n, images, steps, what, restarts=1, batch=B_ATK):
-        """An attack's steps; with restarts, PGD scores each restart (no scoring pass at 1)."""
-        out.append(Work(stage, n, "attack", float(images) * steps * restarts, batch, what))
-        if restarts > 1:
-            out.append(Work(stage, n, "forward", float(images) * restarts, batch, f"{what}: score"))
+        """An attack's steps (``cost.attack``); the chapter scores its results in ``fwd``."""
+        out.extend(cost.attack(stage, n, images, steps, restarts=restarts, batch=batch, score=False,
+                               what=what))
 
     def fwd(stage, n, images, what, batch=B_EVAL):
         out.append(Work(stage, n, "forward", float(images), batch, what))
