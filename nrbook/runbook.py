@@ -31,10 +31,14 @@ untouched, keeps the failed notebook (under ``_build/failed/`` for ``book/``, un
 **Staleness.** ``source_sha256`` hashes the *source* notebook's cells (cell type and source
 only, so output stripping, re-execution or a fresh clone do not change it). A book copy is
 ``fresh`` when its recorded hash equals that of the current source, ``prose`` when only the
-Markdown differs (``code_sha256``, the code cells' hash, is the run's: outputs cannot have changed),
+Markdown differs, or the code only in what another profile would run (``code_sha256``, the hash of
+the code cells as they run at the copy's profile, is the run's: outputs cannot have changed),
 ``stale`` when the code differs (or the copy has no ``nrbook`` metadata), ``missing`` when absent.
 ``--only-stale`` skips fresh copies and copies a prose-only edit into the executed copy
-(``sync_prose``) instead of running it.
+(``sync_prose``) instead of running it. The code "as it runs at a profile" (``profile_view``)
+reads each size table ``{"smoke": …, "cpu": …, "full": …}[profile]`` at that profile alone, so
+resizing ``full`` leaves a ``cpu`` copy's numbers standing, and the sync shows the new sizes in its
+code cells.
 
 **Profiles rank full > cpu > smoke** (``nrlib.profiles.RANK``), and a copy made with a higher
 profile than the one asked for is never overwritten without ``--force``: under ``--only-stale``
@@ -51,6 +55,7 @@ test that points ``$NRLIB_DATA`` and ``--out`` at temporary folders touches neit
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as _dt
 import hashlib
 import json
@@ -89,11 +94,42 @@ def source_sha256(path: str | os.PathLike) -> str:
     return hashlib.sha256(json.dumps(cells, ensure_ascii=False).encode()).hexdigest()
 
 
-def code_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a notebook's code cells alone: what its outputs depend on (its prose does not)."""
+def profile_view(source: str, profile: str | None) -> str:
+    """A code cell as it runs at ``profile``: in each size table, a dict literal indexed by the
+    ``profile`` parameter whose keys include every profile (``SIZES = {"smoke": …, "cpu": …,
+    "full": …}[profile]``), the other profiles' entries read ``...``. A cell that does not parse
+    (IPython magics) or ``profile=None`` is returned as it is."""
+    if profile is None:
+        return source
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    data = source.encode()                    # ast's column offsets count UTF-8 bytes
+    starts = [0]
+    for line in data.splitlines(keepends=True):
+        starts.append(starts[-1] + len(line))
+    cuts = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Dict)
+                and isinstance(node.slice, ast.Name) and node.slice.id == "profile"):
+            continue
+        keys = [k.value if isinstance(k, ast.Constant) else None for k in node.value.keys]
+        if not set(PROFILES) <= set(keys):
+            continue
+        cuts += [(starts[v.lineno - 1] + v.col_offset, starts[v.end_lineno - 1] + v.end_col_offset)
+                 for k, v in zip(keys, node.value.values) if k != profile]
+    for a, b in sorted(cuts, reverse=True):
+        data = data[:a] + b"..." + data[b:]
+    return data.decode()
+
+
+def code_sha256(path: str | os.PathLike, profile: str | None = None) -> str:
+    """sha256 of a notebook's code cells alone, as they run at ``profile`` (``profile_view``; all
+    of it for None): what its outputs depend on (its prose and the other profiles' sizes do not)."""
     nb = nbformat.read(path, as_version=4)
-    return hashlib.sha256(json.dumps([c.source for c in nb.cells if c.cell_type == "code"],
-                                     ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(json.dumps([profile_view(c.source, profile) for c in nb.cells
+                                      if c.cell_type == "code"], ensure_ascii=False).encode()).hexdigest()
 
 
 def status(src: Path, out_dir: Path) -> tuple[str, dict]:
@@ -109,14 +145,16 @@ def status(src: Path, out_dir: Path) -> tuple[str, dict]:
         return "stale", {}
     if meta.get("source_sha256") == source_sha256(src):
         return "fresh", meta
-    return ("prose" if meta.get("code_sha256") == code_sha256(src) else "stale"), meta
+    return ("prose" if meta.get("code_sha256") == code_sha256(src, meta.get("profile")) else "stale"), meta
 
 
 def sync_prose(src: Path, dst: Path) -> bool:
-    """Bring an executed copy's Markdown up to date with its source when only the prose changed
+    """Bring an executed copy's text up to date with its source when its outputs still stand
     (``status`` 'prose'): each Markdown cell takes the source's text, the first one rebuilt as at
-    execution (``opening_cell``: title, banner, how to run); outputs and code are left as they are.
-    False, nothing written, when the two notebooks' cells do not pair up one to one."""
+    execution (``opening_cell``: title, banner, how to run), and each code cell that differs only
+    in another profile's sizes (``profile_view``) takes the source's code; outputs are left as they
+    are, and so is a code cell that differs in what ran (the parameters cell, which holds the run's
+    own values). False, nothing written, when the two notebooks' cells do not pair up one to one."""
     source, nb = nbformat.read(src, as_version=4), nbformat.read(dst, as_version=4)
     meta = nb.metadata.get("nrbook", {})
     if len(source.cells) != len(nb.cells) or any(a.cell_type != b.cell_type for a, b in zip(source.cells, nb.cells)):
@@ -125,6 +163,8 @@ def sync_prose(src: Path, dst: Path) -> bool:
         if a.cell_type == "markdown":
             b.source = (opening_cell(a.source, meta, src.stem, parameter_names(nb), run_info(src.stem))
                         if i == 0 else a.source)
+        elif profile_view(a.source, meta.get("profile")) == profile_view(b.source, meta.get("profile")):
+            b.source = a.source
     meta["source_sha256"] = source_sha256(src)
     write_copy(nb, dst)
     return True
@@ -408,7 +448,7 @@ def execute(src: Path, out_dir: Path, profile: str, device: str) -> dict:
                             cwd=str(src.parent), progress_bar=True)
         seconds = time.perf_counter() - t0
         nb = nbformat.read(tmp, as_version=4)
-        meta = {"source_sha256": sha, "code_sha256": code_sha256(src), "profile": profile, "device": device,
+        meta = {"source_sha256": sha, "code_sha256": code_sha256(src, profile), "profile": profile, "device": device,
                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "seconds": round(seconds, 1)}
         nb.metadata["nrbook"] = meta
@@ -496,8 +536,8 @@ def main(argv: list[str] | None = None) -> int:
                 nb = nbformat.read(book, as_version=4)
                 before = json.dumps(nb, sort_keys=True)
                 meta = nb.metadata.get("nrbook", {})
-                if "code_sha256" not in meta and meta.get("source_sha256") == source_sha256(src):
-                    meta["code_sha256"] = code_sha256(src)      # a copy made before the code hash: fresh
+                if meta.get("source_sha256") == source_sha256(src):   # fresh: its code hash as it ran
+                    meta["code_sha256"] = code_sha256(src, meta.get("profile"))
                 refresh_scoreboards(nb, src.stem)
                 if json.dumps(nb, sort_keys=True) != before:
                     write_copy(nb, book)

@@ -75,6 +75,50 @@ def test_a_prose_edit_is_synced_without_a_run(tmp_path, monkeypatch):
     assert rb.status(src, out)[0] == "stale"
 
 
+SIZED = ('# ε in pixel units: ∞-norm "8/255"\n'
+         'S = {"smoke": dict(n=2),  # tiny\n'
+         '     "cpu": dict(n=20),\n'
+         '     "full": dict(n=200, steps=[1, 2])}[profile]; T = {"a": 1}\n'
+         'print(S)')
+
+
+def test_profile_view_reads_a_size_table_at_one_profile():
+    cpu = rb.profile_view(SIZED, "cpu")
+    assert '"cpu": dict(n=20)' in cpu and "n=200" not in cpu and "n=2)" not in cpu
+    assert cpu.count("...") == 2 and cpu.endswith('[profile]; T = {"a": 1}\nprint(S)')
+    assert cpu.startswith('# ε in pixel units')               # bytes, not characters, were cut
+    assert rb.profile_view(SIZED, None) == SIZED
+    assert rb.profile_view("%matplotlib inline", "cpu") == "%matplotlib inline"
+    other = 'D = {"smoke": 1, "cpu": 2}[profile]'              # not every profile: not a size table
+    assert rb.profile_view(other, "cpu") == other
+
+
+def test_resizing_another_profile_keeps_a_copy_and_syncs_its_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("NRLIB_DATA", str(tmp_path / "data"))
+    src = _notebook(tmp_path / "nb.ipynb", source=SIZED, outputs=True)
+    out = tmp_path / "book"
+    out.mkdir()
+    copy = nbformat.read(src, as_version=4)
+    copy.metadata["nrbook"] = {"source_sha256": rb.source_sha256(src), "code_sha256": rb.code_sha256(src, "cpu"),
+                               "profile": "cpu", "device": "cpu (test)", "date": "2026-01-02T00:00:00+00:00",
+                               "seconds": 5.0}
+    nbformat.write(copy, out / "nb.ipynb")
+    as_full = rb.code_sha256(src, "full")
+    _notebook(src, source=SIZED.replace("n=200", "n=100"), outputs=True)      # full resized
+    assert rb.status(src, out)[0] == "prose"
+    assert rb.sync_prose(src, out / "nb.ipynb")
+    synced = nbformat.read(out / "nb.ipynb", as_version=4)
+    assert "n=100" in synced.cells[1].source and synced.cells[1].outputs == copy.cells[1].outputs
+    assert rb.status(src, out)[0] == "fresh"
+    _notebook(src, source=SIZED.replace("n=20)", "n=30)"), outputs=True)      # cpu resized: stale
+    assert rb.status(src, out)[0] == "stale"
+    copy.metadata["nrbook"].update(profile="full", code_sha256=as_full)      # a full copy of SIZED
+    nbformat.write(copy, out / "nb.ipynb")
+    assert rb.status(src, out)[0] == "prose"                                  # its cpu entry resized
+    _notebook(src, source=SIZED.replace("n=200", "n=100"), outputs=True)
+    assert rb.status(src, out)[0] == "stale"                                  # its full entry resized
+
+
 @pytest.mark.parametrize("state, recorded, profile, only_stale, force, action", [
     ("missing", None, "cpu", True, False, "run"),
     ("fresh", "cpu", "cpu", True, False, "skip"),
