@@ -36,9 +36,9 @@ the code cells as they run at the copy's profile, is the run's: outputs cannot h
 ``stale`` when the code differs (or the copy has no ``nrbook`` metadata), ``missing`` when absent.
 ``--only-stale`` skips fresh copies and copies a prose-only edit into the executed copy
 (``sync_prose``) instead of running it. The code "as it runs at a profile" (``profile_view``)
-reads each size table ``{"smoke": …, "cpu": …, "full": …}[profile]`` at that profile alone, so
-resizing ``full`` leaves a ``cpu`` copy's numbers standing, and the sync shows the new sizes in its
-code cells.
+drops comments and reads each size table ``{"smoke": …, "cpu": …, "full": …}[profile]`` at that
+profile alone, so a comment or a resized ``full`` leaves a ``cpu`` copy's numbers standing, and
+the sync shows the new text in its code cells.
 
 **Profiles rank full > cpu > smoke** (``nrlib.profiles.RANK``), and a copy made with a higher
 profile than the one asked for is never overwritten without ``--force``: under ``--only-stale``
@@ -58,6 +58,7 @@ import argparse
 import ast
 import datetime as _dt
 import hashlib
+import io
 import json
 import os
 import re
@@ -65,6 +66,7 @@ import shutil
 import sys
 import tempfile
 import time
+import tokenize
 from pathlib import Path
 
 import nbformat
@@ -95,16 +97,18 @@ def source_sha256(path: str | os.PathLike) -> str:
 
 
 def profile_view(source: str, profile: str | None) -> str:
-    """A code cell as it runs at ``profile``: in each size table, a dict literal indexed by the
-    ``profile`` parameter whose keys include every profile (``SIZES = {"smoke": …, "cpu": …,
-    "full": …}[profile]``), the other profiles' entries read ``...``. A cell that does not parse
-    (IPython magics) or ``profile=None`` is returned as it is."""
+    """A code cell as it runs at ``profile``: without its comments, and in each size table, a dict
+    literal indexed by the ``profile`` parameter whose keys include every profile (``SIZES =
+    {"smoke": …, "cpu": …, "full": …}[profile]``), the other profiles' entries read ``...``. A cell
+    that does not parse (IPython magics) or ``profile=None`` is returned as it is."""
     if profile is None:
         return source
     try:
         tree = ast.parse(source)
     except SyntaxError:
         return source
+    source = _uncommented(source)
+    tree = ast.parse(source)
     data = source.encode()                    # ast's column offsets count UTF-8 bytes
     starts = [0]
     for line in data.splitlines(keepends=True):
@@ -122,6 +126,17 @@ def profile_view(source: str, profile: str | None) -> str:
     for a, b in sorted(cuts, reverse=True):
         data = data[:a] + b"..." + data[b:]
     return data.decode()
+
+
+def _uncommented(source: str) -> str:
+    """``source`` without its comments (and the blanks before them), by Python's own tokenizer."""
+    lines = source.splitlines(keepends=True)
+    for tok in reversed(list(tokenize.generate_tokens(io.StringIO(source).readline))):
+        if tok.type == tokenize.COMMENT:
+            (row, col), line = tok.start, lines[tok.start[0] - 1]
+            end = "\n" if line.endswith("\n") else ""
+            lines[row - 1] = line[:col].rstrip() + end
+    return "".join(lines)
 
 
 def code_sha256(path: str | os.PathLike, profile: str | None = None) -> str:

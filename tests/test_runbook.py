@@ -75,7 +75,7 @@ def test_a_prose_edit_is_synced_without_a_run(tmp_path, monkeypatch):
     assert rb.status(src, out)[0] == "stale"
 
 
-SIZED = ('# ε in pixel units: ∞-norm "8/255"\n'
+SIZED = ('E = "ε, ∞"  # ε in pixel units: ∞-norm "8/255"\n'
          'S = {"smoke": dict(n=2),  # tiny\n'
          '     "cpu": dict(n=20),\n'
          '     "full": dict(n=200, steps=[1, 2])}[profile]; T = {"a": 1}\n'
@@ -86,8 +86,11 @@ def test_profile_view_reads_a_size_table_at_one_profile():
     cpu = rb.profile_view(SIZED, "cpu")
     assert '"cpu": dict(n=20)' in cpu and "n=200" not in cpu and "n=2)" not in cpu
     assert cpu.count("...") == 2 and cpu.endswith('[profile]; T = {"a": 1}\nprint(S)')
-    assert cpu.startswith('# ε in pixel units')               # bytes, not characters, were cut
+    assert cpu.startswith('E = "ε, ∞"\nS = {"smoke": ...,\n')    # bytes, not characters, were cut
     assert rb.profile_view(SIZED, None) == SIZED
+    assert "# tiny" not in cpu and '"8/255"' not in cpu                # comments dropped
+    hashed = 'x = "# not a comment"  # a comment\ny = 1'
+    assert rb.profile_view(hashed, "cpu") == 'x = "# not a comment"\ny = 1'
     assert rb.profile_view("%matplotlib inline", "cpu") == "%matplotlib inline"
     other = 'D = {"smoke": 1, "cpu": 2}[profile]'              # not every profile: not a size table
     assert rb.profile_view(other, "cpu") == other
@@ -110,6 +113,8 @@ def test_resizing_another_profile_keeps_a_copy_and_syncs_its_code(tmp_path, monk
     synced = nbformat.read(out / "nb.ipynb", as_version=4)
     assert "n=100" in synced.cells[1].source and synced.cells[1].outputs == copy.cells[1].outputs
     assert rb.status(src, out)[0] == "fresh"
+    _notebook(src, source=SIZED.replace("# tiny", "# the smallest"), outputs=True)   # a comment
+    assert rb.status(src, out)[0] == "prose"
     _notebook(src, source=SIZED.replace("n=20)", "n=30)"), outputs=True)      # cpu resized: stale
     assert rb.status(src, out)[0] == "stale"
     copy.metadata["nrbook"].update(profile="full", code_sha256=as_full)      # a full copy of SIZED
