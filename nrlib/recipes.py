@@ -29,7 +29,7 @@ _SNS = {"init": "standard", "finetune": "sns", "sns_layers": [f"relu{i}" for i i
         "mix": "benign+adv", "adv_norm": "linf", "adv_eps": 8 / 255, "snapshots": [],
         "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.0, "epochs": 1, "lr": 0.02},
                      "cpu": {"adv_steps": 2, "adv_alpha": 1 / math.sqrt(2), "epochs": 4, "lr": 0.1},
-                     "full": {"adv_steps": 10, "adv_alpha": 1 / math.sqrt(10), "epochs": 10, "lr": 0.2}}}
+                     "full": {"adv_steps": 3, "adv_alpha": 1 / math.sqrt(3), "epochs": 5, "lr": 0.2}}}
 
 # Recipes: how a model is trained, the sizes each profile uses, and what each
 # profile measured (airbench's habit: the evidence sits beside the recipe).
@@ -64,7 +64,11 @@ RECIPES = {
     # crop + flip on the device, no validation split. `cpu` trains
     # width-reduced versions of the big architectures (width 16: a quarter of
     # the channels) on a 10,000-image subset, and ResNet-20 at its real width
-    # on all 50,000 images; `smoke` only exercises the code.
+    # on all 50,000 images; `smoke` only exercises the code. `full` is sized so that one chapter's
+    # run fits one GPU loan of at most 8 minutes of compute (`python -m nrbook.budget`): 15 epochs
+    # on all 50,000 images, VGG-19 at the paper's width (64), VGG-16 and ResNet-18 at half of it
+    # (32: chapter 3 trains 34 of them), ResNet-20 at its real width for 40 epochs, and
+    # adversarial training with PGD-3 where the papers used PGD-7 or PGD-10.
     "cifar": {
         "dataset": "cifar10", "archs": ["resnet20", "resnet18", "resnet50", "resnet101", "vgg16", "vgg19"],
         "optimizer": "sgd", "schedule": "onecycle", "weight_decay": 5e-4, "augment": "crop_flip",
@@ -75,8 +79,9 @@ RECIPES = {
             "cpu": {"n_train": {"default": 10000, "resnet20": 50000}, "n_test": 10000, "batch_size": 128,
                     "lr": 0.1, "width": {"default": 16, "resnet50": 8, "resnet101": 8},
                     "epochs": {"default": 10, "resnet20": 6, "resnet50": 6, "resnet101": 6}},
-            "full": {"n_train": 50000, "n_test": 10000, "width": {"default": 64, "resnet20": 16},
-                     "batch_size": 512, "lr": 0.4, "epochs": {"default": 30, "resnet18": 24, "resnet20": 40}},
+            "full": {"n_train": 50000, "n_test": 10000,
+                     "width": {"default": 64, "resnet20": 16, "resnet18": 32, "vgg16": 32},
+                     "batch_size": 512, "lr": 0.4, "epochs": {"default": 15, "resnet20": 40}},
         },
         # Variants train any model of the recipe another way (``zoo_get(..., variant="linf_at")``);
         # each overrides the settings above, and its own "profiles" override them per profile.
@@ -94,11 +99,11 @@ RECIPES = {
             "linf_at": {"mix": "adv", "adv_norm": "linf", "adv_eps": 8 / 255,
                         "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.25},
                                      "cpu": {"adv_steps": 3, "adv_alpha": None},
-                                     "full": {"adv_steps": 7, "adv_alpha": None}}},
+                                     "full": {"adv_steps": 3, "adv_alpha": None}}},
             "l2_at": {"mix": "adv", "adv_norm": "l2", "adv_eps": 0.5,
                       "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.25},
                                    "cpu": {"adv_steps": 3, "adv_alpha": None},
-                                   "full": {"adv_steps": 7, "adv_alpha": None}}},
+                                   "full": {"adv_steps": 3, "adv_alpha": None}}},
             # The regulariser's top-k: the code's 16 of VGG-19's 512 features (3%), scaled with the
             # width (VGG-19 is the only model the book trains with it: 128 features at `cpu`, 64 at
             # `smoke`). The code trains 150 epochs and keeps the checkpoint with the best L2 PGD-20
@@ -114,23 +119,23 @@ RECIPES = {
                                           "select": {"norm": "l2", "eps": 0.5, "steps": 2}},
                                 "cpu": {"penalty_top_k": 4},
                                 "full": {"penalty_top_k": 16, "n_val_split": 1000, "n_val": 1000,
-                                         "select": {"norm": "l2", "eps": 0.5, "steps": 20}}}},
+                                         "select": {"norm": "l2", "eps": 0.5, "steps": 10}}}},
             # Zhang et al. 2021 §V-A: PAT — L∞ PGD ε = 8/255, k = 10 steps of α = ε/√k, each clean
             # batch trained together with its adversarial copy (1:1); ALP (Kannan et al. 2018) adds
             # 0.5 × the squared difference between the clean and adversarial logits, averaged over
             # the logits as in Kannan et al.'s mean-squared-error form (summed over CIFAR-10's 10
             # logits, the term is 10× larger: at `cpu` that ALP lost 9.7 clean points against PAT,
-            # where the paper's loses 0.7). `cpu` runs k = 2 (α = ε/√2) and `smoke` k = 1 (α = ε),
-            # to fit a 2-core CPU.
+            # where the paper's loses 0.7). `full` runs k = 3 (α = ε/√3), `cpu` k = 2 (α = ε/√2) and
+            # `smoke` k = 1 (α = ε), to fit one GPU loan and a 2-core CPU.
             "pat": {"mix": "benign+adv", "adv_norm": "linf", "adv_eps": 8 / 255,
                     "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.0},
                                  "cpu": {"adv_steps": 2, "adv_alpha": 1 / math.sqrt(2)},
-                                 "full": {"adv_steps": 10, "adv_alpha": 1 / math.sqrt(10)}}},
+                                 "full": {"adv_steps": 3, "adv_alpha": 1 / math.sqrt(3)}}},
             "alp": {"mix": "benign+adv", "adv_norm": "linf", "adv_eps": 8 / 255, "logit_pairing": 0.5,
                     "logit_pairing_reduce": "mean",
                     "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.0},
                                  "cpu": {"adv_steps": 2, "adv_alpha": 1 / math.sqrt(2)},
-                                 "full": {"adv_steps": 10, "adv_alpha": 1 / math.sqrt(10)}}},
+                                 "full": {"adv_steps": 3, "adv_alpha": 1 / math.sqrt(3)}}},
             # Zhang et al. 2021 §V-C, Algorithm 1: SNS fine-tunes the vanilla model (``init``)
             # with PAT's loss plus λ = 5 times eq. 12 over the sensitive neurons (top 10% by σ on
             # L∞ PGD examples of the training set) of conv8–conv13; conv8–conv13, their batch norms
@@ -140,7 +145,8 @@ RECIPES = {
             # it shrinks those weights until the batch norm's ε dominates and the model collapses
             # to chance (measured at `cpu`). The paper gives no epochs ("much fewer epochs compared
             # to PAT"): 40% of PAT's at `cpu` (same peak lr), a third at `full` (half PAT's peak
-            # lr, since it starts from a trained model), under the same one-cycle schedule.
+            # lr, since it starts from a trained model), under the same one-cycle schedule; PGD-3 at
+            # `full`, as PAT's.
             **{f"sns_{mode}": {**_SNS, "sns_mode": mode} for mode in SNS_MODES},
             # PAT fine-tuned from the vanilla model (chapter 6): SNS's path with λ = 0 and every
             # layer trainable, i.e. plain PAT continued from the vanilla weights for SNS's epochs, so

@@ -137,15 +137,7 @@ def test_plans_explain_the_cpu_runs(nb):
     assert counted >= 0.3 * measured, (counted, measured)
 
 
-# Chapters whose `full` sizes are still those written before the budget existed: their estimate
-# is several loans (python -m nrbook.budget), and they are to be cut to fit. Strict: a chapter that
-# comes to fit fails here until it is taken off this list.
-NOT_SIZED_YET = {"02_one_neuron", "03_neuron_sensitivity", "06_neuron_rankings"}
-
-
-@pytest.mark.parametrize("nb", [pytest.param(nb, marks=pytest.mark.xfail(
-    strict=True, reason="full sizes not yet cut to one loan")) if nb in NOT_SIZED_YET else nb
-    for nb in sorted(plans.PLANS)])
+@pytest.mark.parametrize("nb", sorted(plans.PLANS))
 def test_every_chapter_full_profile_fits_one_loan(nb):
     est = budget.estimate(nb, "full", "h100")
     assert est["compute_s"] <= budget.COMPUTE_LIMIT_S, budget._table(est)
