@@ -553,10 +553,15 @@ def main(argv: list[str] | None = None) -> int:
                 meta = nb.metadata.get("nrbook", {})
                 if meta.get("source_sha256") == source_sha256(src):   # fresh: its code hash as it ran
                     meta["code_sha256"] = code_sha256(src, meta.get("profile"))
+                    # the opening cell: its banner reads the paper file (full_scale) and the runs' times
+                    first = nbformat.read(src, as_version=4).cells[0]
+                    if meta.get("profile") and BANNER_TAG in nb.cells[0].metadata.get("tags", []):
+                        nb.cells[0].source = opening_cell(first.source, meta, src.stem, parameter_names(nb),
+                                                          run_info(src.stem))
                 refresh_scoreboards(nb, src.stem)
                 if json.dumps(nb, sort_keys=True) != before:
                     write_copy(nb, book)
-                    print(f"runbook: brought {_rel(book)} up to date (verdict tables, code hash)")
+                    print(f"runbook: brought {_rel(book)} up to date (verdict tables, banner, code hash)")
         print(f"runbook: wrote {_rel(write_results_page(out_dir))}")
         if out_dir.resolve() == (ROOT / "book").resolve() and write_readme_section():
             print("runbook: wrote the results section of README.md")

@@ -66,7 +66,7 @@ RECIPES = {
     # the channels) on a 10,000-image subset, and ResNet-20 at its real width
     # on all 50,000 images; `smoke` only exercises the code. `full` is sized so that one chapter's
     # run fits one GPU loan of at most 8 minutes of compute (`python -m nrbook.budget`): 15 epochs
-    # on all 50,000 images, VGG-19 at the paper's width (64), VGG-16 and ResNet-18 at half of it
+    # on all 50,000 images, VGG-19 and ResNet-18 at the papers' width (64), VGG-16 at half of it
     # (32: chapter 3 trains 34 of them), ResNet-20 at its real width for 40 epochs, and
     # adversarial training with PGD-3 where the papers used PGD-7 or PGD-10.
     "cifar": {
@@ -80,7 +80,7 @@ RECIPES = {
                     "lr": 0.1, "width": {"default": 16, "resnet50": 8, "resnet101": 8},
                     "epochs": {"default": 10, "resnet20": 6, "resnet50": 6, "resnet101": 6}},
             "full": {"n_train": 50000, "n_test": 10000,
-                     "width": {"default": 64, "resnet20": 16, "resnet18": 32, "vgg16": 32},
+                     "width": {"default": 64, "resnet20": 16, "vgg16": 32},
                      "batch_size": 512, "lr": 0.4, "epochs": {"default": 15, "resnet20": 40}},
         },
         # Variants train any model of the recipe another way (``zoo_get(..., variant="linf_at")``);

@@ -358,3 +358,23 @@ def test_each_chapters_models_are_the_zoo_tables():
                     assert abs(v - table[model]) < 0.005, (
                         f"{name} ({profile}) measured {key} = {v:.2f}% but the zoo table says {model} is "
                         f"{table[model]:.2f}%: run python -m nrlib.train for it, or re-run the chapter")
+
+
+def test_every_chapter_banner_is_up_to_date():
+    """The opening cell of each committed chapter is what ``runbook.opening_cell`` builds today from
+    its source, its run and its paper file (``full_scale``): a paper file edited after the run is
+    caught here (``python -m nrbook.runbook --results-only`` rebuilds it)."""
+    import nbformat
+    from nrbook import NOTEBOOKS
+    from nrbook import runbook as rb
+
+    for src in sorted(NOTEBOOKS.glob("[0-9]*.ipynb")):
+        copy_ = chapters.BOOK / src.name
+        if not copy_.is_file():
+            continue
+        nb = nbformat.read(copy_, as_version=4)
+        meta = nb.metadata.get("nrbook", {})
+        assert rb.BANNER_TAG in nb.cells[0].metadata.get("tags", []), src.stem
+        want = rb.opening_cell(nbformat.read(src, as_version=4).cells[0].source, meta, src.stem,
+                               rb.parameter_names(nb), chapters.run_info(src.stem))
+        assert nb.cells[0].source == want, f"{src.stem}: its banner is stale: run python -m nrbook.runbook --results-only"
