@@ -3,12 +3,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from nrlib import attacks
+from nrlib import attacks, metrics, neurons, sensitivity
 
 from ..cost import Net, Work, attack, default_of, forward, notebook_sizes, training
 
 NOTEBOOK = "02_one_neuron"
 ATTACK_BATCH = default_of(attacks.pgd, "batch_size")      # the images of one attack pass
+PREDICT_BATCH = default_of(metrics.predict, "batch_size")  # robust hits, predictions
+FEATURE_BATCH = default_of(sensitivity.features, "batch_size")
+SPSA_BATCH = attacks.SPSA.batch_size                       # SPSA's queries per forward pass
+RANK_BATCH = default_of(neurons.rank, "batch_size")
 
 
 def _pgd(stage: str, net: Net, images: float, steps: int, restarts: int = 1, what: str = "PGD") -> list[Work]:
@@ -66,7 +70,7 @@ def plan(profile: str) -> list[Work]:
     out += forward("untimed", net, 4 * S["n_kde"] + 3 * n_test, what="rescaled features")
 
     # delta: features of the training images (μ, σ) and of the KDE images, per model
-    out += forward("delta", net, len(models) * (S["n_stats"] + S["n_kde"]), batch=4096, what="features")
+    out += forward("delta", net, len(models) * (S["n_stats"] + S["n_kde"]), batch=FEATURE_BATCH, what="features")
 
     # ns_attack: per model L∞ on every rank of RANKS, L2 on the first top_k, and L∞ in |scaled Δ| order
     for m in models:
@@ -76,7 +80,7 @@ def plan(profile: str) -> list[Work]:
     for m in models:
         for norm in P["EPS"]:
             out += _pgd("pgd", net, na, S["pgd_steps"], S["restarts"], f"PGD {norm} {m}")
-            out += forward("pgd", net, na, batch=8192, what="robust hits")
+            out += forward("pgd", net, na, batch=PREDICT_BATCH, what="robust hits")
     # prune: per model the test features once; PGD (one restart) on the unpruned model and on the
     # 2 criteria × 2 sizes of pruned sets; the random sets (DRAWS per size, 3 at smoke: cell 36) on
     # linf_at only
@@ -84,14 +88,14 @@ def plan(profile: str) -> list[Work]:
     n_sets = 1 + len(P["CRIT"]) * len(P["FRAC"])
     for m in models:
         runs = n_sets + (len(P["FRAC"]) * draws if m == "linf_at" else 0)
-        out += forward("prune", net, n_test, batch=4096, what=f"test features {m}")
+        out += forward("prune", net, n_test, batch=FEATURE_BATCH, what=f"test features {m}")
         out += _pgd("prune", net, runs * na, S["pgd_steps"], what=f"PGD pruned {m}")
-        out += forward("prune", net, runs * na, batch=8192, what="robust hits")
+        out += forward("prune", net, runs * na, batch=PREDICT_BATCH, what="robust hits")
 
     # neurons: per model the predictions of the first min(500, n_stats) training images and the
     # Δ-ranking's forward pass with gradients to the last conv's BN (the head: counted as a forward)
     n_b = min(500, S["n_stats"])
-    out += forward("neurons", net, len(models) * 2 * n_b, batch=256, what="predict, Δ ranking")
+    out += forward("neurons", net, len(models) * 2 * n_b, batch=RANK_BATCH, what="predict, Δ ranking")
 
     # twin: the standard model of seed + 1, and its untimed accuracies (attack and test images)
     out += _train(profile, "standard", P["seed"] + 1, "twin")
@@ -101,26 +105,26 @@ def plan(profile: str) -> list[Work]:
     # PAIRS: those read from the notebook, then the two §4 directions and the twin control)
     pairs = list(P["PAIRS"]) + [("linf_at", "sensitivity"), ("l2_at", "sensitivity"), ("standard", "standard_twin")]
     out += _pgd("transfer", net, len(pairs) * na, S["pgd_steps"], S["restarts"], "PGD L∞ transfer")
-    out += forward("transfer", net, len(pairs) * na, batch=8192, what="replayed on the target")
+    out += forward("transfer", net, len(pairs) * na, batch=PREDICT_BATCH, what="replayed on the target")
 
     # restarts: PGD with many restarts on linf_at and sensitivity
     for m in ("linf_at", "sensitivity"):
         out += _pgd("restarts", net, na, S["pgd_steps"], S["many_restarts"], f"PGD L∞ {m}")
-        out += forward("restarts", net, na, batch=8192, what="robust hits")
+        out += forward("restarts", net, na, batch=PREDICT_BATCH, what="robust hits")
 
     # spsa: standard and sensitivity, on the first n attack images; every query a forward pass
     sp = S["spsa"]
     n_sp = min(sp["n"], na)
     for m in ("standard", "sensitivity"):
-        out += forward("spsa", net, n_sp * sp["samples"] * sp["steps"], batch=4096, what=f"SPSA queries {m}")
-        out += forward("spsa", net, n_sp, batch=8192, what="robust hits")
+        out += forward("spsa", net, n_sp * sp["samples"] * sp["steps"], batch=SPSA_BATCH, what=f"SPSA queries {m}")
+        out += forward("spsa", net, n_sp, batch=PREDICT_BATCH, what="robust hits")
 
     # eps_sweep: PGD (one restart) at every ε of SWEEP (the slider's ε and 2 … 64/255: cell 65)
     epsg = sorted({eps_linf, *S["eps_grid"]})
     sweep = sorted({*epsg, *(k / 255 for k in (2, 4, 8, 16, 32, 64))})
     for m in models:
         out += _pgd("eps_sweep", net, len(sweep) * na, S["sweep_steps"], what=f"PGD L∞ {m}")
-        out += forward("eps_sweep", net, len(sweep) * na, batch=8192, what="robust hits")
+        out += forward("eps_sweep", net, len(sweep) * na, batch=PREDICT_BATCH, what="robust hits")
 
     # slider_cache: k-NS (ranks 0 … top_k − 1) at every slider ε but eps_linf (reused from ns_attack)
     nsl = min(S["n_slider"], na)

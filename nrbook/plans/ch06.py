@@ -4,11 +4,20 @@ from __future__ import annotations
 import functools
 import math
 
-from ..cost import Net, Work, attack, forward, notebook_sizes, training
+from nrlib import attacks, fragile, neurons
+
+from ..cost import Net, Work, attack, default_of, forward, notebook_sizes, training
 
 NOTEBOOK = "06_neuron_rankings"
 CLASSES = 10            # CIFAR-10: delta's margin takes one backward pass per class
-ABLATE_BATCH = 2048     # neurons.ablation_accuracy stacks the sets' copies up to 256·8 images a batch
+# neurons.ablation_accuracy stacks the sets' copies up to batch_size·8 images a batch
+ABLATE_BATCH = default_of(neurons.ablation_accuracy, "batch_size") * 8
+ATTACK_BATCH = default_of(attacks.pgd, "batch_size")
+RANK_BATCH = default_of(neurons.rank, "batch_size")
+SPSA_BATCH = attacks.SPSA.batch_size
+DROP_BATCH = fragile.SAMPLES_PER_PASS["cuda"]          # kernel dropout's copies per pass on a GPU
+MEANS_BATCH = default_of(neurons.channel_means, "batch_size")
+FT_BATCH = 128          # §5's fine-tuning batch (the notebook's FT): clean + adversarial, 256 a step
 
 
 def _flops(model, shape) -> tuple[tuple[str, float], ...]:
@@ -78,15 +87,15 @@ def _rank(stage: str, net: Net, method: str, layer: str, n: float, steps: int,
     layers above it (input gradients only, the weights frozen); it is counted as such a forward."""
     c, after = layer_shape or _layer(net, layer)
     n = n * scale
-    fwd = lambda k, what: forward(stage, net, k, batch=256, what=f"{method} {layer}: {what}")
-    adv = lambda: [Work(stage, net, "attack", n * steps, 4096, f"{method} {layer}: PGD-{steps}")]
+    fwd = lambda k, what: forward(stage, net, k, batch=RANK_BATCH, what=f"{method} {layer}: {what}")
+    adv = lambda: [Work(stage, net, "attack", n * steps, ATTACK_BATCH, f"{method} {layer}: PGD-{steps}")]
     if method in ("weight_l1", "bn_gamma", "random"):                  # read off the weights
         return []
     if method in ("mean_activation", "apoz"):
         return fwd(n, "activations")
     if method == "fragile":          # clean hits; kernel dropout: the layers below once, above C times
         return fwd(n * (2 - after), "hits, layers below") + [
-            Work(stage, net, "forward", c * n * after, 16384, f"fragile {layer}: {c} kernels dropped")]
+            Work(stage, net, "forward", c * n * after, DROP_BATCH, f"fragile {layer}: {c} kernels dropped")]
     if method == "delta":            # one forward, a backward to the BN output per class
         return fwd(n + CLASSES * n * after, f"margin + {CLASSES} backwards")
     if method in ("sigma", "dominant"):                                # clean and adversarial pass
@@ -119,8 +128,6 @@ def plan(profile: str) -> list[Work]:
     (other ablations and ε, SPSA whose queries are forward passes); the extra PAT seeds' headline
     test at the last layer; a torchvision ResNet-18 ranked on 64 images."""
     nb = NOTEBOOK
-    from nrlib import neurons
-
     S, P = notebook_sizes(nb, profile)["SIZES"], notebook_sizes(nb, profile)["params"]
     arch, layers, last, share = P["ARCH"], P["LAYERS"], P["L_LAST"], P["share"]
     pm, oracles = list(neurons.PAPER_METHODS), list(P["ORACLES"])
@@ -136,7 +143,7 @@ def plan(profile: str) -> list[Work]:
     out = [w for v in P["VARIANTS"].values() for w in training(
         arch, "cifar", profile, variant=v, seeds=S["n_seeds"] if v == "pat" else 1, stage="models")]
     out += forward("models", net, n_models * ne, what="clean hits")
-    out += attack("models", net, n_models * ne, es, batch=4096, what="PGD on split B")
+    out += attack("models", net, n_models * ne, es, batch=ATTACK_BATCH, what="PGD on split B")
 
     # rank: every cheap ranking, random and loo_clean on A, A1, A2 (2·n_rank images) per layer
     for L in layers:
@@ -168,18 +175,18 @@ def plan(profile: str) -> list[Work]:
     prune, split = 1 + len(pm) + 2 + S["n_ft_random"], len(pm) + 1 + S["n_ft_random"]
     flops = _book(net)
     mine = sum(f for name, f in flops if name in layers) / sum(f for _, f in flops)
-    out += [Work("finetune", net, "train", prune * 2 * n_ft, 256, "prune: fine-tune every weight"),
-            Work("finetune", net, "train", 2 * n_ft, 256, "protect: every parameter"),
+    out += [Work("finetune", net, "train", prune * 2 * n_ft, 2 * FT_BATCH, "prune: fine-tune every weight"),
+            Work("finetune", net, "train", 2 * n_ft, 2 * FT_BATCH, "protect: every parameter"),
             # a split arm: weight gradients of the three layers' filters (and the fc) only, so a
             # forward, the backward to the inputs above conv1 and those layers' weight gradients
-            Work("finetune", net, "attack", split * 2 * n_ft, 256, "protect: split arms"),
-            Work("finetune", net, "forward", split * 2 * n_ft * mine, 256,
+            Work("finetune", net, "attack", split * 2 * n_ft, 2 * FT_BATCH, "protect: split arms"),
+            Work("finetune", net, "forward", split * 2 * n_ft * mine, 2 * FT_BATCH,
                  "protect: split arms' weight gradients"),
-            Work("finetune", net, "forward", 2 * n_ft, 256, "protect: dense only (fc's backward)")]
+            Work("finetune", net, "forward", 2 * n_ft, 2 * FT_BATCH, "protect: dense only (fc's backward)")]
     arms = prune + split + 2
-    out += [Work("finetune", net, "attack", arms * n_ft * S["ft_steps"], 128, f"PGD-{S['ft_steps']}")]
+    out += [Work("finetune", net, "attack", arms * n_ft * S["ft_steps"], FT_BATCH, f"PGD-{S['ft_steps']}")]
     out += forward("finetune", net, arms * ne, what="clean hits")
-    out += attack("finetune", net, arms * ne, es, batch=4096, what="PGD on split B")
+    out += attack("finetune", net, arms * ne, es, batch=ATTACK_BATCH, what="PGD on split B")
 
     # checks: the headline sets at the last layer under the other ablation, β = 0.5 and each ε;
     # then PGD and SPSA (steps × samples forward queries per image) on three models
@@ -188,8 +195,8 @@ def plan(profile: str) -> list[Work]:
         out += _ablate("checks", net, ne, keys, es, f"{last}: {what}")
     sp, q = S["n_spsa"], S["spsa"]["steps"] * S["spsa"]["samples"]
     for _ in range(3):                               # intact, oracle's top-k, the most robust's largest
-        out += attack("checks", net, sp, es, batch=4096, what="PGD (SPSA's images)")
-        out += forward("checks", net, sp * q, batch=4096, what="SPSA queries")
+        out += attack("checks", net, sp, es, batch=ATTACK_BATCH, what="PGD (SPSA's images)")
+        out += forward("checks", net, sp * q, batch=SPSA_BATCH, what="SPSA queries")
         out += forward("checks", net, sp, what="SPSA: score")
 
     # seeds: on each extra PAT seed, every ranking at the last layer, the channel means, and the
@@ -198,7 +205,7 @@ def plan(profile: str) -> list[Work]:
         for m in rankings:
             o = m in oracles
             out += _rank("seeds", net, m, last, nl if o else nr, S["loo_steps"] if o else steps(m))
-        out += forward("seeds", net, nr, batch=256, what="channel means")
+        out += forward("seeds", net, nr, batch=MEANS_BATCH, what="channel means")
         out += _ablate("seeds", net, ne, len(rankings) + S["n_random"], es, f"{last}: headline sets")
 
     # own_model: a torchvision ResNet-18 (its FLOPs, counted on the book's ResNet-18 at a scale) on
