@@ -231,8 +231,8 @@ def banner_text(meta: dict, stem: str | None = None) -> str:
             f"for how it compares with the paper.")
     if meta["profile"] != "full":
         text += (" **No `full` run of this chapter exists yet**: the verdicts below are this smaller profile's, "
-                 "on smaller models and subsets, with intervals sized to them; claims that only the paper's scale "
-                 "can decide say \"judged at full only\", and settings this profile does not run \"not run\". "
+                 "on smaller models and subsets, with intervals sized to them; claims judged only at the full "
+                 "profile say \"judged at full only\", and settings this profile does not run \"not run\". "
                  f"A `full` run (a GPU, {full_scale(stem)}) replaces "
                  "these numbers when it exists.")
     return text

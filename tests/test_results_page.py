@@ -263,9 +263,9 @@ def test_variant_table_says_what_each_variant_changes(monkeypatch):
                 assert f"penalty `{st['penalty']}`" in text and f"lr {st['lr']:g}" in text
     assert intro_page.variant_table("karnine") == []
     recipes = copy.deepcopy(train.RECIPES)
-    sel = train.RECIPES["cifar"]["variants"]["sensitivity"]["profiles"]["full"]["select"]
-    assert any("`sensitivity`" in line and "`full`" in line and f"best L2 PGD-{sel['steps']} accuracy" in line
-               and "top-k 16" in line for line in lines)
+    full = train.RECIPES["cifar"]["variants"]["sensitivity"]["profiles"]["full"]
+    assert any("`sensitivity`" in line and "`full`" in line and f"best L2 PGD-{full['select']['steps']} accuracy"
+               in line and f"top-k {full['penalty_top_k']};" in line for line in lines)
     assert any("`sensitivity`" in line and "`cpu`" in line and "top-k 4" in line and "PGD" not in line
                for line in lines)
     recipes["cifar"]["variants"]["linf_at"]["profiles"]["cpu"]["adv_steps"] = 5

@@ -389,6 +389,7 @@ def test_verdict_tables_are_re_rendered_from_the_results_and_paper_files(tmp_pat
 
 def test_banner_says_what_full_runs_where_it_is_not_the_papers_scale():
     meta = {"profile": "cpu", "device": "cpu", "date": "2026-01-02T03:04:05+00:00", "seconds": 5.0}
-    assert "a GPU, 20,000 images × 10 epochs" in rb.banner_text(meta, "01_fragile_kernels")
-    assert "a GPU, the paper's scale" in rb.banner_text(meta, "05_toggle_activity")
+    for stem in ("01_fragile_kernels", "02_one_neuron", "03_neuron_sensitivity", "05_toggle_activity"):
+        assert f"a GPU, {papers.for_notebook(stem)['full_scale']})" in rb.banner_text(meta, stem)
+    assert "a GPU, the paper's scale" in rb.banner_text(meta, "04_dominant_filters")
     assert "a GPU, the paper's scale" in rb.banner_text(meta)

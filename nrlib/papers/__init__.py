@@ -109,7 +109,7 @@ VERDICT_MEANINGS = {
     INCONCLUSIVE: "the interval straddles the rule's threshold; the row says about what sample would settle it",
     NOT_JUDGED: "a validity gate failed (the model at chance, the attack not working): the reason is given",
     BY_READING: "the book's reading of a vague passage decides the answer, so no verdict is claimed",
-    FULL_ONLY: "ours is measured, but the claim is judged only at the paper's scale (the full profile)",
+    FULL_ONLY: "ours is measured, but the claim is judged only at the full profile (its chapter's banner says what it runs)",
     NOT_RUN: "the run did not produce the number",
     REPORTED: "the number is shown beside the paper's, without a rule",
 }
