@@ -4,6 +4,8 @@
 #   make data         link MNIST and CIFAR-10 from an offline copy when present (SHARED_DATA=DIR; data/README.md)
 #   make test         unit tests + papermill smoke run of every notebook
 #   make test-browser chapter 5 (smoke) in JupyterLab in headless Chromium: run all cells, move a live slider
+#   make test-sweep   chapter 5 (smoke) swept over 2 ε × 2 seeds on a local Dask cluster (nrbook.sweep)
+#   make sweep        a papermill sweep on Dask: make sweep NB=05 ARGS="-p eps 4/255 8/255 -p seed 0 1 2" OUT=sweeps/eps
 #   make book         execute stale notebooks (cpu profile, full on a CUDA GPU) + build _build/html
 #   make run          re-run notebooks: make run PROFILE=cpu NB=04 [FORCE=1], then rebuild the book
 #   make full         make run PROFILE=full (a GPU; the numbers the book publishes)
@@ -41,7 +43,7 @@ VENV_BIN := $(ENV_DIR)/bin/
 PY := $(VENV_BIN)python
 STAMP := $(ENV_DIR)/.nrbook-installed
 
-.PHONY: help setup data test test-browser book run full stage budget gpu-dry-run html check bench clean-book
+.PHONY: help setup data test test-browser test-sweep sweep book run full stage budget gpu-dry-run html check bench clean-book
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -75,6 +77,16 @@ test: setup data
 # JupyterLab + the system's Chromium (apt: chromium, chromium-driver); tests/test_jupyterlab.py
 test-browser: setup data
 	$(PY) -m pytest -q -rP -m jupyterlab tests/test_jupyterlab.py
+
+# A papermill sweep of one chapter on Dask (nrbook.sweep), at PROFILE (default cpu)
+sweep: setup data
+	@test -n "$(NB)" -a -n "$(OUT)" || { echo 'make sweep NB=05 ARGS="-p eps 4/255 8/255 -p seed 0 1 2" OUT=sweeps/eps [PROFILE=cpu]'; exit 2; }
+	$(PY) -m nrbook.sweep $(NB) $(ARGS) --profile $(PROFILE) --out $(OUT)
+
+# A real chapter's sweep on a local Dask cluster: chapter 5 at smoke, 2 ε × 2 seeds on 2 workers
+# (nrbook.sweep; tests/test_sweep.py, marked `sweep`; a few minutes)
+test-sweep: setup data
+	$(PY) -m pytest -q -rA -m sweep tests/test_sweep.py
 
 # (the runbook names a missing dataset only when a chapter is about to run)
 book: setup

@@ -12,7 +12,9 @@ the notebooks and writes the book's pages.
 * ``python -m nrbook.bench`` — speed benchmarks of nrlib's fast paths on this device;
 * ``python -m nrbook.budget`` — each chapter's ``full`` run estimated before it runs: its plan
   (``plans``, one module per chapter) of network passes, their FLOPs counted (``cost``), and the
-  seconds and loans of a GPU machine they take.
+  seconds and loans of a GPU machine they take;
+* ``python -m nrbook.sweep`` — one chapter over a grid of parameters and seeds, each point a
+  papermill run on a Dask cluster, gathered into tables with intervals over the seeds.
 
 nrbook imports nrlib; nrlib never imports nrbook (``tests/test_layout.py`` checks it).
 """

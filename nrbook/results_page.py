@@ -21,8 +21,8 @@ from nrlib.results import estimates
 from nrlib.utils import atomic_write_bytes
 
 from . import NOTEBOOKS, ROOT
-from .chapters import (chapter_names, date_text, md_table, other_fmt, run_info, run_label, run_time_text,
-                       runs, section_link, title)
+from .chapters import (FIGURES, chapter_names, date_text, md_table, other_fmt, run_info, run_label,
+                       run_time_text, runs, section_link, title)
 from .results_figure import figure_md, write_figure
 from .intro_page import write_intro_section
 
@@ -144,6 +144,55 @@ def _chapter_section(name: str, out_dir: Path) -> tuple[list[str], bool]:
     return md, bool(shown)
 
 
+def sweeps_section(out_dir: Path) -> list[str]:
+    """The sweeps kept for the book (``python -m nrbook.sweep --out data/results/sweeps/<name>``):
+    per sweep, what ran (chapter, profile, grid, runs, device, dates), its figure (copied to
+    ``out_dir/_static/results/sweep-<name>.png``) and, for the figure's metric, the mean and 95%
+    interval over seeds at each grid point, with the verdicts over seeds of the chapter's claims."""
+    import json
+
+    import pandas as pd
+
+    from nrlib.data import data_root
+
+    root = data_root() / "results" / "sweeps"
+    found = sorted(p.parent for p in root.glob("*/sweep.json")) if root.is_dir() else []
+    if not found:
+        return []
+    md = ["## Sweeps over seeds", "",
+          "Batches of runs of one chapter over a grid of its parameters and several seeds "
+          "(`python -m nrbook.sweep`, papermill on Dask): each grid point's mean over the seeds with "
+          "its 95% Student-t interval, so that a difference is read against the spread between training "
+          "runs, not only the images of one.", ""]
+    for folder in found:
+        info = json.loads((folder / "sweep.json").read_text())
+        grid = "; ".join(f"{k} ∈ {{{', '.join(v)}}}" for k, v in info["grid"].items())
+        md += [f"### {title(info['notebook'])}: {folder.name}", "",
+               f"The `{info['profile']}` profile over {grid}: {info['finished']} of {info['runs']} runs "
+               f"finished, on {', '.join(info['devices']) or 'an unrecorded device'}, "
+               f"{date_text(info['first_run'])} to {date_text(info['last_run'])} "
+               f"({info['seconds']:.0f} s of runs; commit {', '.join(info['commits'])}). "
+               f"Its tables: `data/results/sweeps/{folder.name}/` (`runs.csv`, `seeds.csv`, `verdicts.md`).", ""]
+        if info.get("figure") and (folder / info["figure"]).is_file():
+            dst = out_dir / FIGURES / f"sweep-{folder.name}.png"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            data = (folder / info["figure"]).read_bytes()
+            if not dst.is_file() or dst.read_bytes() != data:
+                atomic_write_bytes(dst, data)
+            md += [f":::{{figure}} {FIGURES.as_posix()}/{dst.name}", f":alt: {info['shown']} against "
+                   f"{info['x']} over seeds", "", f"`{info['shown']}` against `{info['x']}`: each seed "
+                   "(grey) and the mean with its 95% interval over seeds.", ":::", ""]
+        seeds = pd.read_csv(folder / "seeds.csv")
+        if info.get("shown") and len(seeds):
+            rows = seeds[seeds["metric"] == info["shown"]]
+            point = [c for c in rows.columns if c not in ("metric", "seeds", "mean", "sd", "low", "high")]
+            md += md_table([*point, "seeds", "mean", "95% interval over seeds"],
+                           [[*[r[c] for c in point], int(r["seeds"]), f"{r['mean']:.4g}",
+                             "—" if pd.isna(r["low"]) else f"[{r['low']:.4g}, {r['high']:.4g}]"]
+                            for _, r in rows.iterrows()])
+    return md
+
+
 def write_results_page(out_dir: Path = ROOT / "book") -> Path:
     """(Re)write ``out_dir/results.md`` — the scoreboard, then each chapter's runs, figure
     (``out_dir/_static/results/<notebook>.svg``) and folded tables — and the recipe tables of
@@ -166,6 +215,7 @@ def write_results_page(out_dir: Path = ROOT / "book") -> Path:
         found = found or has_runs
     if not found:
         md[4:4] = ["No results have been recorded yet; the sections below fill in as the chapters are run.", ""]
+    md += sweeps_section(out_dir)
     path = out_dir / "results.md"
     atomic_write_bytes(path, ("\n".join(md).rstrip() + "\n").encode())
     write_intro_section(out_dir / "intro.md")

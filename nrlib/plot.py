@@ -16,6 +16,8 @@ notebook; anything two chapters draw lives here.
 * ``training_curves`` — train / validation accuracy per epoch of several runs.
 * ``scoreboard`` — the paper-vs-ours table with each claim's verdict, read
   from ``nrlib.papers`` and the run's metrics.
+* ``seed_sweep`` — a metric against a swept parameter: each seed's value and
+  the mean with its 95% interval over seeds (``python -m nrbook.sweep``).
 
 ``use_style()``, called once in each chapter's setup cell, gives every chapter
 the same look: a seaborn theme, font sizes that stay readable when the book
@@ -137,6 +139,25 @@ def accuracy_vs_eps(eps: Sequence[float], curves: Mapping[str, Sequence[float]],
     if logx:
         ax.set_xscale("log")
     ax.legend(fontsize="x-small", ncol=2)
+    return ax
+
+
+def seed_sweep(x: Sequence[float], per_seed: Sequence[Sequence[float]], *, ax=None, label: str = "",
+               xlabel: str = "", ylabel: str = "", title: str = ""):
+    """One metric against a swept parameter: at each ``x`` the values of the seeds (``per_seed[i]``,
+    dots) and their mean with its Student-t 95% interval over seeds (``stats.seeds``; a single seed
+    has none)."""
+    ax = _ax(ax)
+    if len(x) != len(per_seed):
+        raise ValueError(f"x has {len(x)} points but per_seed has {len(per_seed)}: one list of seeds' values per x")
+    est = [stats.seeds(v) for v in per_seed]
+    for xi, vals in zip(x, per_seed):
+        ax.plot([xi] * len(vals), vals, "o", color="0.6", ms=4, zorder=1)
+    mean = [float(e) for e in est]
+    err = np.array([[float(e) - e.low, e.high - float(e)] if e.has_interval else [0.0, 0.0] for e in est]).T
+    ax.errorbar(x, mean, yerr=err, fmt="o-", capsize=4, label=label or "mean, 95% interval over seeds", zorder=2)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize="x-small")
     return ax
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -86,10 +87,43 @@ def zoo_get(arch: str, dataset: str = "mnist", recipe: str = "karnine", profile:
     kw = model_kwargs(arch, recipe, profile, dataset)
     want = _snapshot_path(path, snapshot)
     if want.is_file() and not retrain:
-        model = nrmodels.build(arch, dataset, **kw).to(dev)
-        _, meta = load_checkpoint(want, model, map_location=dev)
-        model.to(memory_format=torch.channels_last).eval()
-        return model, {**meta, "cached": True, "path": str(want)}
+        return _cached(arch, dataset, kw, want, dev)
+    with _training_lock(path):   # another process training it (a sweep's runs): wait, then load it
+        if want.is_file() and not retrain:
+            return _cached(arch, dataset, kw, want, dev)
+        return _zoo_train(arch, dataset, recipe, profile, seed, variant, overrides, snapshot, dev, progress,
+                          key, path, kw, want)
+
+
+def _cached(arch, dataset, kw, want: Path, dev):
+    model = nrmodels.build(arch, dataset, **kw).to(dev)
+    _, meta = load_checkpoint(want, model, map_location=dev)
+    model.to(memory_format=torch.channels_last).eval()
+    return model, {**meta, "cached": True, "path": str(want)}
+
+
+@contextmanager
+def _training_lock(path: Path):
+    """An exclusive lock on ``<checkpoint>.lock`` while a model trains, so that processes sharing
+    the checkpoint cache (``python -m nrbook.sweep``'s runs) train it once: the others wait, then
+    find its checkpoint. Where ``fcntl`` does not exist (Windows) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _zoo_train(arch, dataset, recipe, profile, seed, variant, overrides, snapshot, dev, progress, key, path,
+               kw, want):
+    """``zoo_get``'s training of a model not in the cache (under its lock)."""
     st = recipe_settings(arch, recipe, profile, dataset, variant, overrides)
     if st.get("init"):
         return _zoo_finetune(arch, dataset, recipe, profile, seed, variant, st, key, path, dev, progress,

@@ -32,7 +32,7 @@ def pyproject() -> dict:
 
 EXTRAS = ("book", "dev")                  # environment.yml installs the library with both
 BOOK_TOOLING = {"jupyter-book", "papermill", "nbformat", "nbclient", "ipykernel", "jupyterlab",
-                "sphinx-mathjax-offline", "sphinx-book-theme", "pydata-sphinx-theme"}
+                "sphinx-mathjax-offline", "sphinx-book-theme", "pydata-sphinx-theme", "distributed", "tabulate"}
 
 
 def pip_requirements(extras=EXTRAS) -> dict[str, str]:

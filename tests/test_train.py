@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -449,3 +450,31 @@ def test_adversarially_trained_variant_resists_its_adversary(tmp_path, monkeypat
     x, y = nrdata.load("cifar10", "test", n=300, seed=1)
     atk = attacks.PGD(8 / 255, steps=5)
     assert metrics.robust_accuracy(adv, x, y, atk) > metrics.robust_accuracy(std, x, y, atk) + 3.0
+
+
+def _hold_training_lock(path, flag, seconds):
+    from nrlib import zoo
+    with zoo._training_lock(path):
+        flag.touch()
+        time.sleep(seconds)
+        path.write_text("trained")
+
+
+def test_a_model_in_training_makes_the_others_wait(tmp_path):
+    """zoo._training_lock: a second process asking for a model another one is training waits for
+    it (and then finds its checkpoint) instead of training it again (nrbook.sweep's runs)."""
+    import multiprocessing as mp
+
+    from nrlib import zoo
+
+    path, flag = tmp_path / "m.pt", tmp_path / "started"
+    proc = mp.get_context("spawn").Process(target=_hold_training_lock, args=(path, flag, 1.5))
+    proc.start()
+    deadline = time.time() + 60
+    while not flag.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert flag.exists(), "the other process never took the lock"
+    with zoo._training_lock(path):
+        assert path.read_text() == "trained"          # it waited for the other one to finish
+    proc.join(10)
+    assert proc.exitcode == 0
