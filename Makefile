@@ -72,7 +72,7 @@ data:
 # One pytest-xdist worker per core (TEST_JOBS=0: a single process); the notebook smoke runs
 # go first, one per free worker (tests/conftest.py).
 test: setup data
-	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder --durations=15
 
 # JupyterLab + the system's Chromium (apt: chromium, chromium-driver); tests/test_jupyterlab.py
 test-browser: setup data

@@ -131,7 +131,9 @@ def test_sns_finetune_keeps_the_locked_batch_norm_statistics():
 def test_sns_variants_settings_overrides_and_keys():
     st = train.recipe_settings("vgg16", "cifar", "full", variant="sns_sen")
     assert st["init"] == "standard" and st["sns_weight"] == 5.0 and st["sns_share"] == 0.1
-    assert st["sns_layers"] == [f"relu{i}" for i in range(8, 14)] and st["adv_steps"] == 10
+    pat = train.recipe_settings("vgg16", "cifar", "full", variant="pat")      # SNS trains with PAT's loss
+    assert st["sns_layers"] == [f"relu{i}" for i in range(8, 14)]
+    assert (st["adv_steps"], st["adv_alpha"], st["mix"]) == (pat["adv_steps"], pat["adv_alpha"], pat["mix"])
     assert st["sns_reselect_n"] == 200 and st["sns_mode"] == "sen"
     base = train.zoo_key("vgg16", "cifar10", "cifar", "cpu", 0, "sns_sen")
     lam = train.zoo_key("vgg16", "cifar10", "cifar", "cpu", 0, "sns_sen", {"sns_weight": 1.0})
