@@ -104,11 +104,11 @@ def profile_view(source: str, profile: str | None) -> str:
     if profile is None:
         return source
     try:
-        tree = ast.parse(source)
-    except SyntaxError:
+        code = _uncommented(source)
+        tree = ast.parse(code)
+    except (SyntaxError, tokenize.TokenError):       # IPython magics: the cell as it is
         return source
-    source = _uncommented(source)
-    tree = ast.parse(source)
+    source = code
     data = source.encode()                    # ast's column offsets count UTF-8 bytes
     starts = [0]
     for line in data.splitlines(keepends=True):

@@ -45,6 +45,7 @@ import argparse
 import ast
 import datetime as _dt
 import fnmatch
+import io
 import itertools
 import json
 import math
@@ -57,6 +58,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from nrlib.utils import atomic_write_bytes
 
 from . import NOTEBOOKS, ROOT
 
@@ -378,8 +381,7 @@ def _run(client, as_completed, nb, todo, profile, out, root, force, progress):
         except KilledWorker as e:            # died on every worker it was given: recorded as failed
             rec = {"label": run_label(p), "params": p, "status": STATUS_FAILED,
                    "error": f"its worker died on every try ({e})"}
-            (out / run_label(p)).mkdir(exist_ok=True)
-            (out / run_label(p) / "run.json").write_text(json.dumps(rec, indent=1) + "\n")
+            _write(out / run_label(p) / "run.json", json.dumps(rec, indent=1) + "\n")
         failed += rec["status"] != STATUS_OK
         bar.update(1)
         bar.set_postfix(failed=failed)
@@ -416,8 +418,9 @@ def load_runs(out) -> list[dict]:
             continue
         record = json.loads((folder / "results.json").read_text()) if finished(folder) else {}
         metrics = estimates(record) if record else {}
-        runs.append({**rec, "metrics": {**metrics, **_aliases(metrics, rec["params"])},
-                     "device": record.get("device"), "git_commit": record.get("git_commit")})
+        aliases = _aliases(metrics, rec["params"])
+        runs.append({**rec, "metrics": {**metrics, **{a: metrics[k] for a, k in aliases.items()}},
+                     "aliases": aliases, "device": record.get("device"), "git_commit": record.get("git_commit")})
     if not runs:
         raise ValueError(f"--out {str(out)!r} holds no runs of a sweep")
     return runs
@@ -427,9 +430,9 @@ RUN_VALUE = "<run>"
 
 
 def _aliases(metrics: dict, params: dict) -> dict:
-    """A metric whose key names the run's own value of a swept parameter (``…/eps=0.0314/…``, as
-    ``nrlib.results.tag`` writes it) also under ``…/eps=<run>/…``, so that the runs of an ε sweep
-    line up in one column."""
+    """{alias: key}: a metric whose key names the run's own value of a swept parameter
+    (``…/eps=0.0314/…``, as ``nrlib.results.tag`` writes it) is also gathered under
+    ``…/eps=<run>/…``, so that the runs of an ε sweep line up in one column."""
     from nrlib.results import tag
 
     out = {}
@@ -437,10 +440,10 @@ def _aliases(metrics: dict, params: dict) -> dict:
         if name == SEED or isinstance(value, (list, dict)):
             continue
         seg = tag(name, value)
-        for k, v in metrics.items():
+        for k in metrics:
             parts = k.split("/")
             if seg in parts:
-                out["/".join(f"{name}={RUN_VALUE}" if p == seg else p for p in parts)] = v
+                out["/".join(f"{name}={RUN_VALUE}" if p == seg else p for p in parts)] = k
     return out
 
 
@@ -458,20 +461,8 @@ def chosen_metrics(runs: list[dict], patterns: list[str] | None = None) -> list[
     doc = papers.for_notebook(runs[0]["notebook"]) if runs[0].get("notebook") else None
     claimed = [c["key"] for c in (doc or {}).get("claims", []) if c["key"] in keys]
     # a claim key at one value of a swept parameter: its column over every run instead
-    aliased = {k: a for r in runs for a, k in _alias_of(r).items()}
+    aliased = {k: a for r in runs for a, k in r.get("aliases", {}).items()}
     return list(dict.fromkeys(aliased.get(k, k) for k in claimed)) or keys
-
-
-def _alias_of(run: dict) -> dict:
-    """{alias: the run's own key} of a run's aliased metrics (``_aliases``)."""
-    from nrlib.results import tag
-
-    out = {}
-    for a in (k for k in run["metrics"] if f"={RUN_VALUE}" in k):
-        parts = a.split("/")
-        out[a] = "/".join(tag(p.split("=")[0], run["params"][p.split("=")[0]]) if p.endswith(f"={RUN_VALUE}")
-                          else p for p in parts)
-    return out
 
 
 def _number(v) -> bool:
@@ -580,19 +571,14 @@ def _figure(out: Path, seeds, runs: list[dict], x: str, metric: str) -> None:
     plot.seed_sweep([xs[i] for i in keep], [vals[i] for i in keep], ax=ax, xlabel=x, ylabel=metric,
                     title=f"{runs[0].get('notebook')}: {metric}")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=out, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    os.replace(tmp, out / "sweep.png")
+    atomic_write_bytes(out / "sweep.png", buf.getvalue())
 
 
 def _write(path: Path, text: str) -> None:
-    """Atomically: a temporary file beside it, then a rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 # ----------------------------------------------------------------------------
