@@ -3,7 +3,7 @@
 #   make setup        .venv (unless a virtualenv/conda env is active) + PyTorch (CPU wheels without an NVIDIA GPU) + pip install -e '.[book,dev]'
 #   make data         link MNIST and CIFAR-10 from an offline copy when present (SHARED_DATA=DIR; data/README.md)
 #   make test         unit tests + papermill smoke run of every notebook
-#   make test-browser chapter 5 (smoke) in JupyterLab in headless Chromium: run all cells, move a live slider
+#   make test-browser the built book's pages and static sliders, then chapter 5 (smoke) in JupyterLab, in headless Chromium
 #   make test-sweep   chapter 5 (smoke) swept over 2 ε × 2 seeds on a local Dask cluster (nrbook.sweep)
 #   make sweep        a papermill sweep on Dask: make sweep NB=05 ARGS="-p eps 4/255 8/255 -p seed 0 1 2" OUT=sweeps/eps
 #   make book         execute stale notebooks (cpu profile, full on a CUDA GPU) + build _build/html
@@ -74,8 +74,10 @@ data:
 test: setup data
 	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder --durations=15
 
-# JupyterLab + the system's Chromium (apt: chromium, chromium-driver); tests/test_jupyterlab.py
+# The system's Chromium (apt: chromium, chromium-driver): the static book (tests/test_browser.py),
+# then JupyterLab (tests/test_jupyterlab.py)
 test-browser: setup data
+	$(PY) -m pytest -q -m browser tests/test_browser.py
 	$(PY) -m pytest -q -rP -m jupyterlab tests/test_jupyterlab.py
 
 # A papermill sweep of one chapter on Dask (nrbook.sweep), at PROFILE (default cpu)

@@ -18,7 +18,8 @@ executed copy gets
   (``merge_parameters``), collapsed (``hide-cell``), and no progress bars or ipywidgets state left
   (``strip_progress``, ``strip_widgets``);
 * slider panels as browser-side sliders over precomputed frames: the runbook sets
-  ``NRBOOK_STATIC=1`` for the kernel (``nrlib.widgets.panel``).
+  ``NRBOOK_STATIC=1`` for the kernel (``nrlib.widgets.panel``), and at the smoke profile draws a
+  few of each panel's frames (``nrlib.widgets.static_env``).
 
 The whole run's wall time also goes into the notebook's results file (``wall_seconds``), so the
 banner and the results page show the same number.
@@ -76,7 +77,7 @@ from nrlib import results as _results
 from nrlib.results import estimates
 from nrlib.profiles import PROFILES, RANK, resolve
 from nrlib.utils import make_readable
-from nrlib.widgets import STATIC_ENV
+from nrlib.widgets import static_env
 
 from . import NOTEBOOKS, ROOT
 from .chapters import read_result, run_info, run_time_text
@@ -571,8 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     device = _results.device_name()
     # the kernel imports this checkout's nrlib even without `pip install -e .`
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    # slider panels become browser-side sliders over precomputed frames (nrlib.widgets.panel)
-    os.environ[STATIC_ENV] = "1"
+    # slider panels become browser-side sliders over precomputed frames (nrlib.widgets.panel);
+    # at smoke, a few of each panel's frames
+    os.environ.update(static_env(profile))
     print(f"runbook: profile={profile} on {device}; {len(notebooks)} notebook(s) -> {out_dir}")
     commit = _results.git_commit()
     if commit.endswith("-dirty") and out_dir.resolve() == (ROOT / "book").resolve():

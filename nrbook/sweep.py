@@ -229,7 +229,7 @@ def run_one(notebook: str, point: dict, profile: str, out: str, data_root: str, 
     error and the last lines of its log), not an exception: the scheduler retries only runs whose
     worker died."""
     import papermill as pm
-    from nrlib.widgets import STATIC_ENV
+    from nrlib.widgets import static_env
 
     nb = Path(notebook)
     folder = Path(out) / run_label(point)
@@ -244,7 +244,7 @@ def run_one(notebook: str, point: dict, profile: str, out: str, data_root: str, 
     env = {"NRLIB_DATA": str(_run_root(Path(data_root), tmp / "data")),
            # slider panels as the book's runbook makes them (precomputed frames): a live ipywidgets
            # panel in a kernel without a browser can leave papermill waiting on its widget messages
-           STATIC_ENV: "1",
+           **static_env(profile),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)                   # the kernel papermill starts inherits them

@@ -27,7 +27,7 @@ from .utils import check_choice
 _SNS = {"init": "standard", "finetune": "sns", "sns_layers": [f"relu{i}" for i in range(8, 14)],
         "sns_weight": 5.0, "sns_share": 0.1, "sns_select_n": None, "sns_reselect_n": 200, "sns_pick_seed": None,
         "mix": "benign+adv", "adv_norm": "linf", "adv_eps": 8 / 255, "snapshots": [],
-        "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.0, "epochs": 1, "lr": 0.02},
+        "profiles": {"smoke": {"adv_steps": 1, "adv_alpha": 1.0, "epochs": 1, "lr": 0.02, "n_train": 500},
                      "cpu": {"adv_steps": 2, "adv_alpha": 1 / math.sqrt(2), "epochs": 4, "lr": 0.1},
                      "full": {"adv_steps": 3, "adv_alpha": 1 / math.sqrt(3), "epochs": 5, "lr": 0.2}}}
 
@@ -158,7 +158,7 @@ RECIPES = {
             # trainable, with pat_ft's epochs, peak lr and schedule, so that what pat_ft changes and
             # this twin does not can be put down to the adversarial loss, not to fine-tuning itself.
             "clean_ft": {"init": "standard", "finetune": "plain", "snapshots": [],
-                         "profiles": {p: {"epochs": v["epochs"], "lr": v["lr"]}
+                         "profiles": {p: {k: v[k] for k in ("epochs", "lr", "n_train") if k in v}
                                       for p, v in _SNS["profiles"].items()}},
         },
         "evidence": {   # data/results/zoo/cpu.json; 1 seed, 2-core CPU (ResNet-50/101: 2026-11-25; the others 2026-12-02)

@@ -75,6 +75,34 @@ def topk_slider(value: int = 10, *, low: int = 1, high: int = 100, step: int = 1
 
 STATIC_ENV = "NRBOOK_STATIC"   # set (to 1) by the book's runbook when it executes a notebook for the book
 MAX_FRAMES = 60                # frames of one static panel: the product of its sliders' grids
+FRAMES_ENV = "NRBOOK_PANEL_FRAMES"   # if set, a static panel draws at most this many of its frames
+SMOKE_FRAMES = 4               # ... as the `smoke` profile does: every panel drawn, its grid thinned
+
+
+def static_env(profile: str) -> dict[str, str]:
+    """The environment under which a notebook run for the book (``nrbook.runbook``) or a batch
+    (``nrbook.sweep``) draws its slider panels: static (``STATIC_ENV``), and at the ``smoke``
+    profile, whose numbers mean nothing, with at most ``SMOKE_FRAMES`` frames a panel
+    (``FRAMES_ENV``), so that each panel's code runs for a few slider positions, not for its
+    whole grid; other profiles draw every frame."""
+    return {STATIC_ENV: "1", FRAMES_ENV: str(SMOKE_FRAMES) if profile == "smoke" else ""}
+
+
+def _thin(values: dict, current: dict, cap: int) -> dict:
+    """At most ``cap`` combinations of ``values`` (control -> its grid values): each control keeps
+    its current value, and the others join one at a time, control by control in turn, while the
+    product fits; each grid keeps its order."""
+    kept = {k: [current[k]] for k in values}
+    grew = True
+    while grew:
+        grew = False
+        for k, vals in values.items():
+            rest = [v for v in vals if v not in kept[k]]
+            n = int(np.prod([len(v) for v in kept.values()]))
+            if rest and n // len(kept[k]) * (len(kept[k]) + 1) <= cap:
+                kept[k].append(rest[0])
+                grew = True
+    return {k: [v for v in vals if v in kept[k]] for k, vals in values.items()}
 
 
 def panel(render: Callable, *, static: bool | None = None, grid: dict | None = None, points: int = 5, **controls):
@@ -88,7 +116,9 @@ def panel(render: Callable, *, static: bool | None = None, grid: dict | None = N
     panel (``StaticPanel``) that moves in a browser with no kernel. The grid
     of a control is ``grid[name]`` when given, else the slider's options (a
     selection slider) or ``points`` evenly spaced values of its range, always
-    with its current value; at most ``MAX_FRAMES`` combinations in all.
+    with its current value; at most ``MAX_FRAMES`` combinations in all
+    (where ``NRBOOK_PANEL_FRAMES`` is set, as ``static_env`` sets it at the
+    ``smoke`` profile, only that many of them are drawn: ``_thin``).
 
     Either way the returned object's ``seconds`` lists how long each redraw
     took (``render`` plus drawing the figure): how fast a slider move answers.
@@ -126,6 +156,11 @@ def panel(render: Callable, *, static: bool | None = None, grid: dict | None = N
     if n > MAX_FRAMES:
         raise ValueError(f"grid: {n} slider combinations ({ {k: len(v) for k, v in values.items()} }) exceed "
                          f"MAX_FRAMES={MAX_FRAMES}; pass fewer grid values or a smaller points")
+    cap = os.environ.get(FRAMES_ENV)
+    if cap:       # the smoke profile: a few slider positions (static_env), checked against the full grid
+        if not cap.isdigit() or int(cap) < 1:
+            raise ValueError(f"${FRAMES_ENV}={cap!r}: give a whole number of frames >= 1, or leave it unset")
+        values = _thin(values, {k: c.value for k, c in controls.items()}, int(cap))
     labels = {k: getattr(c, "description", k) or k for k, c in controls.items()}
     shown = {k: [_value_label(c, v) for v in values[k]] for k, c in controls.items()}
     return StaticPanel(render, values, labels, {k: c.value for k, c in controls.items()}, shown=shown)

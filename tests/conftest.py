@@ -9,8 +9,8 @@ attack, hook, metric and dominant-filter tests.
 Tests that write (the notebook smoke runs, the benchmarks) never write into
 the repository's ``data/``: ``isolated_data_root`` points ``$NRLIB_DATA`` at a
 temporary folder in which the datasets are symbolic links to the real ones
-(one folder per test session, so a model the smoke runs train is reused by
-the benchmarks). A test that needs a dataset that is not on disk is skipped,
+(one folder per run, shared by pytest-xdist's workers, so a model that one
+chapter's smoke run trains is loaded by the other chapters and the benchmarks). A test that needs a dataset that is not on disk is skipped,
 saying which one and where it was looked for.
 """
 from __future__ import annotations
@@ -42,17 +42,46 @@ if "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
 
 
-@pytest.hookimpl(tryfirst=True)      # before pytest-xdist reads the xdist_group marks
+BUILT_BOOK_MODULES = {"test_book_html.py", "test_browser.py"}     # users of the `built_book` fixture
+NOTEBOOK_RUN = "::test_notebook_runs_at_smoke_profile["            # tests/test_notebooks.py
+
+
+@pytest.fixture(autouse=True)
+def _panels_as_in_jupyterlab(monkeypatch):
+    """Every test starts with live slider panels drawn in full (no ``NRBOOK_STATIC``, no smoke
+    frame cap), and what a test sets, itself or through ``runbook.main``, is undone after it."""
+    from nrlib.widgets import FRAMES_ENV, STATIC_ENV
+
+    for var in (STATIC_ENV, FRAMES_ENV):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Order and group the tests for pytest-xdist's ``--dist loadgroup`` (``make test``): the
-    notebook smoke runs, a minute or more each, go first and each to whichever worker is free;
-    every other module's tests stay together on one worker, so a module-scoped fixture (a trained
-    model, a built book) is built once. A plain ``pytest`` run only sees the new order."""
+    """The notebook smoke runs, a minute or more each, go first (``make test`` hands them out one
+    per free worker: ``pytest_xdist_make_scheduler``)."""
     notebooks = [i for i in items if i.get_closest_marker("notebook")]
-    rest = [i for i in items if not i.get_closest_marker("notebook")]
-    for item in rest:
-        item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items[:] = notebooks + rest
+    items[:] = notebooks + [i for i in items if not i.get_closest_marker("notebook")]
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``make test``'s ``--dist loadgroup``, done by module: each notebook smoke run is a unit of
+    its own, and every other module's tests stay together on one worker, so a module- or
+    session-scoped fixture (a trained model, the built book) is built once a run. pytest-xdist's
+    own ``loadgroup`` groups by ``xdist_group`` marks through a node-id suffix that pytest 9 no
+    longer takes, so that every test went to whichever worker was free."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            if NOTEBOOK_RUN in nodeid:
+                return nodeid
+            return "built_book" if Path(module).name in BUILT_BOOK_MODULES else module
+
+    return ByModule(config, log)
 
 # One epoch of Adam (lr 3e-3, batch 32) on 4,000 images gives 94.0% on the
 # 1,000-image test subset (seeded); test_train asserts > 90%. Keras-style RMSprop
@@ -83,15 +112,25 @@ def require_datasets(*names: str) -> None:
 
 @pytest.fixture(scope="session")
 def tmp_data_root(tmp_path_factory) -> Path:
-    """A temporary data root for this test session: ``MNIST`` and ``cifar-10-batches-py`` are
-    symbolic links to the real data root's (never written through), everything else — checkpoints,
-    results, caches — is written here. Skips when a dataset is missing."""
+    """A temporary data root for this test run, shared by its pytest-xdist workers: ``MNIST`` and
+    ``cifar-10-batches-py`` are symbolic links to the real data root's (never written through),
+    everything else — checkpoints, results, caches — is written here. Skips when a dataset is
+    missing."""
+    import fcntl
+
     require_datasets(*DATASET_FOLDERS)
     src = data.data_root().resolve()
-    root = tmp_path_factory.mktemp("nrlib_data")
-    for folder, _ in DATASET_FOLDERS.values():
-        top = folder.parts[0]
-        (root / top).symlink_to((src / top).resolve(), target_is_directory=True)
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):    # one root for all of the run's workers: a model that
+        base = base.parent                       # one trains, the others load (zoo_get locks it)
+    root = base / "nrlib_data"
+    with open(base / "nrlib_data.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        root.mkdir(exist_ok=True)
+        for folder, _ in DATASET_FOLDERS.values():
+            link = root / folder.parts[0]
+            if not link.is_symlink():
+                link.symlink_to((src / folder.parts[0]).resolve(), target_is_directory=True)
     return root
 
 

@@ -18,7 +18,8 @@ without a connection would open it.
 ``NRBOOK_TEST_HTML=DIR`` tests an HTML book already built in ``DIR`` (``_build/html`` of a
 ``jupyter-book build``) instead, e.g. one built from chapters executed at the smoke profile.
 Without Chromium, chromedriver or selenium these tests are skipped, except under CI (``$CI`` set),
-where they fail.
+where they fail. They run in ``make test-browser`` (marked ``browser``), with chapter 5 in
+JupyterLab, not in ``make test``.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ import nbformat
 import pytest
 
 from conftest import toc_pages
+
+pytestmark = pytest.mark.browser        # make test-browser (not in make test: about 2 minutes)
 
 ROOT = Path(__file__).resolve().parent.parent
 HTML_ENV = "NRBOOK_TEST_HTML"
@@ -206,11 +209,8 @@ def screenshot(driver, html_dir: Path, page: str, width: str) -> Path:
     return out
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_figures_keep_their_aspect_ratio(page, html_dir, reader):
-    width, driver = reader
-    open_page(driver, html_dir, page)
-    shot = screenshot(driver, html_dir, page, width)
+def _aspect_ratios(driver, page: str, width: str, shot: Path) -> list[str]:
+    """Every figure is shown at its own aspect ratio."""
     shown = driver.execute_script(
         "return Array.from(document.querySelectorAll('.bd-article img')).map(function (i) {"
         " var r = i.getBoundingClientRect();"
@@ -219,20 +219,9 @@ def test_figures_keep_their_aspect_ratio(page, html_dir, reader):
     visible = [s for s in shown if s[1] > 0 and s[2] > 0 and s[3] > 0 and s[4] > 0]
     bad = [f"{src}…: shown {w:.0f}×{h:.0f}, drawn {nw}×{nh}" for src, w, h, nw, nh in visible
            if abs((w / h) / (nw / nh) - 1) > ASPECT_TOLERANCE]
-    assert not bad, (f"{page}.html at {WIDTHS[width][0]} px: {len(bad)} of {len(visible)} images are "
-                     f"not shown at their own aspect ratio (±{ASPECT_TOLERANCE:.0%}; first screen: "
-                     f"{shot}):\n" + "\n".join(bad[:5]))
-
-
-def test_one_search_box(html_dir, reader):
-    width, driver = reader
-    open_page(driver, html_dir, PAGES[0])
-    shown = driver.execute_script(
-        "return Array.from(document.querySelectorAll('.search-button-field, .search-button'))"
-        ".filter(function (b) { var r = b.getBoundingClientRect();"
-        " return r.width > 0 && r.height > 0 && getComputedStyle(b).visibility !== 'hidden'; })"
-        ".map(function (b) { return b.closest('[class]').parentElement.className; })")
-    assert len(shown) == 1, f"{PAGES[0]}.html at {WIDTHS[width][0]} px shows {len(shown)} search boxes: {shown}"
+    return [f"{page}.html at {WIDTHS[width][0]} px: {len(bad)} of {len(visible)} images are not shown "
+            f"at their own aspect ratio (±{ASPECT_TOLERANCE:.0%}; first screen: {shot}):\n"
+            + "\n".join(bad[:5])] if bad else []
 
 
 OVERFLOW_JS = """
@@ -255,24 +244,18 @@ return [vw, document.documentElement.scrollWidth, out.slice(0, 8), out.length];
 """
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_nothing_runs_past_the_screen(page, html_dir, reader):
+def _overflow(driver, page: str, width: str) -> list[str]:
     """No element reaches past the viewport's edge unless it sits in a box that scrolls sideways
     (a table, printed output, code): the page itself never scrolls sideways."""
-    width, driver = reader
-    open_page(driver, html_dir, page)
     vw, scroll_width, wide, n = driver.execute_script(OVERFLOW_JS)
-    assert scroll_width <= vw and not wide, (
+    return [] if scroll_width <= vw and not wide else [
         f"{page}.html at {WIDTHS[width][0]} px: the page is {scroll_width} px wide in a {vw} px viewport; "
-        f"{n} element(s) run past its edge outside any scroll box, e.g.:\n" + "\n".join(wide))
+        f"{n} element(s) run past its edge outside any scroll box, e.g.:\n" + "\n".join(wide)]
 
 
-@pytest.mark.parametrize("page", PAGES)
-def test_verdict_tables_give_the_claim_the_width(page, html_dir, reader):
+def _verdict_tables(driver, page: str, width: str) -> list[str]:
     """Every verdict table (``div.nrbook-verdicts``, folded ones opened): at a desktop's width the
     claim column takes at least a third of the table; on a phone each row is a stacked card."""
-    width, driver = reader
-    open_page(driver, html_dir, page)
     shares = driver.execute_script(
         "document.querySelectorAll('details').forEach(function (d) { d.open = true; });"
         "return Array.from(document.querySelectorAll('div.nrbook-verdicts table')).map(function (t) {"
@@ -281,6 +264,30 @@ def test_verdict_tables_give_the_claim_the_width(page, html_dir, reader):
         " getComputedStyle(r).display]; })")
     if width == "desktop":
         narrow = [round(s, 2) for s, _ in shares if s < 1 / 3]
-        assert not narrow, f"{page}.html: {len(narrow)} verdict tables give the claim under a third: {narrow}"
-    else:
-        assert all(d == "block" for _, d in shares), f"{page}.html at 390 px: verdict rows are not stacked"
+        return [f"{page}.html: {len(narrow)} verdict tables give the claim under a third: {narrow}"] if narrow else []
+    return [] if all(d == "block" for _, d in shares) else [f"{page}.html at 390 px: verdict rows are not stacked"]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_reads_at_a_desktops_and_a_phones_width(page, html_dir, reader):
+    """One load of the page at each width: its figures keep their aspect ratio, nothing runs past
+    the screen, and its verdict tables give the claim room (checked last: it opens the folds)."""
+    width, driver = reader
+    open_page(driver, html_dir, page)
+    shot = screenshot(driver, html_dir, page, width)
+    problems = [*_aspect_ratios(driver, page, width, shot), *_overflow(driver, page, width),
+                *_verdict_tables(driver, page, width)]
+    assert not problems, "\n".join(problems)
+
+
+def test_one_search_box(html_dir, reader):
+    width, driver = reader
+    open_page(driver, html_dir, PAGES[0])
+    shown = driver.execute_script(
+        "return Array.from(document.querySelectorAll('.search-button-field, .search-button'))"
+        ".filter(function (b) { var r = b.getBoundingClientRect();"
+        " return r.width > 0 && r.height > 0 && getComputedStyle(b).visibility !== 'hidden'; })"
+        ".map(function (b) { return b.closest('[class]').parentElement.className; })")
+    assert len(shown) == 1, f"{PAGES[0]}.html at {WIDTHS[width][0]} px shows {len(shown)} search boxes: {shown}"
+
+

@@ -60,6 +60,26 @@ def test_static_panel_precomputes_every_combination_in_order(monkeypatch):
     assert p.start == [1, 1]                                              # opens at the sliders' values
 
 
+def test_smoke_profile_draws_a_few_frames_current_values_kept(monkeypatch):
+    assert widgets.static_env("cpu") == {widgets.STATIC_ENV: "1", widgets.FRAMES_ENV: ""}
+    monkeypatch.setattr(widgets, "SMOKE_FRAMES", 6)
+    monkeypatch.setenv(widgets.FRAMES_ENV, widgets.static_env("smoke")[widgets.FRAMES_ENV])
+    p = widgets.panel(render, static=True, grid={"eps": [0.0, 0.1, 0.4]}, points=3, **_controls())
+    # the current values (0.1, 3), then one more value per control in turn while the product fits 6
+    assert p.values == {"eps": [0.0, 0.1, 0.4], "k": [1, 3]} and len(p.frames) == 6
+    assert len(set(p.frames)) == 6 and p.start == [1, 1]
+    monkeypatch.setenv(widgets.FRAMES_ENV, "1")
+    p = widgets.panel(render, static=True, grid={"eps": [0.0, 0.1, 0.4]}, **_controls())
+    assert p.values == {"eps": [0.1], "k": [3]} and len(p.frames) == 1
+    # the cap thins a grid the book could draw; a grid over MAX_FRAMES is refused at every profile
+    with pytest.raises(ValueError, match="MAX_FRAMES"):
+        widgets.panel(render, static=True, grid={"eps": [i / 100 for i in range(40)]}, **_controls())
+    for bad in ("0", "four", "-2"):
+        monkeypatch.setenv(widgets.FRAMES_ENV, bad)
+        with pytest.raises(ValueError, match=f"NRBOOK_PANEL_FRAMES={bad!r}"):
+            widgets.panel(render, static=True, **_controls())
+
+
 def test_static_panel_html_is_self_contained():
     p = widgets.panel(render, static=True, grid={"eps": [0.1, 0.2]}, **_controls())
     page = p._repr_html_()
