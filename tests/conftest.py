@@ -64,6 +64,7 @@ def pytest_collection_modifyitems(config, items):
     items[:] = notebooks + [i for i in items if not i.get_closest_marker("notebook")]
 
 
+@pytest.hookimpl(optionalhook=True)     # pytest-xdist's hook: a run without xdist ignores it
 def pytest_xdist_make_scheduler(config, log):
     """``make test``'s ``--dist loadgroup``, done by module: each notebook smoke run is a unit of
     its own, and every other module's tests stay together on one worker, so a module- or
