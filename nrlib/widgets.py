@@ -156,14 +156,15 @@ def panel(render: Callable, *, static: bool | None = None, grid: dict | None = N
     if n > MAX_FRAMES:
         raise ValueError(f"grid: {n} slider combinations ({ {k: len(v) for k, v in values.items()} }) exceed "
                          f"MAX_FRAMES={MAX_FRAMES}; pass fewer grid values or a smaller points")
+    current = {k: c.value for k, c in controls.items()}
     cap = os.environ.get(FRAMES_ENV)
     if cap:       # the smoke profile: a few slider positions (static_env), checked against the full grid
         if not cap.isdigit() or int(cap) < 1:
             raise ValueError(f"${FRAMES_ENV}={cap!r}: give a whole number of frames >= 1, or leave it unset")
-        values = _thin(values, {k: c.value for k, c in controls.items()}, int(cap))
+        values = _thin(values, current, int(cap))
     labels = {k: getattr(c, "description", k) or k for k, c in controls.items()}
     shown = {k: [_value_label(c, v) for v in values[k]] for k, c in controls.items()}
-    return StaticPanel(render, values, labels, {k: c.value for k, c in controls.items()}, shown=shown)
+    return StaticPanel(render, values, labels, current, shown=shown)
 
 
 class _fast_redraw:

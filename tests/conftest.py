@@ -10,8 +10,9 @@ Tests that write (the notebook smoke runs, the benchmarks) never write into
 the repository's ``data/``: ``isolated_data_root`` points ``$NRLIB_DATA`` at a
 temporary folder in which the datasets are symbolic links to the real ones
 (one folder per run, shared by pytest-xdist's workers, so a model that one
-chapter's smoke run trains is loaded by the other chapters and the benchmarks). A test that needs a dataset that is not on disk is skipped,
-saying which one and where it was looked for.
+chapter's smoke run trains is loaded by the other chapters and the benchmarks).
+A test that needs a dataset that is not on disk is skipped, saying which one
+and where it was looked for.
 """
 from __future__ import annotations
 
