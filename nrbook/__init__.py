@@ -18,7 +18,27 @@ the notebooks and writes the book's pages.
 
 nrbook imports nrlib; nrlib never imports nrbook (``tests/test_layout.py`` checks it).
 """
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+
+
+def chapter_notebooks() -> list[Path]:
+    """The source notebooks ``notebooks/*.ipynb``, in chapter order."""
+    return sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+def find_chapters(name: str | os.PathLike, *, one: bool = False) -> list[Path]:
+    """The chapters whose name starts with ``name``: a number (``05``), a name (``05_toggle_activity``),
+    with or without a folder and ``.ipynb``. With ``one``, exactly one must match. Every tool that takes
+    a chapter (``runbook``, ``budget``, ``sweep``, ``scripts/stage.py``) resolves it here; a name that
+    matches none, or several where one is wanted, is a ValueError listing the chapters."""
+    every = chapter_notebooks()
+    key = Path(os.fspath(name)).name.removesuffix(".ipynb")
+    hits = [p for p in every if key and p.stem.startswith(key)]
+    if not hits or (one and len(hits) > 1):
+        raise ValueError(f"{os.fspath(name)!r} is {'not one chapter' if hits else 'not a chapter'}: give a "
+                         f"chapter's number or name, one of {[p.stem for p in every]}")
+    return hits

@@ -31,7 +31,7 @@ import statistics
 import sys
 from dataclasses import dataclass
 
-from . import NOTEBOOKS, ROOT
+from . import ROOT, chapter_notebooks, find_chapters
 from .cost import Work, layers, notebook_sizes
 
 COMPUTE_LIMIT_S = 8 * 60        # a chapter's compute on one device call (the call is cut at 10 min)
@@ -142,20 +142,14 @@ def staging_calls(datasets, tree: int | None = None) -> int:
 
 
 def chapters() -> list[str]:
-    return sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    return [p.stem for p in chapter_notebooks()]
 
 
 def _pick(notebooks) -> list[str]:
     names = chapters()
     if not notebooks:
         return names
-    out = []
-    for n in notebooks:
-        hit = [c for c in names if c == n or c.startswith(f"{n}_")]
-        if len(hit) != 1:
-            raise ValueError(f"notebooks: {n!r} is not one chapter; chapters: {names}")
-        out.append(hit[0])
-    return out
+    return [find_chapters(n, one=True)[0].stem for n in notebooks]
 
 
 def datasets(notebook: str) -> list[str]:

@@ -27,7 +27,7 @@ from nrlib import papers
 from nrlib.profiles import PROFILES
 from nrlib.utils import atomic_write_bytes
 
-from . import NOTEBOOKS, ROOT
+from . import NOTEBOOKS, ROOT, chapter_notebooks
 
 SHOWN_PROFILES = ("full", "cpu")      # the runs the book shows, best first (smoke numbers mean nothing)
 TITLES = {"zoo": "The CIFAR-10 model zoo (`python -m nrlib.train`)"}
@@ -38,7 +38,7 @@ FIGURES = Path("_static") / "results"  # the figures, relative to the page's fol
 def chapter_names() -> list[str]:
     """The results names the page covers: every source notebook, then every other results name a
     paper file belongs to (the zoo)."""
-    notebooks = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+    notebooks = [p.stem for p in chapter_notebooks()]
     extra = sorted({papers.load(n)["notebook"] for n in papers.names()} - set(notebooks))
     return notebooks + extra
 

@@ -27,7 +27,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 
-from . import NOTEBOOKS
+from . import NOTEBOOKS, chapter_notebooks
 
 KINDS = ("train", "attack", "forward")
 
@@ -198,7 +198,7 @@ _SAFE = {"range": range, "list": list, "dict": dict, "tuple": tuple, "len": len,
 def _code_cells(notebook: str) -> list[tuple[list, str]]:
     path = NOTEBOOKS / f"{notebook}.ipynb"
     if not path.exists():
-        names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+        names = [p.stem for p in chapter_notebooks()]
         raise ValueError(f"notebook={notebook!r} is not a chapter; chapters: {names}")
     nb = json.loads(path.read_text())
     return [(c.get("metadata", {}).get("tags", []), "".join(c["source"]))

@@ -79,7 +79,7 @@ from nrlib.profiles import PROFILES, RANK, resolve
 from nrlib.utils import make_readable
 from nrlib.widgets import static_env
 
-from . import NOTEBOOKS, ROOT
+from . import ROOT, chapter_notebooks, find_chapters
 from .chapters import read_result, run_info, run_time_text
 from .readme_page import write_readme_section
 from .results_page import write_results_page
@@ -508,16 +508,14 @@ def _rel(path: Path) -> str:
 
 def select(filters: list[str] | None) -> list[Path]:
     """The source notebooks, optionally only those whose name starts with one of ``filters``."""
-    all_nbs = sorted(NOTEBOOKS.glob("*.ipynb"))
     if not filters:
-        return all_nbs
+        return chapter_notebooks()
     chosen = []
     for f in filters:
-        f = Path(f).name.removesuffix(".ipynb")
-        hits = [p for p in all_nbs if p.stem.startswith(f)]
-        if not hits:
-            raise SystemExit(f"runbook: no notebook in notebooks/ matches {f!r}; "
-                             f"there are {[p.stem for p in all_nbs]}")
+        try:
+            hits = find_chapters(f)
+        except ValueError as e:
+            raise SystemExit(f"runbook: {e}") from None
         chosen += [p for p in hits if p not in chosen]
     return chosen
 

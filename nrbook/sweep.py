@@ -61,7 +61,7 @@ from pathlib import Path
 
 from nrlib.utils import atomic_write_bytes
 
-from . import NOTEBOOKS, ROOT
+from . import ROOT, find_chapters
 
 SEED = "seed"
 RUN_FILES = ("run.json", "results.json", "log.txt")
@@ -77,13 +77,10 @@ def resolve_notebook(name: str | os.PathLike) -> Path:
     p = Path(name)
     if p.suffix == ".ipynb" and p.is_file():
         return p.resolve()
-    chapters = sorted(NOTEBOOKS.glob("*.ipynb"))
-    hits = [c for c in chapters if c.stem.startswith(p.name.removesuffix(".ipynb"))]
-    if len(hits) != 1:
-        raise ValueError(f"notebook={str(name)!r} is {'ambiguous' if hits else 'not a notebook'}: give a "
-                         f"chapter's number or name, one of {[c.stem for c in chapters]}, or the path of an "
-                         f".ipynb file")
-    return hits[0]
+    try:
+        return find_chapters(name, one=True)[0]
+    except ValueError as e:
+        raise ValueError(f"notebook={e}, or the path of an .ipynb file") from None
 
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,

@@ -6,5 +6,11 @@ and the model ``zoo``); one module per paper's method (``fragile``,
 ``thresholds`` and ``ranking``), the papers' published numbers (``papers``),
 shared figures (``plot``), slider panels (``widgets``) and results files
 (``results``). The book's build tools live apart, in ``nrbook``; nrlib never
-imports them."""
+imports them.
+
+Importing nrlib asks glibc's malloc to reuse freed blocks rather than return them to the
+kernel (``utils.keep_freed_memory``): CPU training and attacks run faster, with the same numbers."""
+from .utils import keep_freed_memory as _keep_freed_memory
+
 __version__ = "0.2.0"
+MALLOC_TUNED = _keep_freed_memory()

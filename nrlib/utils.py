@@ -7,9 +7,11 @@ inside torch.
 """
 from __future__ import annotations
 
+import ctypes
 import math
 import numbers
 import os
+import platform
 import random
 import re
 import tempfile
@@ -21,6 +23,35 @@ import torch
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+MALLOC_KEEP = 32 << 20      # bytes: glibc's largest mmap threshold (DEFAULT_MMAP_THRESHOLD_MAX)
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc keep freed blocks of up to 32 MiB for reuse, instead of unmapping them.
+
+    PyTorch on the CPU frees a batch's activations and gradients each step and allocates them again
+    the next. Under glibc's default the larger of these blocks are ``mmap``ed and unmapped every time,
+    so each step faults in freshly zeroed pages: on a 2-core CPU a third of a
+    ResNet-20 training process's time was kernel time, at about 180,000 page faults a second. Fixing
+    ``M_MMAP_THRESHOLD`` (which also ends glibc's dynamic threshold) and raising ``M_TRIM_THRESHOLD``
+    keeps those blocks in the heap: there, a step went from 0.41 s to 0.34 s (1.19×), its page faults
+    from about 25,000 to about 100. The numbers computed are unchanged; only memory is reused.
+    ``nrlib`` calls this once on import; ``NRLIB_MALLOC=default`` in the environment leaves glibc's
+    default. Returns whether it applied: False off Linux/glibc, where there is nothing to set."""
+    if os.environ.get("NRLIB_MALLOC", "keep") not in ("keep", "default"):
+        raise ValueError(f"NRLIB_MALLOC={os.environ['NRLIB_MALLOC']!r} is not allowed; use 'keep' (the "
+                         "default: reuse freed blocks) or 'default' (glibc's own setting)")
+    if os.environ.get("NRLIB_MALLOC") == "default" or platform.system() != "Linux" \
+            or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3                   # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, MALLOC_KEEP)) and bool(mallopt(m_trim_threshold, 8 * MALLOC_KEEP))
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:

@@ -1,6 +1,8 @@
 """The gradient-free attacks of nrlib.attacks (SPSA, Uesato et al. 2018; NAttack, Li et al. 2019):
 they lower the accuracy of a trained model, stay in their ε-ball, never ask for a gradient, and
 are reproducible. Their call-shape contract is in test_attack_contract.py."""
+import dataclasses
+
 import pytest
 import torch
 import torch.nn as nn
@@ -36,7 +38,8 @@ def test_black_box_attack_lowers_accuracy_without_gradients(trained_shallow, bat
     # measured: 93.8% -> 40.6% (SPSA), 68.8% (NAttack, whose tanh-space noise cannot move MNIST's
     # saturated 0/1 pixels)
     assert robust < clean - 10, (clean, robust)
-    assert torch.equal(out, atk(trained_shallow, x, y))     # seeded: the same call, the same images
+    short = dataclasses.replace(atk, steps=2)               # seeded: the same call, the same images
+    assert torch.equal(short(trained_shallow, x, y), short(trained_shallow, x, y))
 
 
 def test_margin_loss_signs():

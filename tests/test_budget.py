@@ -152,7 +152,8 @@ def test_next_chapter_is_the_first_missing_then_the_oldest(monkeypatch):
     assert budget.next_chapter() == "02_b"
 
 
-def test_cli_names_a_bad_chapter(capsys):
+@pytest.mark.parametrize("name, message", [("9", "'9' is not a chapter"), ("0", "'0' is not one chapter")])
+def test_cli_names_a_bad_chapter(capsys, name, message):
     with pytest.raises(SystemExit):
-        budget.main(["--notebooks", "9"])
-    assert "'9' is not one chapter" in capsys.readouterr().err
+        budget.main(["--notebooks", name])
+    assert message in capsys.readouterr().err

@@ -131,3 +131,46 @@ def test_makefile_installs_the_extras_and_calls_nrbook():
         assert f"-m {module}" in makefile, module
     assert "scripts/stage.py pack" in makefile
     assert not re.search(r"-m nrlib\.(runbook|bench|stage)\b", makefile)
+
+
+FAULTS = """import resource, torch, nrlib
+from nrlib.models import build
+torch.set_num_threads(2)
+m, x = build("resnet20", "cifar10", width=4), torch.rand(64, 3, 32, 32)
+def step():                                      # a training step: activations allocated, then freed
+    m.zero_grad(); m(x).sum().backward()
+for _ in range(3):
+    step()
+r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):                               # steady state: page faults of 5 more steps
+    step()
+print(nrlib.MALLOC_TUNED, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0)"""
+
+
+def _faults(setting: str) -> tuple[str, int]:
+    import subprocess
+    import sys
+    env = {**os.environ, "NRLIB_MALLOC": setting}
+    out = subprocess.run([sys.executable, "-c", FAULTS], env=env, capture_output=True, text=True, check=True)
+    tuned, faults = out.stdout.split()
+    return tuned, int(faults)
+
+
+def test_importing_nrlib_keeps_freed_blocks_instead_of_faulting_in_new_pages():
+    import platform
+
+    import pytest
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("the setting is glibc's")
+    (off, default), (on, kept) = _faults("default"), _faults("keep")
+    assert (off, on) == ("False", "True")
+    assert kept < default / 10, (kept, default)      # measured: 0–768 against 25,000–33,000
+
+
+def test_a_bad_nrlib_malloc_setting_is_named(monkeypatch):
+    import pytest
+
+    from nrlib.utils import keep_freed_memory
+    monkeypatch.setenv("NRLIB_MALLOC", "fast")
+    with pytest.raises(ValueError, match="NRLIB_MALLOC='fast' is not allowed"):
+        keep_freed_memory()

@@ -8,6 +8,7 @@ import json
 import nbformat
 import pytest
 
+import nrbook
 from nrbook import results_page as rp
 from nrbook import runbook as rb
 from nrlib import papers
@@ -253,7 +254,7 @@ def test_interrupted_run_keeps_the_old_copy_and_exits_130(tmp_path, monkeypatch,
     out.mkdir()
     _notebook(src_dir / "05_x.ipynb")
     (out / "05_x.ipynb").write_text("old copy")
-    monkeypatch.setattr(rb, "NOTEBOOKS", src_dir)
+    monkeypatch.setattr(nrbook, "NOTEBOOKS", src_dir)                # where the chapters are found
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -393,3 +394,12 @@ def test_banner_says_what_full_runs_where_it_is_not_the_papers_scale():
         assert f"a GPU, {papers.for_notebook(stem)['full_scale']})" in rb.banner_text(meta, stem)
     assert "a GPU, the paper's scale" in rb.banner_text(meta, "04_dominant_filters")
     assert "a GPU, the paper's scale" in rb.banner_text(meta)
+
+
+def test_notebook_filters_match_chapter_names_and_a_bad_one_is_named():
+    every = rb.select(None)
+    assert [p.stem for p in rb.select(["05", "notebooks/01_fragile_kernels.ipynb", "05"])] == \
+        ["05_toggle_activity", "01_fragile_kernels"]               # each once, in the order asked
+    assert rb.select(["0"]) == every and len(every) >= 6           # a prefix may name several
+    with pytest.raises(SystemExit, match="runbook: '99' is not a chapter: .*05_toggle_activity"):
+        rb.select(["99"])

@@ -79,7 +79,7 @@ def test_bad_grids_are_named_before_anything_runs(demo, swept, message):
 
 
 def test_an_unknown_notebook_and_a_bad_profile_are_clear_errors(demo, tmp_path):
-    with pytest.raises(ValueError, match="not a notebook"):
+    with pytest.raises(ValueError, match="notebook=.99. is not a chapter"):
         sweep.resolve_notebook("99")
     assert sweep.resolve_notebook("05").stem == "05_toggle_activity"
     with pytest.raises(ValueError, match="--profile 'huge'"):
@@ -98,10 +98,18 @@ def test_an_unreachable_scheduler_is_a_clear_error(demo, tmp_path, data_root, mo
 
 @pytest.mark.timeout(300)
 def test_sweep_on_two_workers_gathers_faults_retries_and_resumes(demo, tmp_path, data_root):
+    cluster = sweep.local_cluster(2)           # the local cluster `sweep` starts, here started once
+    try:                                       # and given by address, as a real cluster is
+        _two_workers(demo, tmp_path, data_root, cluster.scheduler_address)
+    finally:
+        cluster.close()
+
+
+def _two_workers(demo, tmp_path, data_root, address):
     out = tmp_path / "out"
     marker = tmp_path / "died-once"
-    recs = sweep.sweep(demo, [("eps", ["0.1", "0.2"]), ("seed", ["0", "1"])], out=out, workers=2,
-                       progress=False)
+    recs = sweep.sweep(demo, [("eps", ["0.1", "0.2"]), ("seed", ["0", "1"])], out=out,
+                       scheduler=address, progress=False)
     assert [r["status"] for r in recs] == ["ok"] * 4
     assert len({r["worker"] for r in recs}) == 2                           # both workers ran
     tables = sweep.gather(out)
@@ -122,24 +130,24 @@ def test_sweep_on_two_workers_gathers_faults_retries_and_resumes(demo, tmp_path,
 
     # resume: the finished runs are skipped, the new ones run
     started = {r["label"]: r["started"] for r in recs}
-    recs = sweep.sweep(demo, [("eps", ["0.1", "0.2", "0.3"]), ("seed", ["0", "1"])], out=out, workers=2,
-                       progress=False)
+    recs = sweep.sweep(demo, [("eps", ["0.1", "0.2", "0.3"]), ("seed", ["0", "1"])], out=out,
+                       scheduler=address, progress=False)
     assert [r["status"] for r in recs] == ["ok"] * 6
     assert [started.get(r["label"]) == r["started"] for r in recs] == [True] * 4 + [False] * 2
 
     # a failing run is reported and the other finishes; the worker running that one dies on its
     # first try, and the run is retried
     bad = sweep.sweep(demo, [("fail", ["false", "true"]), ("die", [str(marker)])], out=tmp_path / "out3",
-                      workers=2, progress=False)
+                      scheduler=address, progress=False)
     by = {r["params"]["fail"]: r for r in bad}
     assert by[True]["status"] == "failed" and "asked to fail" in by[True]["error"]
     assert by[False]["status"] == "ok" and marker.exists()                 # died once, then finished
     assert sweep.main([str(demo), "-p", "fail", "false", "true", "-p", "die", str(marker),
-                       "--out", str(tmp_path / "out3"), "--workers", "1"]) == 1   # a failed run: exit 1
+                       "--out", str(tmp_path / "out3"), "--scheduler", address]) == 1   # failed: exit 1
     sentinel = tmp_path / "out3" / by[False]["label"] / "sentinel"
     sentinel.touch()
     again = sweep.sweep(demo, [("fail", ["false"]), ("die", [str(marker)])], out=tmp_path / "out3", force=True,
-                        workers=1, progress=False)
+                        scheduler=address, progress=False)
     assert again[0]["status"] == "ok" and not sentinel.exists()            # --force: run again, replaced
 
 
