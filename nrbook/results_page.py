@@ -155,6 +155,8 @@ def sweeps_section(out_dir: Path) -> list[str]:
 
     from nrlib.data import data_root
 
+    from .sweep import value_text
+
     root = data_root() / "results" / "sweeps"
     found = sorted(p.parent for p in root.glob("*/sweep.json")) if root.is_dir() else []
     if not found:
@@ -166,7 +168,9 @@ def sweeps_section(out_dir: Path) -> list[str]:
           "runs, not only the images of one.", ""]
     for folder in found:
         info = json.loads((folder / "sweep.json").read_text())
-        grid = "; ".join(f"{k} ∈ {{{', '.join(v)}}}" for k, v in info["grid"].items())
+        nb = info["notebook"]
+        grid = "; ".join(f"{k} ∈ {{{', '.join(value_text(k, x, nb) for x in v)}}}"
+                         for k, v in info["grid"].items())
         md += [f"### {title(info['notebook'])}: {folder.name}", "",
                f"The `{info['profile']}` profile over {grid}: {info['finished']} of {info['runs']} runs "
                f"finished, on {', '.join(info['devices']) or 'an unrecorded device'}, "
@@ -186,8 +190,10 @@ def sweeps_section(out_dir: Path) -> list[str]:
         if info.get("shown") and len(seeds):
             rows = seeds[seeds["metric"] == info["shown"]]
             point = [c for c in rows.columns if c not in ("metric", "seeds", "mean", "sd", "low", "high")]
+            if rows["seeds"].max() < 2:
+                md += ["One seed per point so far: no interval over seeds yet.", ""]
             md += md_table([*point, "seeds", "mean", "95% interval over seeds"],
-                           [[*[r[c] for c in point], int(r["seeds"]), f"{r['mean']:.4g}",
+                           [[*[value_text(c, r[c], nb) for c in point], int(r["seeds"]), f"{r['mean']:.4g}",
                              "—" if pd.isna(r["low"]) else f"[{r['low']:.4g}, {r['high']:.4g}]"]
                             for _, r in rows.iterrows()])
     return md

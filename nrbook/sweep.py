@@ -184,6 +184,28 @@ def _text(v) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(v)).strip("-") or "_"
 
 
+def value_text(name: str, value, notebook: str | None = None) -> str:
+    """A swept value as the book writes it: an ε (a parameter named ``eps…``) as
+    ``nrlib.attacks.eps_text`` writes it for its data (8/255 on CIFAR-10, 0.2 on MNIST), the data
+    read from the name (``eps_mnist``) or else from the chapter, where it reads one dataset; other
+    values as given."""
+    from nrlib.attacks import eps_text
+    from nrlib.data import DATASETS
+
+    from .budget import chapters, datasets
+
+    if not str(name).startswith("eps") or isinstance(value, bool):
+        return str(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    named = [d for d in DATASETS if d.removesuffix("10") in name]
+    reads = datasets(notebook) if notebook in chapters() else []
+    data = named[0] if len(named) == 1 else reads[0] if len(reads) == 1 else None
+    return eps_text(v, dataset=data) if math.isfinite(v) else str(value)
+
+
 def run_label(point: dict) -> str:
     """A run's folder name: ``eps-0.0314_seed-1`` (floats as ``nrlib.results.tag`` writes them)."""
     return "_".join(f"{k}-{_text(v)}" for k, v in point.items())
@@ -567,6 +589,7 @@ def _figure(out: Path, seeds, runs: list[dict], x: str, metric: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     plot.seed_sweep([xs[i] for i in keep], [vals[i] for i in keep], ax=ax, xlabel=x, ylabel=metric,
                     title=f"{runs[0].get('notebook')}: {metric}")
+    ax.set_xticks([xs[i] for i in keep], [value_text(x, xs[i], runs[0].get("notebook")) for i in keep])
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

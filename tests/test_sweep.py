@@ -62,6 +62,15 @@ def test_grid_types_values_and_puts_the_seed_last(demo):
     assert sweep.make_grid(params, [("fail", ["true"])]) == [{"fail": True}]
 
 
+def test_swept_values_read_as_the_book_writes_them():
+    assert sweep.value_text("eps", 4 / 255, "05_toggle_activity") == "4/255"
+    assert sweep.value_text("eps", 0.2, "04_dominant_filters") == "0.2"              # MNIST: decimals
+    assert sweep.value_text("eps_mnist", 0.2, "01_fragile_kernels") == "0.2"         # by its name
+    assert sweep.value_text("eps_cifar", "0.03137254901960784", "01_fragile_kernels") == "8/255"
+    assert sweep.value_text("eps", 0.2) == "51/255"                  # no chapter: judged by the value
+    assert sweep.value_text("seed", 1) == "1" and sweep.value_text("eps", "big") == "big"
+
+
 @pytest.mark.parametrize("swept, message", [
     ([], "the grid is empty"),
     ([("epsilon", ["0.1"])], "has no 'epsilon'"),
@@ -125,7 +134,7 @@ def _two_workers(demo, tmp_path, data_root, address):
     kept = data_root / "results" / "sweeps" / "demo"                      # a sweep kept for the book
     shutil.copytree(out, kept)
     page = "\n".join(results_page.sweeps_section(tmp_path / "book"))
-    assert "| 0.2 | 2 | 70.5 |" in page and "4 of 4 runs finished" in page
+    assert "| 51/255 | 2 | 70.5 |" in page and "4 of 4 runs finished" in page     # ε as eps_text writes it
     assert (tmp_path / "book" / "_static" / "results" / "sweep-demo.png").is_file()
 
     # resume: the finished runs are skipped, the new ones run
