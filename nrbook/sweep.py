@@ -564,7 +564,7 @@ def _verdicts(runs: list[dict]):
     for point, group in _groups(runs).items():
         per_seed = {r["params"].get(SEED, i): r["metrics"] for i, r in enumerate(group)}
         merged = {**next(iter(per_seed.values())), **papers.seed_evidence(nb, per_seed, profile)}
-        name = ", ".join(f"{k}={_text(v)}" for k, v in point) or "all runs"
+        name = ", ".join(f"{k}={value_text(k, v, nb)}" for k, v in point) or "all runs"
         cols[f"{name} ({len(group)} seeds)"] = {row["key"]: row["verdict"] for row in
                                                 papers.scoreboard(nb, merged, profile)}
     frame = pd.DataFrame(cols)
