@@ -565,11 +565,22 @@ def _verdicts(runs: list[dict]):
         per_seed = {r["params"].get(SEED, i): r["metrics"] for i, r in enumerate(group)}
         merged = {**next(iter(per_seed.values())), **papers.seed_evidence(nb, per_seed, profile)}
         name = ", ".join(f"{k}={value_text(k, v, nb)}" for k, v in point) or "all runs"
-        cols[f"{name} ({len(group)} seeds)"] = {row["key"]: row["verdict"] for row in
+        cols[f"{name} ({len(group)} seeds)"] = {row["key"]: _verdict_text(row) for row in
                                                 papers.scoreboard(nb, merged, profile)}
     frame = pd.DataFrame(cols)
     frame.index.name = "claim"
     return frame.reset_index()
+
+
+def _verdict_text(row: dict) -> str:
+    """A verdict as the sweep's table prints it: a claim measured at this grid point but ``not
+    run`` for want of another number (a gate's or a compared metric measured only at another value
+    of a swept parameter, such as the accuracy under FGSM at the paper's ε) names that number."""
+    from nrlib import papers
+
+    if row["verdict"] == papers.NOT_RUN and row.get("reason") not in ("", None, papers.missing_reason(row["key"])):
+        return f"{row['verdict']} ({row['reason']})"
+    return row["verdict"]
 
 
 def _figure(out: Path, seeds, runs: list[dict], x: str, metric: str) -> None:

@@ -183,6 +183,15 @@ def test_a_missing_metric_is_not_run(rule, metrics):
 def test_a_missing_compared_metric_is_not_run(rule):
     assert papers.verdict(claim(rule), {"m": 1.0}) == "not run"
     assert papers.verdict(claim(rule), {"m": 1.0, "o": None}) == "not run"
+    assert papers.judge(claim(rule), {"m": 1.0})["reason"] == "no o"          # names what is missing
+
+
+def test_not_run_names_the_missing_number_ours_or_a_gates():
+    c = claim({"type": "at_most", "value": 5.0}, gates=[{"metric": "g", "at_least": 1.0, "reason": "r"}])
+    assert papers.judge(c, {})["reason"] == papers.missing_reason("m") == "no m"
+    assert papers.judge(c, {"m": 1.0}) | {"reason": None} == papers.judge(c, {}) | {"reason": None}
+    assert papers.judge(c, {"m": 1.0})["reason"] == "no g"
+    assert papers.judge(c, {"m": 1.0, "g": 2.0})["reason"] == ""               # judged: no reason
 
 
 def test_a_claim_judged_at_other_profiles_says_so_at_this_one():

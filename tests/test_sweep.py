@@ -71,6 +71,19 @@ def test_swept_values_read_as_the_book_writes_them():
     assert sweep.value_text("seed", 1) == "1" and sweep.value_text("eps", "big") == "big"
 
 
+def test_a_claim_measured_but_gated_at_another_eps_names_the_missing_number():
+    """A run at ε = 4/255 measures the toggle gain but not the FGSM accuracy at the paper's 8/255
+    that the claim's gate reads: the sweep's table says which number is missing."""
+    claim = next(c for c in papers.load("prattico2022")["claims"] if c.get("gates"))
+    gate = claim["gates"][0]["metric"]
+    measured = dict.fromkeys(papers.claim_metrics(claim), 1.0)             # its own and compared ones
+    rows = {r["key"]: r for r in papers.scoreboard("05_toggle_activity", measured, "cpu")}
+    assert sweep._verdict_text(rows[claim["key"]]) == f"not run (no {gate})"
+    other = next(k for k, r in rows.items() if r["ours"] is None)           # its own number missing
+    assert sweep._verdict_text(rows[other]) == "not run"
+    assert sweep._verdict_text({**rows[claim["key"]], "verdict": "not judged"}) == "not judged"
+
+
 @pytest.mark.parametrize("swept, message", [
     ([], "the grid is empty"),
     ([("epsilon", ["0.1"])], "has no 'epsilon'"),

@@ -469,6 +469,12 @@ def _gate_failure(gate: dict, metrics: dict) -> str | None:
     return None
 
 
+def missing_reason(metric: str) -> str:
+    """Why a claim is ``not run``: the number its run lacks (its own, one its rule compares it
+    with, or a gate's), as ``judge`` gives it in ``reason``: ``"no fgsm_acc/base/eps=0.0314"``."""
+    return f"no {metric}"
+
+
 def judged_only_at(profiles) -> str:
     """The verdict of a measured claim judged only at other profiles: ``"judged at full only"``."""
     return f"judged at {' and '.join(profiles)} only"
@@ -482,7 +488,8 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
     "quantity" (the number judged: ours, or ours − the compared metric, an ``Estimate`` where the
     run gave its interval)}``. The order of the checks:
 
-    1. ``not run`` — ours, or a metric the rule compares with, is missing;
+    1. ``not run`` — ours, a metric the rule compares with, or a gate's metric is missing (the
+       ``reason`` names it: ``missing_reason``);
     2. ``judged at full only`` — measured, but the claim is judged at other ``profiles``;
     3. ``—`` — a ``reported`` claim, shown without a verdict;
     4. ``fixed by our reading`` — the claim's ``reading`` says the book's reading decides it;
@@ -496,7 +503,7 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
            "quantity": None}
     ours = _value(metrics, claim["key"])
     if ours is None:
-        return out
+        return {**out, "reason": missing_reason(claim["key"])}
     if profile is not None and profile not in claim.get("profiles", PROFILES):
         return {**out, "verdict": judged_only_at(claim["profiles"]), "quantity": ours}
     if claim["rule"]["type"] == "reported":
@@ -505,7 +512,8 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
         return {**out, "verdict": BY_READING, "reason": claim["reading"], "quantity": ours}
     res = _judge_rule(claim["rule"], claim["key"], ours, claim["paper"], metrics)
     if res is None:
-        return out
+        lost = next(m for m in _compared(claim["rule"]) if _value(metrics, m) is None)
+        return {**out, "reason": missing_reason(lost)}
     over = (metrics or {}).get(seeds_key(claim["key"]))
     if isinstance(over, Estimate) and over.has_interval:          # seed_evidence's: the seeds decide
         pairs = {diff_key(claim["key"], m): metrics.get(seeds_key(diff_key(claim["key"], m)))
@@ -517,7 +525,7 @@ def judge(claim: dict, metrics: dict, profile: str | None = None) -> dict:
     for gate in claim.get("gates", []):
         why = _gate_failure(gate, metrics)
         if why == "":
-            return out
+            return {**out, "reason": missing_reason(gate["metric"])}
         if why:
             return {**out, "verdict": NOT_JUDGED, "reason": why, "quantity": ours}
     unit = stats.sample_unit(res["quantity"])       # seeds are not the data's samples
