@@ -174,7 +174,7 @@ def sweeps_section(out_dir: Path) -> list[str]:
         md += [f"### {title(info['notebook'])}: {folder.name}", "",
                f"The `{info['profile']}` profile over {grid}: {info['finished']} of {info['runs']} runs "
                f"finished, on {', '.join(info['devices']) or 'an unrecorded device'}, "
-               f"{date_text(info['first_run'])} to {date_text(info['last_run'])} "
+               f"runs started {date_text(info['first_run'])} to {date_text(info['last_run'])} "
                f"({info['seconds']:.0f} s of runs; commit {', '.join(info['commits'])}). "
                f"Its tables: `data/results/sweeps/{folder.name}/` (`runs.csv`, `seeds.csv`, `verdicts.md`).", ""]
         if info.get("figure") and (folder / info["figure"]).is_file():
@@ -196,6 +196,15 @@ def sweeps_section(out_dir: Path) -> list[str]:
                            [[*[value_text(c, r[c], nb) for c in point], int(r["seeds"]), f"{r['mean']:.4g}",
                              "—" if pd.isna(r["low"]) else f"[{r['low']:.4g}, {r['high']:.4g}]"]
                             for _, r in rows.iterrows()])
+        verdicts = (folder / "verdicts.md").read_text().strip() if (folder / "verdicts.md").is_file() else ""
+        if verdicts.startswith("|"):
+            count = len(verdicts.splitlines()) - 2
+            md += [":::{dropdown} " + f"The chapter's claims judged over the seeds, grid point by grid point "
+                   f"({count} claims)", "",
+                   "Each claim is judged by the chapter's rule on the mean over the seeds whose run could judge "
+                   "it (its gates holding), with its 95% Student-t interval (`papers.seed_evidence`). A claim the paper makes "
+                   "at one setting reads *not run* at another, naming the number that only its own setting "
+                   "measures.", "", verdicts, ":::", ""]
     return md
 
 

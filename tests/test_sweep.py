@@ -149,6 +149,12 @@ def _two_workers(demo, tmp_path, data_root, address):
     page = "\n".join(results_page.sweeps_section(tmp_path / "book"))
     assert "| 51/255 | 2 | 70.5 |" in page and "4 of 4 runs finished" in page     # ε as eps_text writes it
     assert (tmp_path / "book" / "_static" / "results" / "sweep-demo.png").is_file()
+    assert "judged over the seeds" not in page                       # the demo has no paper claims
+    (kept / "verdicts.md").write_text("| claim | eps=0.1 (2 seeds) |\n|:--|:--|\n| a | reproduced |\n"
+                                      "| b | not run (no c) |\n")
+    page = "\n".join(results_page.sweeps_section(tmp_path / "book"))
+    assert "judged over the seeds, grid point by grid point (2 claims)" in page
+    assert "| b | not run (no c) |" in page
 
     # resume: the finished runs are skipped, the new ones run
     started = {r["label"]: r["started"] for r in recs}
