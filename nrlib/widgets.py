@@ -122,6 +122,9 @@ def panel(render: Callable, *, static: bool | None = None, grid: dict | None = N
 
     Either way the returned object's ``seconds`` lists how long each redraw
     took (``render`` plus drawing the figure): how fast a slider move answers.
+    Live, the figure is a display that each move updates in place
+    (``LivePanel``), not an ipywidgets ``Output``, so that a headless run
+    (papermill, nbclient) cannot hang on it.
     """
     ipw = _ipw()
     check_callable("render", render, "a function render(**values) that draws the panel")
@@ -133,19 +136,7 @@ def panel(render: Callable, *, static: bool | None = None, grid: dict | None = N
     if static is None:
         static = bool(os.environ.get(STATIC_ENV))
     if not static:
-        seconds: list[float] = []
-        layout: dict = {}
-
-        def timed(**values):
-            t0 = time.perf_counter()
-            with _fast_redraw(layout):
-                render(**values)
-            seconds.append(time.perf_counter() - t0)
-
-        out = ipw.interactive_output(timed, controls)
-        box = ipw.VBox([ipw.HBox(list(controls.values())), out])
-        box.seconds = seconds          # seconds of each redraw, as StaticPanel.seconds
-        return box
+        return LivePanel(render, controls)
     check_int("points", points, low=2, high=MAX_FRAMES)
     grid = dict(grid or {})
     unknown = set(grid) - set(controls)
@@ -182,8 +173,8 @@ class _fast_redraw:
 
     Figures drawn without ``plt.show()`` are left to the inline backend."""
 
-    def __init__(self, layout: dict, *, keep: bool = False):
-        self.layout, self.keep = layout, keep
+    def __init__(self, layout: dict, *, keep: bool = False, sink: list | None = None):
+        self.layout, self.keep, self.sink = layout, keep, sink
 
     def __enter__(self):
         import matplotlib.pyplot as plt
@@ -226,7 +217,8 @@ class _fast_redraw:
             if self.keep:       # a static panel's frame: the same work as a live redraw, nothing shown
                 continue
             w, h = fig.get_size_inches() * fig.dpi
-            display(Image(buf.getvalue(), width=int(w), height=int(h)))
+            image = Image(buf.getvalue(), width=int(w), height=int(h))
+            self.sink.append(image) if self.sink is not None else display(image)
         if not self.keep:
             self._plt.close("all")
 
@@ -267,6 +259,72 @@ def _grid_values(name, control, given, points):
     if order is not None:
         return sorted(set(vals), key=order.index)
     return sorted(set(vals))
+
+
+class LivePanel:
+    """A live slider panel (``panel`` in JupyterLab): the sliders in an ipywidgets ``HBox``, then
+    the figure as a display (``display_id``) that each slider move replaces with ``render``'s new
+    figure (``update_display_data``). Unlike ``ipywidgets.interactive_output``'s ``Output``
+    widget, no state flows back from the front end to the kernel: a headless nbclient mirrors an
+    ``Output`` widget by sending its outputs back on the shell channel while it awaits the cell's
+    reply there, and that reply can then go unseen, leaving papermill waiting forever. Text that
+    ``render`` prints shows above its figures. ``seconds``: how long each redraw took, the first
+    one (when the panel is made) included."""
+
+    def __init__(self, render: Callable, controls: dict):
+        ipw = _ipw()
+        self.render, self.controls = render, controls
+        self.box = ipw.HBox(list(controls.values()))
+        self.seconds: list[float] = []
+        self.handle = None
+        self._layout: dict = {}
+        self.outputs = self._draw()
+        for c in controls.values():
+            c.observe(self._moved, "value")
+
+    def _draw(self) -> list:
+        import contextlib
+
+        import matplotlib.pyplot as plt
+        from IPython.display import Pretty
+
+        shown: list = []
+        text = io.StringIO()
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(text), _fast_redraw(self._layout, sink=shown) as redraw:
+            self.render(**{k: c.value for k, c in self.controls.items()})
+            if plt.get_fignums():              # figures render() left without plt.show()
+                redraw.show()
+        self.seconds.append(time.perf_counter() - t0)
+        return ([Pretty(text.getvalue().rstrip())] if text.getvalue().strip() else []) + shown
+
+    def _bundle(self) -> dict:
+        """The panel's outputs as one MIME bundle (a display holds one): the figure's PNG alone,
+        else HTML of its text and images in order."""
+        from IPython.display import Image
+
+        if len(self.outputs) == 1 and isinstance(self.outputs[0], Image):
+            im = self.outputs[0]
+            return {"data": {"image/png": base64.b64encode(im.data).decode()},
+                    "metadata": {"image/png": {"width": im.width, "height": im.height}}}
+        parts = [f'<img src="data:image/png;base64,{base64.b64encode(o.data).decode()}" width="{o.width}" '
+                 f'height="{o.height}"/>' if isinstance(o, Image) else f"<pre>{html.escape(o.data)}</pre>"
+                 for o in self.outputs]
+        text = "\n".join(o.data for o in self.outputs if not isinstance(o, Image)) or "(figure)"
+        return {"data": {"text/html": "<div>" + "".join(parts) + "</div>", "text/plain": text}, "metadata": {}}
+
+    def _moved(self, change) -> None:
+        self.outputs = self._draw()
+        if self.handle is not None:
+            b = self._bundle()
+            self.handle.update(b["data"], metadata=b["metadata"], raw=True)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.box)
+        b = self._bundle()
+        self.handle = display(b["data"], metadata=b["metadata"], raw=True, display_id=True)
 
 
 class StaticPanel:

@@ -41,10 +41,48 @@ def _controls():
     return dict(eps=widgets.eps_slider(0.1, high=0.5, step=0.05), k=widgets.topk_slider(3, high=10))
 
 
-def test_live_panel_is_an_ipywidgets_box(monkeypatch):
+class _Shown:
+    """IPython's display, recorded: each call's object, and each update of a display_id handle."""
+
+    def __init__(self):
+        self.calls, self.updates = [], []
+
+    def __call__(self, obj, **kw):
+        self.calls.append((obj, kw))
+        if kw.get("display_id"):
+            return type("Handle", (), {"update": lambda h, o, **k: self.updates.append((o, k))})()
+
+
+def test_live_panel_shows_its_sliders_then_a_figure_each_move_replaces(monkeypatch):
+    """Live: an ipywidgets box of the sliders, then the figure as a display_id display (no
+    ipywidgets Output, which a headless papermill can hang on); a move redraws and updates it."""
+    import IPython.display
+
     monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
-    box = widgets.panel(render, **_controls())
-    assert isinstance(box, ipw.VBox)
+    shown = _Shown()
+    monkeypatch.setattr(IPython.display, "display", shown)
+    controls = _controls()
+    p = widgets.panel(render, **controls)
+    assert isinstance(p, widgets.LivePanel) and isinstance(p.box, ipw.HBox)
+    assert not any(isinstance(w, ipw.Output) for w in p.box.children)
+    p._ipython_display_()
+    (box, _), (first, kw) = shown.calls
+    assert box is p.box and kw["display_id"] and kw["raw"] and base64.b64decode(first["image/png"])[:4] == b"\x89PNG"
+    controls["eps"].value = 0.3                                   # a slider move
+    (new, _), = shown.updates
+    assert new["image/png"] != first["image/png"] and len(p.seconds) == 2 and not plt.get_fignums()
+
+
+def test_live_panel_keeps_what_render_prints_and_figures_left_unshown(monkeypatch):
+    monkeypatch.delenv(widgets.STATIC_ENV, raising=False)
+
+    def chatty(eps=0.1, k=3):
+        print(f"eps is {eps} & k is {k}")
+        plt.subplots(figsize=(2, 1.5))                             # no plt.show()
+
+    p = widgets.panel(chatty, **_controls())
+    html = p._bundle()["data"]["text/html"]
+    assert "<pre>eps is 0.1 &amp; k is 3</pre>" in html and html.count("<img") == 1
 
 
 def test_static_panel_precomputes_every_combination_in_order(monkeypatch):
