@@ -175,7 +175,8 @@ def sweeps_section(out_dir: Path) -> list[str]:
                f"The `{info['profile']}` profile over {grid}: {info['finished']} of {info['runs']} runs "
                f"finished, on {', '.join(info['devices']) or 'an unrecorded device'}, "
                f"runs started {date_text(info['first_run'])} to {date_text(info['last_run'])} "
-               f"({info['seconds']:.0f} s of runs; commit {', '.join(info['commits'])}). "
+               f"({info['seconds']:.0f} s of runs; commits {', '.join(info['commits'])}, in the order "
+               "the runs started). "
                f"Its tables: `data/results/sweeps/{folder.name}/` (`runs.csv`, `seeds.csv`, `verdicts.md`).", ""]
         if info.get("figure") and (folder / info["figure"]).is_file():
             dst = out_dir / FIGURES / f"sweep-{folder.name}.png"
@@ -201,10 +202,23 @@ def sweeps_section(out_dir: Path) -> list[str]:
             count = len(verdicts.splitlines()) - 2
             md += [":::{dropdown} " + f"The chapter's claims judged over the seeds, grid point by grid point "
                    f"({count} claims)", "",
-                   "Each claim is judged by the chapter's rule on the mean over the seeds whose run could judge "
-                   "it (its gates holding), with its 95% Student-t interval (`papers.seed_evidence`). A claim the paper makes "
-                   "at one setting reads *not run* at another, naming the number that only its own setting "
-                   "measures.", "", verdicts, ":::", ""]
+                   "Each claim is judged by the chapter's rule on its mean over the seeds whose runs could judge "
+                   "it, with its 95% Student-t interval (`papers.seed_evidence`); the gates are read on the "
+                   "first seed's run, and a claim fewer than two seeds could judge is judged on that run "
+                   "alone. A claim whose gate or comparison reads a number measured only at another grid "
+                   "point (the attack's accuracy at the ε the chapter judges it at) reads *not run* here, "
+                   "naming that number; a claim whose numbers do not depend on the swept parameter reads "
+                   "the same in every column, which is not a second test.", "", verdicts, ":::", ""]
+        versus = info.get("versus_chapter")
+        if versus and versus.get("differs"):
+            md += [f"Where the {versus['seeds']} seeds at {versus['point']} and the chapter's own "
+                   f"`{info['profile']}` run (one training run, intervals over draws of images; commit "
+                   f"{versus.get('chapter_commit') or '?'}) judge a claim differently:", ""]
+            md += md_table(["claim", "the chapter's run", "over the seeds"],
+                           [[f"`{d['key']}`", d["chapter"], d["seeds"]] for d in versus["differs"]])
+        elif versus:
+            md += [f"Over the {versus['seeds']} seeds at {versus['point']}, every claim gets the verdict the "
+                   f"chapter's own `{info['profile']}` run gives it.", ""]
     return md
 
 

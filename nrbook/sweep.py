@@ -545,7 +545,9 @@ def gather(out, metrics: list[str] | None = None, *, figure: bool = True) -> dic
         "figure": "sweep.png" if (out / "sweep.png").is_file() else None,
         "first_run": started[0] if started else None, "last_run": started[-1] if started else None,
         "devices": sorted({r["device"] for r in runs if r.get("device")}),
-        "commits": sorted({r["git_commit"] for r in runs if r.get("git_commit")}),
+        "commits": list(dict.fromkeys(r["git_commit"] for r in sorted(runs, key=lambda r: r.get("started") or "")
+                                      if r.get("git_commit"))),          # in the order the runs started
+        "versus_chapter": _versus_chapter(runs),
         "seconds": round(sum(r.get("seconds") or 0 for r in runs), 1)}, indent=1) + "\n")
     return {"runs": table, "seeds": seeds, "verdicts": verdicts}
 
@@ -570,6 +572,43 @@ def _verdicts(runs: list[dict]):
     frame = pd.DataFrame(cols)
     frame.index.name = "claim"
     return frame.reset_index()
+
+
+def _versus_chapter(runs: list[dict]) -> dict | None:
+    """The claims whose verdict over the seeds differs from the one the chapter's own run at the
+    same profile gives (``data/results/<notebook>/<profile>.json``: one training run, its intervals
+    over draws of images), at the grid point of that run's parameters: ``{"point", "differs":
+    [{"key", "chapter", "seeds"}]}``; None without such a run or grid point."""
+    from nrlib import papers
+    from nrlib.results import estimates, read
+
+    nb, profile = runs[0].get("notebook"), runs[0].get("profile")
+    if not nb or papers.for_notebook(nb) is None:
+        return None
+    try:
+        own = read(nb, profile)
+    except (FileNotFoundError, ValueError):
+        return None
+    given = own.get("params", {})
+
+    def same(a, b):
+        return (math.isclose(float(a), float(b), rel_tol=1e-6) if _number(a) and _number(b)
+                else json.dumps(a) == json.dumps(b))
+
+    for point, group in _groups(runs).items():
+        if not all(k in given and same(given[k], v) for k, v in point):
+            continue
+        per_seed = {r["params"].get(SEED, i): r["metrics"] for i, r in enumerate(group)}
+        merged = {**next(iter(per_seed.values())), **papers.seed_evidence(nb, per_seed, profile)}
+        seeds = {r["key"]: _verdict_text(r) for r in papers.scoreboard(nb, merged, profile)}
+        chapter = {r["key"]: papers.verdict_cell(r) for r in papers.scoreboard(nb, estimates(own), profile)}
+        plain = {r["key"]: r["verdict"] for r in papers.scoreboard(nb, estimates(own), profile)}
+        keys = list(dict.fromkeys(seeds))
+        return {"point": ", ".join(f"{k}={value_text(k, v, nb)}" for k, v in point), "seeds": len(group),
+                "chapter_commit": own.get("git_commit"),
+                "differs": [{"key": k, "chapter": chapter[k], "seeds": seeds[k]} for k in keys
+                            if plain.get(k) != seeds[k].split(" (")[0]]}
+    return None
 
 
 def _verdict_text(row: dict) -> str:

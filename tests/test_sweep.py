@@ -201,3 +201,24 @@ def test_chapter5_smoke_sweep_two_seeds_by_two_eps(tmp_path, isolated_data_root)
     assert any(f"eps={sweep.RUN_VALUE}" in k for k in keys)       # the claim at one ε, lined up
     assert set(tables["seeds"]["seeds"]) == {2}
     assert len(tables["verdicts"]) == len(papers.load("prattico2022")["claims"])
+
+
+def test_the_committed_sweep_names_where_its_seeds_and_the_chapters_run_disagree():
+    """Chapter 5's committed cpu sweep, against the chapter's own committed cpu run: the grid point
+    matched is the run's ε, and exactly the claims listed differ between the two (recomputed here
+    from the two scoreboards)."""
+    from pathlib import Path
+
+    from nrlib.results import estimates
+
+    root = Path(__file__).resolve().parent.parent / "data" / "results"
+    runs = sweep.load_runs(root / "sweeps" / "05-eps")
+    versus = sweep._versus_chapter(runs)
+    assert versus["point"] == "eps=8/255" and versus["seeds"] >= 2
+    own = json.loads((root / "05_toggle_activity" / "cpu.json").read_text())
+    chapter = {r["key"]: r["verdict"] for r in papers.scoreboard("05_toggle_activity", estimates(own), "cpu")}
+    group = [r for r in runs if abs(r["params"]["eps"] - 8 / 255) < 1e-9 and r["status"] == "ok"]
+    per_seed = {r["params"]["seed"]: r["metrics"] for r in group}
+    merged = {**per_seed[min(per_seed)], **papers.seed_evidence("05_toggle_activity", per_seed, "cpu")}
+    seeds = {r["key"]: r["verdict"] for r in papers.scoreboard("05_toggle_activity", merged, "cpu")}
+    assert {d["key"] for d in versus["differs"]} == {k for k in seeds if seeds[k] != chapter[k]}
