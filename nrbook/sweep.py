@@ -527,7 +527,8 @@ def gather(out, metrics: list[str] | None = None, *, figure: bool = True) -> dic
     seeds = pd.DataFrame(srows)
     _write(out / "seeds.csv", seeds.to_csv(index=False))
     _write(out / "seeds.md", (seeds.to_markdown(index=False, floatfmt=".4g") if len(seeds) else "no finished run") + "\n")
-    verdicts = _verdicts(runs)
+    boards = _seed_boards(runs)
+    verdicts = _verdicts(runs, boards)
     _write(out / "verdicts.md", (verdicts.to_markdown(index=False) if len(verdicts) else
                                  "no paper claims for this notebook, or no finished runs") + "\n")
     swept = [n for n in names if n != SEED and len({str(r["params"].get(n)) for r in runs}) > 1]
@@ -547,43 +548,59 @@ def gather(out, metrics: list[str] | None = None, *, figure: bool = True) -> dic
         "devices": sorted({r["device"] for r in runs if r.get("device")}),
         "commits": list(dict.fromkeys(r["git_commit"] for r in sorted(runs, key=lambda r: r.get("started") or "")
                                       if r.get("git_commit"))),          # in the order the runs started
-        "versus_chapter": _versus_chapter(runs),
+        "versus_chapter": _versus_chapter(runs, boards),
         "seconds": round(sum(r.get("seconds") or 0 for r in runs), 1)}, indent=1) + "\n")
     return {"runs": table, "seeds": seeds, "verdicts": verdicts}
 
 
-def _verdicts(runs: list[dict]):
-    """The chapter's claims judged on each grid point's seeds (``papers.seed_evidence`` merged into
-    the first seed's metrics, as a chapter does): one column per grid point."""
-    import pandas as pd
-
+def _seed_boards(runs: list[dict]) -> dict[tuple, tuple[list[dict], list[dict]]]:
+    """Per grid point, its finished runs and the chapter's claims judged on their seeds
+    (``papers.seed_evidence`` merged into the first seed's metrics, as a chapter does: the
+    scoreboard's rows); {} for a notebook without paper claims."""
     from nrlib import papers
 
     nb, profile = runs[0].get("notebook"), runs[0].get("profile")
     if not nb or papers.for_notebook(nb) is None:
-        return pd.DataFrame()
-    cols = {}
+        return {}
+    boards = {}
     for point, group in _groups(runs).items():
         per_seed = {r["params"].get(SEED, i): r["metrics"] for i, r in enumerate(group)}
         merged = {**next(iter(per_seed.values())), **papers.seed_evidence(nb, per_seed, profile)}
-        name = ", ".join(f"{k}={value_text(k, v, nb)}" for k, v in point) or "all runs"
-        cols[f"{name} ({len(group)} seeds)"] = {row["key"]: _verdict_text(row) for row in
-                                                papers.scoreboard(nb, merged, profile)}
-    frame = pd.DataFrame(cols)
+        boards[point] = (group, papers.scoreboard(nb, merged, profile))
+    return boards
+
+
+def _point_text(point: tuple, notebook: str | None) -> str:
+    """A grid point as the book writes it: ``eps=8/255``."""
+    return ", ".join(f"{k}={value_text(k, v, notebook)}" for k, v in point)
+
+
+def _verdicts(runs: list[dict], boards: dict):
+    """The chapter's claims judged on each grid point's seeds (``_seed_boards``): one column per
+    grid point."""
+    import pandas as pd
+
+    if not boards:
+        return pd.DataFrame()
+    nb = runs[0].get("notebook")
+    frame = pd.DataFrame({f"{_point_text(point, nb) or 'all runs'} ({len(group)} seeds)":
+                          {row["key"]: _verdict_text(row) for row in rows}
+                          for point, (group, rows) in boards.items()})
     frame.index.name = "claim"
     return frame.reset_index()
 
 
-def _versus_chapter(runs: list[dict]) -> dict | None:
-    """The claims whose verdict over the seeds differs from the one the chapter's own run at the
-    same profile gives (``data/results/<notebook>/<profile>.json``: one training run, its intervals
-    over draws of images), at the grid point of that run's parameters: ``{"point", "differs":
-    [{"key", "chapter", "seeds"}]}``; None without such a run or grid point."""
+def _versus_chapter(runs: list[dict], boards: dict) -> dict | None:
+    """The claims whose verdict over the seeds (``_seed_boards``) differs from the one the
+    chapter's own run at the same profile gives (``data/results/<notebook>/<profile>.json``: one
+    training run, its intervals over draws of images), at the grid point of that run's parameters:
+    ``{"point", "seeds", "chapter_commit", "differs": [{"key", "chapter", "seeds"}]}``; None
+    without such a run or grid point."""
     from nrlib import papers
     from nrlib.results import estimates, read
 
     nb, profile = runs[0].get("notebook"), runs[0].get("profile")
-    if not nb or papers.for_notebook(nb) is None:
+    if not boards:
         return None
     try:
         own = read(nb, profile)
@@ -595,19 +612,14 @@ def _versus_chapter(runs: list[dict]) -> dict | None:
         return (math.isclose(float(a), float(b), rel_tol=1e-6) if _number(a) and _number(b)
                 else json.dumps(a) == json.dumps(b))
 
-    for point, group in _groups(runs).items():
+    for point, (group, rows) in boards.items():
         if not all(k in given and same(given[k], v) for k, v in point):
             continue
-        per_seed = {r["params"].get(SEED, i): r["metrics"] for i, r in enumerate(group)}
-        merged = {**next(iter(per_seed.values())), **papers.seed_evidence(nb, per_seed, profile)}
-        seeds = {r["key"]: _verdict_text(r) for r in papers.scoreboard(nb, merged, profile)}
-        chapter = {r["key"]: papers.verdict_cell(r) for r in papers.scoreboard(nb, estimates(own), profile)}
-        plain = {r["key"]: r["verdict"] for r in papers.scoreboard(nb, estimates(own), profile)}
-        keys = list(dict.fromkeys(seeds))
-        return {"point": ", ".join(f"{k}={value_text(k, v, nb)}" for k, v in point), "seeds": len(group),
-                "chapter_commit": own.get("git_commit"),
-                "differs": [{"key": k, "chapter": chapter[k], "seeds": seeds[k]} for k in keys
-                            if plain.get(k) != seeds[k].split(" (")[0]]}
+        chapter = {r["key"]: r for r in papers.scoreboard(nb, estimates(own), profile)}
+        return {"point": _point_text(point, nb), "seeds": len(group), "chapter_commit": own.get("git_commit"),
+                "differs": [{"key": r["key"], "chapter": papers.verdict_cell(chapter[r["key"]]),
+                             "seeds": _verdict_text(r)}
+                            for r in rows if r["verdict"] != chapter[r["key"]]["verdict"]]}
     return None
 
 

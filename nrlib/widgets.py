@@ -218,7 +218,10 @@ class _fast_redraw:
                 continue
             w, h = fig.get_size_inches() * fig.dpi
             image = Image(buf.getvalue(), width=int(w), height=int(h))
-            self.sink.append(image) if self.sink is not None else display(image)
+            if self.sink is not None:
+                self.sink.append(image)
+            else:
+                display(image)
         if not self.keep:
             self._plt.close("all")
 

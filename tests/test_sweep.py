@@ -213,7 +213,7 @@ def test_the_committed_sweep_names_where_its_seeds_and_the_chapters_run_disagree
 
     root = Path(__file__).resolve().parent.parent / "data" / "results"
     runs = sweep.load_runs(root / "sweeps" / "05-eps")
-    versus = sweep._versus_chapter(runs)
+    versus = sweep._versus_chapter(runs, sweep._seed_boards(runs))
     assert versus["point"] == "eps=8/255" and versus["seeds"] >= 2
     own = json.loads((root / "05_toggle_activity" / "cpu.json").read_text())
     chapter = {r["key"]: r["verdict"] for r in papers.scoreboard("05_toggle_activity", estimates(own), "cpu")}
